@@ -1,0 +1,15 @@
+"""The scenario registry: the only place that maps scenario names to their frozen configs."""
+
+from __future__ import annotations
+
+from simulator.config import Scenario
+from scenarios.coldstart_ab import SCENARIO as COLDSTART_AB
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (COLDSTART_AB,)}
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError(f"unknown scenario '{name}'; known: {sorted(SCENARIOS)}") from None

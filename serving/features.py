@@ -1,0 +1,183 @@
+"""The arm's real-time feature store: item and user counters, seen pairs and each item's positive-user sequence.
+
+Everything is held in growable numpy arrays indexed by dense rows (an :class:`IdMap` per
+entity), updated in place by ``record`` once per batch of feedback; nothing here is per-user
+Python. The store is what an arm knows: its own uploads and its own traffic, never the world.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.ids import IdMap
+
+SEQ_EVENTS = (0, 1)  # like, comment: the positive interactions that extend an item's user sequence
+INTERACTION_COLS = (0, 1, 2)  # like, comment, follow
+
+
+def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    new = np.full((max(n, 2 * len(a), 64),) + a.shape[1:], fill, dtype=a.dtype)
+    new[: len(a)] = a
+    return new
+
+
+class FeatureStore:
+    """Items, users and their counters for one arm; ``max_seq`` positive users kept per item."""
+
+    N_USER_DENSE = 3
+    N_PAIR_DENSE = 3
+
+    def __init__(self, n_item_dense: int, max_seq: int = 50):
+        self.items = IdMap(what="item")
+        self.users = IdMap(what="user")
+        self.n_item_dense = max(1, n_item_dense)
+        self.max_seq = max_seq
+        z = np.zeros
+        self.item_creator = z(0, np.int64)
+        self.item_upload_ts = z(0, np.int64)
+        self.item_category = z(0, np.int64)
+        self.item_dense = z((0, self.n_item_dense), np.float32)
+        self.item_expo = z(0, np.int64)
+        self.item_inter = z(0, np.float64)
+        self.item_recent = z(0, np.float64)  # exponentially decayed interactions (popularity)
+        self.item_seq = np.full((0, max_seq), -1, np.int64)  # ring buffer of user ids
+        self.item_seq_ts = z((0, max_seq), np.int64)
+        self.item_seq_count = z(0, np.int64)
+        self.user_requests = z(0, np.int64)
+        self.user_expo = z(0, np.int64)
+        self.user_inter = z(0, np.float64)
+        self.seen = z(0, np.int64)  # sorted keys user_row << 32 | item_row
+        self._by_upload: np.ndarray | None = None
+
+    # ---- items
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def add_items(self, item_ids, creator_ids, upload_ts, category, dense) -> np.ndarray:
+        """Register uploaded items (ids already known are left as they are); returns their rows."""
+        item_ids = np.asarray(item_ids, np.int64)
+        known = self.items.contains(item_ids)
+        n_old = self.n_items
+        rows = self.items.add(item_ids)
+        n = self.n_items
+        if n > n_old:
+            new = ~known
+            for name in ("item_creator", "item_upload_ts", "item_category", "item_expo", "item_inter",
+                         "item_recent", "item_seq_count"):
+                setattr(self, name, _grow(getattr(self, name), n))
+            self.item_dense = _grow(self.item_dense, n)
+            self.item_seq = _grow(self.item_seq, n, fill=-1)
+            self.item_seq_ts = _grow(self.item_seq_ts, n)
+            r = rows[new]
+            self.item_creator[r] = np.asarray(creator_ids, np.int64)[new]
+            self.item_upload_ts[r] = np.asarray(upload_ts, np.int64)[new]
+            self.item_category[r] = np.asarray(category, np.int64)[new]
+            d = np.asarray(dense, np.float32).reshape(len(item_ids), -1)
+            if d.shape[1] == 0:
+                d = np.zeros((len(item_ids), 1), np.float32)
+            if not np.isfinite(d).all():
+                raise ValueError("upload_items: NaN or infinite item features")
+            self.item_dense[r] = d[new][:, : self.n_item_dense]
+            self._by_upload = None
+        return rows
+
+    def rows_by_upload(self) -> np.ndarray:
+        """Item rows sorted by upload time (cached until the next upload)."""
+        if self._by_upload is None:
+            self._by_upload = np.argsort(self.item_upload_ts[: self.n_items], kind="stable")
+        return self._by_upload
+
+    # ---- users
+    def ensure_users(self, user_ids: np.ndarray) -> np.ndarray:
+        rows = self.users.add(np.asarray(user_ids, np.int64))
+        n = len(self.users)
+        for name in ("user_requests", "user_expo", "user_inter"):
+            setattr(self, name, _grow(getattr(self, name), n))
+        return rows
+
+    def user_dense(self, rows: np.ndarray) -> np.ndarray:
+        req = self.user_requests[rows].astype(np.float32)
+        inter = self.user_inter[rows].astype(np.float32)
+        expo = self.user_expo[rows].astype(np.float32)
+        return np.stack([np.log1p(req), np.log1p(inter), (inter + 0.1) / (expo + 2.0)], 1)  # (n, 3)
+
+    def pair_dense(self, item_rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """(n, C, 3): log item age in hours, log exposures, smoothed interaction rate."""
+        r = np.maximum(item_rows, 0)
+        age_h = np.maximum(ts[:, None] - self.item_upload_ts[r], 0) / 3600.0
+        expo = self.item_expo[r].astype(np.float32)
+        inter = self.item_inter[r].astype(np.float32)
+        return np.stack([np.log1p(age_h), np.log1p(expo), (inter + 0.5) / (expo + 10.0)], -1).astype(np.float32)
+
+    # ---- seen filter
+    @staticmethod
+    def pair_keys(user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        return (np.asarray(user_rows, np.int64) << 32) | np.asarray(item_rows, np.int64)
+
+    def is_seen(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        keys = self.pair_keys(user_rows, item_rows)
+        if len(self.seen) == 0:
+            return np.zeros(keys.shape, bool)
+        pos = np.minimum(np.searchsorted(self.seen, keys), len(self.seen) - 1)
+        return self.seen[pos] == keys
+
+    # ---- feedback
+    def record(self, user_ids: np.ndarray, item_ids: np.ndarray, ts: np.ndarray, labels: np.ndarray,
+               decay: float = 0.9) -> np.ndarray:
+        """Apply one batch of exposures with responses ``labels`` (n, 5: like, comment, follow, share, view).
+
+        Returns the item rows that gained a positive (like/comment) interaction.
+        """
+        ur = self.ensure_users(user_ids)
+        ir = self.items.rows(item_ids)
+        labels = np.asarray(labels, bool)
+        inter = labels[:, list(INTERACTION_COLS)].sum(1).astype(np.float64)
+        np.add.at(self.item_expo, ir, 1)
+        np.add.at(self.item_inter, ir, inter)
+        self.item_recent[: self.n_items] *= decay
+        np.add.at(self.item_recent, ir, inter)
+        np.add.at(self.user_expo, ur, 1)
+        np.add.at(self.user_inter, ur, inter)
+        self.seen = np.union1d(self.seen, self.pair_keys(ur, ir))
+        pos = labels[:, list(SEQ_EVENTS)].any(1)
+        if pos.any():
+            self._append_sequences(ir[pos], np.asarray(user_ids, np.int64)[pos], np.asarray(ts, np.int64)[pos])
+        return np.unique(ir[pos])
+
+    def _append_sequences(self, item_rows: np.ndarray, user_ids: np.ndarray, ts: np.ndarray) -> None:
+        order = np.lexsort((ts, item_rows))
+        ir, uid, t = item_rows[order], user_ids[order], ts[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(ir)) + 1]
+        counts = np.diff(np.r_[starts, len(ir)])
+        rank = np.arange(len(ir)) - np.repeat(starts, counts)
+        slot = (self.item_seq_count[ir] + rank) % self.max_seq
+        self.item_seq[ir, slot] = uid
+        self.item_seq_ts[ir, slot] = t
+        np.add.at(self.item_seq_count, ir[starts], counts)
+
+    def sequences(self, item_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's last ``max_seq`` positive users in time order: ((n, L) ids with -1 padding at the end, lengths)."""
+        L = self.max_seq
+        cnt = self.item_seq_count[item_rows]
+        length = np.minimum(cnt, L)
+        start = np.where(cnt > L, cnt % L, 0)
+        idx = (start[:, None] + np.arange(L)[None, :]) % L
+        seq = np.take_along_axis(self.item_seq[item_rows], idx, 1)
+        seq = np.where(np.arange(L)[None, :] < length[:, None], seq, -1)
+        return seq, length
+
+    # ---- checkpoint
+    def state(self) -> dict:
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
+                if k not in ("items", "users", "_by_upload")} | {"item_ids": self.items.ids.copy(),
+                                                                 "user_ids": self.users.ids.copy()}
+
+    def load_state(self, st: dict) -> None:
+        st = dict(st)
+        self.items = IdMap(st.pop("item_ids"), "item")
+        self.users = IdMap(st.pop("user_ids"), "user")
+        self.__dict__.update(st)
+        self._by_upload = None

@@ -1,0 +1,290 @@
+"""ArmPolicy: one arm's recommender stack, retrieval channels -> multi-task ranking -> boosted final ranking -> slate.
+
+A plain class (no Ray): unit tests call it directly; :mod:`serving.app` wraps it in a Ray Serve
+deployment. Every method works on a whole batch of requests or events as numpy arrays.
+
+Seams for the cold-start strategies: a :class:`Channel` adds candidates (Next-User, IHM, the
+DualRec result cache), ``boosts`` add per-(user, item) score terms in the final ranking
+(s' = s + alpha * s_item), and ``upload_hooks`` run on item uploads (creator-side retrieval).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from simulator.config import StackConfig
+from simulator.schema import RESPONSE_TYPES
+from serving.features import FeatureStore
+from serving.index import ANNIndex
+from trainers.models.ranker import Ranker, RankerConfig
+from trainers.models.two_tower import TwoTower, TwoTowerConfig
+
+SCORE_CHUNK = 65_536
+
+
+@dataclass
+class RequestContext:
+    """A batch of requests: user rows in the feature store, request times, lazily the user vectors."""
+
+    user_rows: np.ndarray
+    ts: np.ndarray
+    rng: np.random.Generator
+    policy: "ArmPolicy"
+    _user_vecs: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.user_rows)
+
+    @property
+    def user_vecs(self) -> np.ndarray:
+        if self._user_vecs is None:
+            self._user_vecs = self.policy.user_vectors(self.user_rows)
+        return self._user_vecs
+
+
+class Channel(Protocol):
+    """A retrieval channel: returns (n, k) item rows of the arm's feature store, -1 padded."""
+
+    name: str
+
+    def retrieve(self, ctx: RequestContext) -> np.ndarray: ...
+
+
+@dataclass
+class Slates:
+    """What ``recommend`` returns: the slates and, per slot, the features the ranker used (feature logging)."""
+
+    item_ids: np.ndarray  # (n, S) int64, -1 where fewer than S candidates survived
+    channel: np.ndarray  # (n, S) int8 index into channel_names
+    channel_names: list[str]
+    creator_id: np.ndarray  # (n, S)
+    category: np.ndarray  # (n, S)
+    upload_ts: np.ndarray  # (n, S)
+    user_dense: np.ndarray  # (n, Fu)
+    item_dense: np.ndarray  # (n, S, Fi)
+    pair_dense: np.ndarray  # (n, S, Fp)
+    score: np.ndarray  # (n, S) final combined score
+
+
+@dataclass
+class ArmPolicy:
+    """The serving side of one arm. ``channels`` are constructed by the arm registry."""
+
+    name: str
+    stack: StackConfig
+    slate_size: int
+    tt_cfg: TwoTowerConfig
+    rk_cfg: RankerConfig
+    seed: int
+    channels: list = field(default_factory=list)
+    boosts: list = field(default_factory=list)  # callables (ctx, cand_rows (n,C), base score) -> (n,C)
+    upload_hooks: list = field(default_factory=list)  # callables (policy, item_rows) -> None
+
+    def __post_init__(self):
+        torch.manual_seed(self.seed)
+        self.store = FeatureStore(n_item_dense=self.tt_cfg.n_item_dense)
+        self.two_tower = TwoTower(self.tt_cfg).eval()
+        self.ranker = Ranker(self.rk_cfg).eval()
+        self.index = ANNIndex(self.tt_cfg.dim, m=self.stack.hnsw_m, ef_construction=self.stack.hnsw_ef_construction,
+                              ef=self.stack.hnsw_ef, seed=self.seed)
+        self.weights_version = 0
+        self.weights_ts: int | None = None
+        w = self.stack.rank_weights
+        self.task_weights = np.array([w.get(t, 0.0) for t in RESPONSE_TYPES], np.float32)
+        self.channel_names = [c.name for c in self.channels]
+
+    # ------------------------------------------------------------------ embeddings
+    @torch.no_grad()
+    def item_vectors(self, rows: np.ndarray) -> np.ndarray:
+        s = self.store
+        out = []
+        for a in range(0, len(rows), SCORE_CHUNK):
+            r = rows[a : a + SCORE_CHUNK]
+            v = self.two_tower.item(
+                torch.from_numpy(s.items.ids[r]), torch.from_numpy(s.item_creator[r]),
+                torch.from_numpy(s.item_category[r]), torch.from_numpy(s.item_dense[r]),
+            )
+            out.append(v.numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.tt_cfg.dim), np.float32)
+
+    @torch.no_grad()
+    def user_vectors(self, user_rows: np.ndarray) -> np.ndarray:
+        s = self.store
+        u = self.two_tower.user(torch.from_numpy(s.users.ids[user_rows]), torch.from_numpy(s.user_dense(user_rows)))
+        return u.numpy()
+
+    # ------------------------------------------------------------------ uploads
+    def upload_items(self, item_ids, creator_ids, upload_ts, category, dense) -> np.ndarray:
+        """New items enter the store and the item index (embedded with the current item tower)."""
+        known = self.store.items.contains(np.asarray(item_ids, np.int64))
+        rows = self.store.add_items(item_ids, creator_ids, upload_ts, category, dense)
+        new_rows = rows[~known]
+        self.index.add(new_rows, self.item_vectors(new_rows))
+        for hook in self.upload_hooks:
+            hook(self, new_rows)
+        return new_rows
+
+    # ------------------------------------------------------------------ weights
+    def set_weights(self, version: int, weights: dict[str, dict[str, np.ndarray]], ts: int | None = None) -> None:
+        """Swap in trained weights (no restart): reload models, re-embed every item, rebuild the index."""
+        self.two_tower.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights["two_tower"].items()})
+        self.ranker.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights["ranker"].items()})
+        rows = np.arange(self.store.n_items)
+        self.index.build(rows, self.item_vectors(rows))
+        self.weights_version = version
+        self.weights_ts = ts
+
+    # ------------------------------------------------------------------ requests
+    def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
+        """Slates for a batch of requests (``user_ids`` and request times ``ts``, aligned)."""
+        user_ids = np.asarray(user_ids, np.int64)
+        ts = np.asarray(ts, np.int64)
+        if user_ids.shape != ts.shape:
+            raise ValueError(f"recommend: {len(user_ids)} user ids but {len(ts)} timestamps")
+        s = self.store
+        user_rows = s.ensure_users(user_ids)
+        np.add.at(s.user_requests, user_rows, 1)
+        ctx = RequestContext(user_rows, ts, np.random.default_rng(seed), self)
+        n, S = len(user_ids), self.slate_size
+        parts, chans = [], []
+        for ci, ch in enumerate(self.channels):
+            c = np.asarray(ch.retrieve(ctx), np.int64)
+            c = c.reshape(n, -1) if n else np.zeros((0, 0), np.int64)
+            parts.append(c)
+            chans.append(np.full(c.shape, ci, np.int8))
+        cand = np.concatenate(parts, 1) if parts else np.full((n, 0), -1, np.int64)
+        chan = np.concatenate(chans, 1) if chans else np.zeros((n, 0), np.int8)
+        cand, chan, valid = self._filter(cand, chan, ctx)
+        score, feats = self._score(cand, valid, ctx)
+        for boost in self.boosts:
+            score = score + np.where(valid, boost(ctx, cand, score), 0.0)
+        score = np.where(valid, score, -np.inf)
+        k = min(S, cand.shape[1])
+        if k == 0:
+            top = np.zeros((n, 0), np.int64)
+        else:
+            part = np.argpartition(-score, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(score, part, 1), axis=1, kind="stable")
+            top = np.take_along_axis(part, order, 1)  # (n, k)
+        pad = S - k
+        take = lambda a: np.take_along_axis(a, top, 1)  # noqa: E731
+        top_valid = take(valid)
+        rows = np.where(top_valid, take(cand), 0)
+        item_ids = np.where(top_valid, s.items.ids[rows] if s.n_items else -1, -1)
+        user_dense, pair_dense = feats
+        out = Slates(
+            item_ids=item_ids,
+            channel=take(chan),
+            channel_names=self.channel_names,
+            creator_id=s.item_creator[rows],
+            category=s.item_category[rows],
+            upload_ts=s.item_upload_ts[rows],
+            user_dense=user_dense,
+            item_dense=s.item_dense[rows],
+            pair_dense=np.take_along_axis(pair_dense, top[:, :, None], 1),
+            score=np.where(top_valid, take(score), -np.inf).astype(np.float32),
+        )
+        if pad:
+            out = _pad_slates(out, S)
+        return out
+
+    def _filter(self, cand: np.ndarray, chan: np.ndarray, ctx: RequestContext):
+        """Drop padding, items uploaded after the request, already-seen pairs and duplicates across channels."""
+        s = self.store
+        valid = cand >= 0
+        r = np.maximum(cand, 0)
+        if s.n_items:
+            valid &= s.item_upload_ts[r] <= ctx.ts[:, None]
+        if self.stack.exclude_seen and s.n_items:
+            valid &= ~s.is_seen(np.broadcast_to(ctx.user_rows[:, None], cand.shape), r)
+        # duplicates: keep the first channel's copy
+        key = np.where(valid, cand, -1 - np.arange(cand.shape[1])[None, :])
+        order = np.argsort(key, axis=1, kind="stable")
+        sk = np.take_along_axis(key, order, 1)
+        dup_sorted = np.zeros_like(valid)
+        dup_sorted[:, 1:] = sk[:, 1:] == sk[:, :-1]
+        dup = np.zeros_like(valid)
+        np.put_along_axis(dup, order, dup_sorted, 1)
+        valid &= ~dup
+        return cand, chan, valid
+
+    @torch.no_grad()
+    def _score(self, cand: np.ndarray, valid: np.ndarray, ctx: RequestContext):
+        """Multi-task predictions for every valid candidate, combined as sum_k w_k p_k (+ new-item boost)."""
+        s = self.store
+        n, C = cand.shape
+        user_dense = s.user_dense(ctx.user_rows)  # (n, Fu)
+        pair_dense = s.pair_dense(cand, ctx.ts) if s.n_items else np.zeros((n, C, s.N_PAIR_DENSE), np.float32)
+        score = np.full((n, C), -np.inf, np.float32)
+        ri, ci = np.nonzero(valid)
+        for a in range(0, len(ri), SCORE_CHUNK):
+            rr, cc = ri[a : a + SCORE_CHUNK], ci[a : a + SCORE_CHUNK]
+            it = cand[rr, cc]
+            batch = {
+                "user_id": torch.from_numpy(s.users.ids[ctx.user_rows[rr]]),
+                "item_id": torch.from_numpy(s.items.ids[it]),
+                "creator_id": torch.from_numpy(s.item_creator[it]),
+                "category": torch.from_numpy(s.item_category[it]),
+                "user_dense": torch.from_numpy(user_dense[rr]),
+                "item_dense": torch.from_numpy(s.item_dense[it]),
+                "pair_dense": torch.from_numpy(pair_dense[rr, cc]),
+            }
+            p = torch.sigmoid(self.ranker(batch)).numpy()  # (m, T)
+            score[rr, cc] = p @ self.task_weights
+        # FairRec-like new-item boost, decaying linearly to 0 at boost_max_exposures
+        expo = s.item_expo[np.maximum(cand, 0)] if s.n_items else np.zeros((n, C))
+        boost = self.stack.new_item_boost * np.clip(1.0 - expo / self.stack.boost_max_exposures, 0.0, 1.0)
+        score = np.where(valid, score + boost, -np.inf)
+        return score, (user_dense, pair_dense)
+
+    # ------------------------------------------------------------------ feedback
+    def feedback(self, user_ids: np.ndarray, item_ids: np.ndarray, ts: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Exposures and their responses update real-time features; returns rows that gained a positive."""
+        user_ids, item_ids = np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64)
+        if not (len(user_ids) == len(item_ids) == len(ts) == len(labels)):
+            raise ValueError("feedback: user_ids, item_ids, ts and labels must have the same length")
+        return self.store.record(user_ids, item_ids, np.asarray(ts, np.int64), labels)
+
+    # ------------------------------------------------------------------ checkpoint
+    def snapshot(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save({
+            "store": self.store.state(), "tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
+            "index": self.index.to_bytes(), "version": self.weights_version, "weights_ts": self.weights_ts,
+            "extra": {c.name: c.state() for c in self.channels if hasattr(c, "state")},
+        }, buf)
+        return buf.getvalue()
+
+    def restore(self, data: bytes) -> None:
+        st = torch.load(io.BytesIO(data), weights_only=False)
+        self.store.load_state(st["store"])
+        self.two_tower.load_state_dict(st["tt"])
+        self.ranker.load_state_dict(st["rk"])
+        self.index.from_bytes(st["index"])
+        self.weights_version = st["version"]
+        self.weights_ts = st["weights_ts"]
+        for c in self.channels:
+            if hasattr(c, "load_state") and c.name in st["extra"]:
+                c.load_state(st["extra"][c.name])
+
+
+def _pad_slates(s: Slates, S: int) -> Slates:
+    def pad(a, fill):
+        width = [(0, 0), (0, S - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, width, constant_values=fill)
+
+    return Slates(
+        item_ids=pad(s.item_ids, -1), channel=pad(s.channel, 0), channel_names=s.channel_names,
+        creator_id=pad(s.creator_id, 0), category=pad(s.category, 0), upload_ts=pad(s.upload_ts, 0),
+        user_dense=s.user_dense, item_dense=pad(s.item_dense, 0), pair_dense=pad(s.pair_dense, 0),
+        score=pad(s.score, -np.inf),
+    )
+
+
+BoostFn = Callable[[RequestContext, np.ndarray, np.ndarray], np.ndarray]

@@ -1,0 +1,185 @@
+"""Typed, frozen configuration of a simulation run (pydantic): platform, world, arms, training, metrics.
+
+Bottom of the import graph next to :mod:`simulator.schema`. A scenario (``scenarios/``) is one
+:class:`Scenario` value; everything below it reads these types, never free-form dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SyntheticConfig(_Frozen):
+    """Size and shape of the embedded synthetic platform (the default log source)."""
+
+    n_users: int = Field(20_000, ge=10)
+    n_creators: int = Field(2_000, ge=2)
+    n_topics: int = Field(16, ge=2)
+    latent_dim: int = Field(16, ge=2)
+    days: int = Field(14, ge=1)
+    catalogue_items_per_creator: float = Field(3.0, ge=0, description="items each creator has before day 0 (mean)")
+    uploads_per_creator_day: float = Field(0.35, gt=0, description="mean daily upload rate; per-creator rates are lognormal")
+    mean_daily_visit_prob: float = Field(0.3, gt=0, le=1)
+    requests_per_visit: float = Field(2.0, gt=0, description="mean requests per visiting user and day")
+    slate_size: int = Field(8, ge=1)
+    weekend_boost: float = Field(1.25, gt=0, description="visit-rate multiplier on Saturdays and Sundays")
+    popularity_skew: float = Field(1.1, ge=0, description="Zipf exponent of creator quality (long tail)")
+
+
+class WorldConfig(_Frozen):
+    """The world's response model and creator dynamics."""
+
+    creator_elasticity: float = Field(0.5, ge=0, description="0 = pure replay of uploads")
+    feedback_window_days: int = Field(3, ge=1)
+    max_upload_multiplier: float = Field(3.0, ge=1)
+    oracle_dim: int = Field(16, ge=2)
+    oracle_epochs: int = Field(4, ge=1)
+    use_observed_outcomes: bool = True
+
+
+class StackConfig(_Frozen):
+    """A recommender stack: retrieval channels -> multi-task ranking -> boosted final ranking -> slate."""
+
+    two_tower_k: int = Field(100, ge=1, description="candidates from the user-side two-tower channel")
+    fresh_k: int = Field(30, ge=0, description="candidates from the fresh-items channel")
+    fresh_window_hours: float = Field(24.0, gt=0)
+    popular_k: int = Field(20, ge=0, description="candidates from the popular-items channel")
+    new_item_boost: float = Field(0.15, ge=0, description="FairRec-like additive boost for items with few exposures")
+    boost_max_exposures: int = Field(50, ge=1, description="items with fewer exposures than this get the (decaying) boost")
+    rank_weights: dict[str, float] = Field(
+        default_factory=lambda: {"like": 1.0, "comment": 1.0, "follow": 2.0, "view": 0.3}
+    )
+    hnsw_m: int = Field(16, ge=4)
+    hnsw_ef_construction: int = Field(100, ge=10)
+    hnsw_ef: int = Field(200, ge=10)
+    exclude_seen: bool = True
+
+    @field_validator("rank_weights")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        from simulator.schema import RESPONSE_TYPES
+
+        bad = set(v) - set(RESPONSE_TYPES)
+        if bad:
+            raise ValueError(f"unknown ranking tasks {sorted(bad)}; expected a subset of {list(RESPONSE_TYPES)}")
+        return v
+
+
+class ArmSpec(_Frozen):
+    """One arm of a scenario: a name, a registered kind, its traffic share and its stack."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: str = "base"
+    share: float = Field(gt=0, le=1)
+    stack: StackConfig = StackConfig()
+
+
+class ModelConfig(_Frozen):
+    """Sizes of the arms' two-tower and ranking models."""
+
+    dim: int = Field(32, ge=4)
+    id_buckets: int = Field(1 << 15, ge=16, description="hashed id-embedding buckets (new ids need no resize)")
+    hidden: int = Field(64, ge=4)
+
+
+class TrainConfig(_Frozen):
+    """The online learning loop (one long-lived Ray TorchTrainer per run)."""
+
+    batch_size: int = Field(2048, ge=8)
+    lr: float = Field(3e-3, gt=0)
+    epochs_per_tick: int = Field(1, ge=1)
+    publish_delay_ticks: int = Field(1, ge=0, description="ticks between the end of a training tick and serving its weights")
+    num_workers: int = Field(1, ge=0, description="Ray Train workers; 0 trains in the driver process")
+    temperature: float = Field(0.1, gt=0)
+
+
+class MetricsConfig(_Frozen):
+    expo_k: list[int] = Field(default_factory=lambda: [10, 50, 200])
+    cold_age_hours: float = Field(24.0, gt=0)
+    cold_max_exposures: int = Field(100, ge=1)
+    bootstrap_samples: int = Field(500, ge=50)
+    ci_level: float = Field(0.95, gt=0, lt=1)
+
+
+class ServeConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    http: bool = False
+
+
+class ScaleConfig(_Frozen):
+    """Overrides a named scale applies to a scenario (``--scale tiny``)."""
+
+    synthetic: SyntheticConfig
+    days: int | None = None
+    ticks_per_day: int | None = None
+    expo_k: list[int] | None = None
+    train_batch_size: int | None = None
+
+
+class Scenario(_Frozen):
+    """A complete, declarative simulation: which platform, which arms, for how long, measured how."""
+
+    name: str
+    description: str
+    arms: list[ArmSpec]
+    control: str
+    days: int = Field(14, ge=1)
+    ticks_per_day: int = Field(4, ge=1, le=96)
+    seed: int = 0
+    salt: str = "coldsim"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    scales: dict[str, ScaleConfig] = Field(default_factory=dict)
+    world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Scenario":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if self.control not in names:
+            raise ValueError(f"control arm '{self.control}' is not one of the arms {names}")
+        total = sum(a.share for a in self.arms)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"arm shares sum to {total:.3f} > 1")
+        return self
+
+    def at_scale(self, scale: str | None) -> "Scenario":
+        """This scenario with a named scale's overrides applied (``None`` or 'default': unchanged)."""
+        if scale in (None, "default"):
+            return self
+        if scale not in self.scales:
+            raise ValueError(f"scenario '{self.name}' has no scale '{scale}'; known: {['default', *self.scales]}")
+        s = self.scales[scale]
+        upd: dict = {"synthetic": s.synthetic}
+        upd["days"] = s.days or s.synthetic.days
+        if s.ticks_per_day:
+            upd["ticks_per_day"] = s.ticks_per_day
+        if s.expo_k:
+            upd["metrics"] = self.metrics.model_copy(update={"expo_k": s.expo_k})
+        if s.train_batch_size:
+            upd["train"] = self.train.model_copy(update={"batch_size": s.train_batch_size})
+        return self.model_copy(update=upd)
+
+    def with_overrides(self, days: int | None = None, seed: int | None = None) -> "Scenario":
+        upd: dict = {}
+        if days is not None:
+            if days < 1:
+                raise ValueError("--days must be >= 1")
+            upd["days"] = days
+        if seed is not None:
+            upd["seed"] = seed
+        return self.model_copy(update=upd)
+
+
+RuntimeKind = Literal["local", "ray"]

@@ -1,0 +1,126 @@
+"""The execution seam: where arms are served and trained. In-process (:class:`LocalRuntime`) or on Ray.
+
+The driver (:mod:`simulator.loop`) talks only to this interface, a tick at a time, with every
+arm's batch in one call so a Ray runtime can run the arms concurrently. The Ray runtime
+(:mod:`simulator.ray_runtime`) implements the same methods with Ray Serve, Ray Train and Ray
+Data; the local one calls the same plain classes directly, so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from simulator.config import ArmSpec, TrainConfig
+from simulator.replay import ArrowDayReader
+from serving.arms import ArmContext, build_arm, model_configs
+from serving.stack import ArmPolicy, Slates
+from trainers.learner import OnlineLearner
+
+ItemBatch = dict[str, np.ndarray]  # item_id, creator_id, upload_ts, category, dense
+TrainBatch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Everything a runtime needs to build the arms and their learners."""
+
+    arms: tuple[ArmSpec, ...]
+    arm_ctx: ArmContext
+    train: TrainConfig
+    events_root: Path
+
+
+def arm_seed(base: int, arm_index: int) -> int:
+    return int(np.random.SeedSequence([base, arm_index, 0xA12]).generate_state(1)[0])
+
+
+def make_learner(spec: RuntimeSpec, arm_index: int) -> OnlineLearner:
+    tt, rk = model_configs(spec.arm_ctx.model, spec.arm_ctx.n_item_dense)
+    t = spec.train
+    return OnlineLearner(tt, rk, lr=t.lr, batch_size=t.batch_size, temperature=t.temperature,
+                         epochs=t.epochs_per_tick, seed=arm_seed(spec.arm_ctx.seed, arm_index))
+
+
+def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy:
+    a = spec.arms[arm_index]
+    ctx = ArmContext(model=spec.arm_ctx.model, slate_size=spec.arm_ctx.slate_size,
+                     n_item_dense=spec.arm_ctx.n_item_dense, seed=arm_seed(spec.arm_ctx.seed, arm_index))
+    return build_arm(a, ctx)
+
+
+class Runtime(Protocol):
+    """What the driver needs; every method takes or returns one entry per arm name."""
+
+    def read_day(self, day: int): ...
+    def upload(self, items: dict[str, ItemBatch]) -> None: ...
+    def recommend(self, requests: dict[str, tuple[np.ndarray, np.ndarray, int]]) -> dict[str, Slates]: ...
+    def feedback(self, events: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None: ...
+    def submit_training(self, tick_id: int, batches: dict[str, TrainBatch]) -> None: ...
+    def collect_weights(self, tick_id: int) -> dict[str, tuple[int, dict, dict]]: ...
+    def publish(self, weights: dict[str, tuple[int, dict]], ts: int) -> None: ...
+    def snapshot(self) -> dict[str, dict[str, bytes]]: ...
+    def restore(self, state: dict[str, dict[str, bytes]]) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class LocalRuntime:
+    """Arms and learners as plain objects in this process: fast unit tests, exact reference numbers."""
+
+    def __init__(self, spec: RuntimeSpec):
+        torch.set_num_threads(1)  # the same arithmetic as a one-thread Serve replica / Train worker
+        self.spec = spec
+        self.names = [a.name for a in spec.arms]
+        self.policies = {a.name: make_policy(spec, i) for i, a in enumerate(spec.arms)}
+        self.learners = {a.name: make_learner(spec, i) for i, a in enumerate(spec.arms)}
+        self.reader = ArrowDayReader(spec.events_root)
+        self._trained: dict[int, dict[str, tuple[int, dict, dict]]] = {}
+
+    def read_day(self, day: int):
+        return self.reader.read_day(day)
+
+    def upload(self, items):
+        for arm, b in items.items():
+            self.policies[arm].upload_items(b["item_id"], b["creator_id"], b["upload_ts"], b["category"], b["dense"])
+
+    def recommend(self, requests):
+        return {arm: self.policies[arm].recommend(u, t, seed) for arm, (u, t, seed) in requests.items()}
+
+    def feedback(self, events):
+        for arm, (u, i, t, y) in events.items():
+            self.policies[arm].feedback(u, i, t, y)
+
+    def submit_training(self, tick_id, batches):
+        out = {}
+        for arm, b in batches.items():
+            learner = self.learners[arm]
+            stats = learner.train_tick(b, tick_seed=tick_seed(learner.seed, tick_id))
+            out[arm] = (learner.version, learner.weights(), stats)
+        self._trained[tick_id] = out
+
+    def collect_weights(self, tick_id):
+        return self._trained.pop(tick_id)
+
+    def publish(self, weights, ts):
+        for arm, (version, w) in weights.items():
+            self.policies[arm].set_weights(version, w, ts)
+
+    def snapshot(self):
+        return {arm: {"policy": self.policies[arm].snapshot(), "learner": self.learners[arm].state_bytes()}
+                for arm in self.names}
+
+    def restore(self, state):
+        for arm in self.names:
+            self.policies[arm].restore(state[arm]["policy"])
+            self.learners[arm].load_state_bytes(state[arm]["learner"])
+
+    def shutdown(self):
+        pass
+
+
+def tick_seed(learner_seed: int, tick_id: int) -> int:
+    return int(np.random.SeedSequence([learner_seed, tick_id, 0x7EA]).generate_state(1)[0])

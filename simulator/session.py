@@ -1,0 +1,142 @@
+"""One scenario run from options to MLflow: load the log, start the runtime, simulate, track, resume.
+
+The CLI is a thin layer over :func:`run_scenario`; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulator.config import RuntimeKind, Scenario
+from simulator.loop import Simulation, SimulationResult
+from simulator.runtime import LocalRuntime
+from simulator.schema import Log
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+RUN_DIR_TAG = "coldsim.run_dir"
+OPTIONS_TAG = "coldsim.options"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for on the command line (stored with the run so ``--resume`` can rebuild it)."""
+
+    scenario: str
+    scale: str | None = None
+    days: int | None = None
+    seed: int | None = None
+    log: str | None = None
+    runtime: RuntimeKind = "ray"
+    address: str | None = None
+    http: bool = False
+    run_root: str = "coldsim_runs"
+    experiment: str = "coldsim"
+
+
+def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
+    return scenario.at_scale(opts.scale).with_overrides(days=opts.days, seed=opts.seed)
+
+
+def load_log(spec: str | None, scenario: Scenario) -> Log:
+    """The run's log: the synthetic platform by default, a KuaiRand catalogue driving it, or a real log."""
+    from simulator.sources.synthetic import generate_synthetic
+
+    if spec is None or spec == "synthetic":
+        return generate_synthetic(scenario.synthetic, scenario.seed)
+    from simulator.sources.spec import load_real_log, parse_log_spec
+
+    parsed = parse_log_spec(spec)
+    if parsed.kind == "kuairand":
+        from simulator.sources.kuairand import load_kuairand_catalogue
+
+        root = Path(parsed.path)
+        catalogue = load_kuairand_catalogue(root / "video_features_basic_pure.csv" if root.is_dir() else root)
+        return generate_synthetic(scenario.synthetic, scenario.seed, catalogue=catalogue)
+    if parsed.kind == "synthetic":
+        return generate_synthetic(scenario.synthetic, scenario.seed)
+    return load_real_log(parsed)
+
+
+def runtime_factory(opts: RunOptions, serve_cfg=None):
+    if opts.runtime == "local":
+        return LocalRuntime
+    from simulator.ray_runtime import RayRuntime
+
+    return lambda spec: RayRuntime(spec, address=opts.address, serve=serve_cfg, http=opts.http)
+
+
+@dataclass
+class RunOutcome:
+    result: SimulationResult
+    parent_run_id: str | None
+    wall_s: float
+
+
+def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
+                 progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None) -> RunOutcome:
+    """Run (or resume) ``scenario``; records it in MLflow when ``tracking_uri`` is given.
+
+    ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume).
+    """
+    t_start = time.perf_counter()
+    tracker = None
+    if tracking_uri is not None:
+        from simulator.tracking import RunTracker, flatten_params
+
+        tracker = RunTracker(tracking_uri, opts.experiment)
+    sc = resolve_scenario(scenario, opts)
+    if resume_run_id is not None:
+        assert tracker is not None, "resume needs MLflow tracking"
+        tags = tracker.client.get_run(resume_run_id).data.tags
+        run_dir = Path(tags[RUN_DIR_TAG])
+    else:
+        run_dir = Path(opts.run_root) / f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    log = load_log(opts.log, sc)
+    sim = Simulation(sc, log, runtime_factory(opts, sc.serve), run_dir, tracker=tracker)
+    parent = None
+    try:
+        if tracker is not None:
+            if resume_run_id is not None:
+                tracker.resume(resume_run_id)
+                parent = resume_run_id
+            else:
+                params = flatten_params(sc, exclude={"scales"})
+                params.update({"log": opts.log or "synthetic", "runtime": opts.runtime, "scale": opts.scale or "default"})
+                parent = tracker.start(sc.name, params, [a.name for a in sc.arms],
+                                       tags={RUN_DIR_TAG: str(run_dir.resolve()), OPTIONS_TAG: json.dumps(opts.__dict__)})
+        if resume_run_id is not None:
+            sim.restore_latest()
+        if stop_after_day is not None:
+            sim.days = min(sim.days, stop_after_day + 1)
+        result = sim.run(progress_factory=progress_factory)
+        if tracker is not None and stop_after_day is None:
+            (run_dir / "scenario.json").write_text(sc.model_dump_json(indent=2))
+            tracker.log_parent_metrics({f"time.{k}_s": v for k, v in result.timings.items()} |
+                                       {"events": float(result.events)})
+            tracker.finish(result.daily, result.overall, result.comparison, result.age, sc.control,
+                           extra_artifacts={"config/scenario.json": run_dir / "scenario.json"},
+                           ci_level=sc.metrics.ci_level)
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.fail(f"{type(exc).__name__}: {exc} (checkpoints in {run_dir}; resume with --resume {parent})")
+        raise
+    finally:
+        sim.runtime.shutdown()
+    return RunOutcome(result=result, parent_run_id=parent, wall_s=time.perf_counter() - t_start)
+
+
+def options_of_run(tracking_uri: str, run_id: str) -> RunOptions:
+    """The options a run was started with (from its MLflow tags)."""
+    from mlflow import MlflowClient
+
+    try:
+        tags = MlflowClient(tracking_uri).get_run(run_id).data.tags
+    except Exception as exc:
+        raise ValueError(f"cannot resume: no MLflow run '{run_id}' at {tracking_uri} ({exc})") from None
+    if OPTIONS_TAG not in tags:
+        raise ValueError(f"cannot resume: run '{run_id}' is not a coldsim parent run")
+    return RunOptions(**json.loads(tags[OPTIONS_TAG]))

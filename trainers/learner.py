@@ -1,0 +1,125 @@
+"""OnlineLearner: the per-arm training step on one tick's logged exposures (pure torch, no Ray).
+
+The same object runs in-process (local runtime, tests) and inside the long-lived Ray Train
+worker (:mod:`trainers.online`); the Ray side only moves batches in and weights out.
+
+A training batch is the arm's own feature-logged traffic: the ids and dense features the
+serving stack used when it ranked each exposed item, plus the world's responses.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from trainers.losses import in_batch_softmax, multitask_bce
+from trainers.models.ranker import Ranker, RankerConfig
+from trainers.models.two_tower import TwoTower, TwoTowerConfig
+
+BATCH_KEYS = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "pair_dense", "labels")
+
+
+def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in batch.items():
+        t = torch.from_numpy(np.ascontiguousarray(v))
+        out[k] = t.float() if t.is_floating_point() else t
+    return out
+
+
+def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    batches = [b for b in batches if len(b["user_id"])]
+    if not batches:
+        return {}
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+class OnlineLearner:
+    """Holds one arm's two-tower and ranker with their optimisers; trains on ticks, exports weights."""
+
+    def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
+                 temperature: float, epochs: int, seed: int):
+        torch.manual_seed(seed)
+        self.two_tower = TwoTower(tt_cfg)
+        self.ranker = Ranker(rk_cfg)
+        self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr)
+        self.opt_rk = torch.optim.Adam(self.ranker.parameters(), lr=lr)
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.epochs = epochs
+        self.seed = seed
+        self.version = 0
+        self.samples_seen = 0
+
+    def train_tick(self, batch: dict[str, np.ndarray], tick_seed: int) -> dict[str, float]:
+        """One pass (``epochs``) over a tick's exposures: ranker on all, two-tower on positives."""
+        self.version += 1
+        if not batch or len(batch["user_id"]) == 0:
+            return {"ranker_loss": float("nan"), "two_tower_loss": float("nan"), "samples": 0.0}
+        g = torch.Generator().manual_seed(tick_seed)
+        t = to_tensors(batch)
+        labels = t["labels"].float()
+        n = labels.shape[0]
+        rk_losses, tt_losses = [], []
+        self.ranker.train()
+        self.two_tower.train()
+        pos = torch.nonzero(labels.sum(1) > 0).squeeze(1)
+        for _ in range(self.epochs):
+            perm = torch.randperm(n, generator=g)
+            for s in range(0, n, self.batch_size):
+                idx = perm[s : s + self.batch_size]
+                mb = {k: v[idx] for k, v in t.items()}
+                loss = multitask_bce(self.ranker(mb), mb["labels"])
+                self.opt_rk.zero_grad()
+                loss.backward()
+                self.opt_rk.step()
+                rk_losses.append(loss.item())
+            pperm = pos[torch.randperm(len(pos), generator=g)]
+            for s in range(0, len(pperm), self.batch_size):
+                idx = pperm[s : s + self.batch_size]
+                if len(idx) < 2:
+                    continue
+                mb = {k: v[idx] for k, v in t.items()}
+                u, v = self.two_tower(mb)
+                loss = in_batch_softmax(u, v, self.temperature)
+                self.opt_tt.zero_grad()
+                loss.backward()
+                self.opt_tt.step()
+                tt_losses.append(loss.item())
+        self.samples_seen += n
+        return {
+            "ranker_loss": float(np.mean(rk_losses)) if rk_losses else float("nan"),
+            "two_tower_loss": float(np.mean(tt_losses)) if tt_losses else float("nan"),
+            "samples": float(n),
+        }
+
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """Copies of the model parameters as numpy arrays (safe to ship across processes)."""
+        return {
+            "two_tower": {k: v.detach().numpy().copy() for k, v in self.two_tower.state_dict().items()},
+            "ranker": {k: v.detach().numpy().copy() for k, v in self.ranker.state_dict().items()},
+        }
+
+    def state_bytes(self) -> bytes:
+        """Everything needed to continue training identically (models, optimisers, counters)."""
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
+                "opt_tt": self.opt_tt.state_dict(), "opt_rk": self.opt_rk.state_dict(),
+                "version": self.version, "samples_seen": self.samples_seen,
+            },
+            buf,
+        )
+        return buf.getvalue()
+
+    def load_state_bytes(self, data: bytes) -> None:
+        st = torch.load(io.BytesIO(data), weights_only=False)
+        self.two_tower.load_state_dict(st["tt"])
+        self.ranker.load_state_dict(st["rk"])
+        self.opt_tt.load_state_dict(st["opt_tt"])
+        self.opt_rk.load_state_dict(st["opt_rk"])
+        self.version = st["version"]
+        self.samples_seen = st["samples_seen"]

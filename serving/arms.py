@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from simulator.config import ArmSpec, ModelConfig
 from serving.channels.basic import FreshChannel, PopularChannel, TwoTowerChannel
 from serving.features import FeatureStore
@@ -48,6 +50,16 @@ def build_base(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
 ARM_KINDS: dict[str, Callable[[ArmSpec, ArmContext], ArmPolicy]] = {
     "base": build_base,
 }
+
+
+def arm_seed(base: int, arm_index: int) -> int:
+    """Each arm's models get their own seed, derived from the run seed and the arm's position."""
+    return int(np.random.SeedSequence([base, arm_index, 0xA12]).generate_state(1)[0])
+
+
+def arm_context(ctx: ArmContext, arm_index: int) -> ArmContext:
+    return ArmContext(model=ctx.model, slate_size=ctx.slate_size, n_item_dense=ctx.n_item_dense,
+                      seed=arm_seed(ctx.seed, arm_index))
 
 
 def build_arm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:

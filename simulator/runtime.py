@@ -17,9 +17,9 @@ import torch
 
 from simulator.config import ArmSpec, TrainConfig
 from simulator.replay import ArrowDayReader
-from serving.arms import ArmContext, build_arm, model_configs
+from serving.arms import ArmContext, arm_context, build_arm
 from serving.stack import ArmPolicy, Slates
-from trainers.learner import OnlineLearner
+from trainers.online import make_learner, tick_seed
 
 ItemBatch = dict[str, np.ndarray]  # item_id, creator_id, upload_ts, category, dense
 TrainBatch = dict[str, np.ndarray]
@@ -35,22 +35,8 @@ class RuntimeSpec:
     events_root: Path
 
 
-def arm_seed(base: int, arm_index: int) -> int:
-    return int(np.random.SeedSequence([base, arm_index, 0xA12]).generate_state(1)[0])
-
-
-def make_learner(spec: RuntimeSpec, arm_index: int) -> OnlineLearner:
-    tt, rk = model_configs(spec.arm_ctx.model, spec.arm_ctx.n_item_dense)
-    t = spec.train
-    return OnlineLearner(tt, rk, lr=t.lr, batch_size=t.batch_size, temperature=t.temperature,
-                         epochs=t.epochs_per_tick, seed=arm_seed(spec.arm_ctx.seed, arm_index))
-
-
 def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy:
-    a = spec.arms[arm_index]
-    ctx = ArmContext(model=spec.arm_ctx.model, slate_size=spec.arm_ctx.slate_size,
-                     n_item_dense=spec.arm_ctx.n_item_dense, seed=arm_seed(spec.arm_ctx.seed, arm_index))
-    return build_arm(a, ctx)
+    return build_arm(spec.arms[arm_index], arm_context(spec.arm_ctx, arm_index))
 
 
 class Runtime(Protocol):
@@ -76,7 +62,7 @@ class LocalRuntime:
         self.spec = spec
         self.names = [a.name for a in spec.arms]
         self.policies = {a.name: make_policy(spec, i) for i, a in enumerate(spec.arms)}
-        self.learners = {a.name: make_learner(spec, i) for i, a in enumerate(spec.arms)}
+        self.learners = {a.name: make_learner(spec.arm_ctx, spec.train, i) for i, a in enumerate(spec.arms)}
         self.reader = ArrowDayReader(spec.events_root)
         self._trained: dict[int, dict[str, tuple[int, dict, dict]]] = {}
 
@@ -120,7 +106,3 @@ class LocalRuntime:
 
     def shutdown(self):
         pass
-
-
-def tick_seed(learner_seed: int, tick_id: int) -> int:
-    return int(np.random.SeedSequence([learner_seed, tick_id, 0x7EA]).generate_state(1)[0])

@@ -66,7 +66,7 @@ def runtime_factory(opts: RunOptions, serve_cfg=None):
         return LocalRuntime
     from simulator.ray_runtime import RayRuntime
 
-    return lambda spec: RayRuntime(spec, address=opts.address, serve=serve_cfg, http=opts.http)
+    return lambda spec: RayRuntime(spec, address=opts.address, serve_cfg=serve_cfg, http=opts.http)
 
 
 @dataclass

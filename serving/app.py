@@ -1,0 +1,133 @@
+"""Ray Serve application: one stateful deployment per arm wrapping :class:`ArmPolicy`, plus a FastAPI ingress.
+
+Each arm is a single replica (its feature store, index and weights are state; a second replica
+would need a shared store). The simulator driver calls the arm deployments through handles
+with a whole tick's requests as arrays; external HTTP clients go through the ingress, whose
+recommend calls are merged across concurrent clients with ``@serve.batch``.
+
+Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+
+from simulator.config import ArmSpec
+from serving.arms import ArmContext, build_arm
+from serving.http import (FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse, UploadRequest,
+                          UploadResponse, handle_feedback, handle_recommend, handle_upload)
+from serving.stack import Slates
+
+APP_NAME = "coldsim"
+
+
+def deployment_name(arm: str) -> str:
+    return f"arm_{arm}"
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+class ArmDeployment:
+    """One arm's serving side: the plain policy plus batching for HTTP traffic."""
+
+    def __init__(self, spec: ArmSpec, ctx: ArmContext):
+        import torch
+
+        torch.set_num_threads(1)  # the same arithmetic as the in-process runtime
+        self.policy = build_arm(spec, ctx)
+
+    async def upload(self, items: dict[str, np.ndarray]) -> dict[int, list[int]]:
+        self.policy.upload_items(items["item_id"], items["creator_id"], items["upload_ts"], items["category"], items["dense"])
+        return getattr(self.policy, "last_targets", {}) or {}
+
+    async def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
+        return self.policy.recommend(user_ids, ts, seed)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def recommend_batched(self, requests: list[tuple[np.ndarray, np.ndarray, int]]) -> list[Slates]:
+        """Concurrent HTTP requests merged into one policy call, then split back."""
+        users = np.concatenate([r[0] for r in requests])
+        ts = np.concatenate([r[1] for r in requests])
+        merged = self.policy.recommend(users, ts, requests[0][2])
+        out, a = [], 0
+        for u, _, _ in requests:
+            b = a + len(u)
+            out.append(Slates(
+                item_ids=merged.item_ids[a:b], channel=merged.channel[a:b], channel_names=merged.channel_names,
+                creator_id=merged.creator_id[a:b], category=merged.category[a:b], upload_ts=merged.upload_ts[a:b],
+                user_dense=merged.user_dense[a:b], item_dense=merged.item_dense[a:b], pair_dense=merged.pair_dense[a:b],
+                score=merged.score[a:b]))
+            a = b
+        return out
+
+    async def recommend_http(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
+        return await self.recommend_batched((user_ids, ts, seed))
+
+    async def feedback(self, user_ids, item_ids, ts, labels) -> None:
+        self.policy.feedback(user_ids, item_ids, ts, labels)
+
+    async def set_weights(self, version: int, weights: dict, ts: int | None) -> int:
+        self.policy.set_weights(version, weights, ts)
+        return version
+
+    async def snapshot(self) -> bytes:
+        return self.policy.snapshot()
+
+    async def restore(self, data: bytes) -> None:
+        self.policy.restore(data)
+
+    async def stats(self) -> dict:
+        return {"items": self.policy.store.n_items, "users": len(self.policy.store.users),
+                "index": len(self.policy.index), "weights_version": self.policy.weights_version}
+
+
+api = FastAPI(title="coldsim platform")
+
+
+class _HandleBackend:
+    def __init__(self, handles: dict):
+        self.handles = handles
+
+    def arm_names(self) -> list[str]:
+        return list(self.handles)
+
+    async def recommend(self, arm, user_ids, ts, seed):
+        return await self.handles[arm].recommend_http.remote(user_ids, ts, seed)
+
+    async def upload(self, arm, items):
+        return await self.handles[arm].upload.remote(items)
+
+    async def feedback(self, arm, user_ids, item_ids, ts, labels):
+        await self.handles[arm].feedback.remote(user_ids, item_ids, ts, labels)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Gateway:
+    """HTTP ingress (bound to 127.0.0.1 by default): validates payloads, routes them to the arm deployments."""
+
+    def __init__(self, arm_handles: dict):
+        self.backend = _HandleBackend(arm_handles)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "arms": self.backend.arm_names()}
+
+    @api.post("/arms/{arm}/recommend", response_model=RecommendResponse)
+    async def recommend(self, arm: str, req: RecommendRequest):
+        return await handle_recommend(self.backend, arm, req)
+
+    @api.post("/arms/{arm}/upload", response_model=UploadResponse)
+    async def upload(self, arm: str, req: UploadRequest):
+        return await handle_upload(self.backend, arm, req)
+
+    @api.post("/arms/{arm}/feedback", response_model=FeedbackResponse)
+    async def feedback(self, arm: str, req: FeedbackRequest):
+        return await handle_feedback(self.backend, arm, req)
+
+
+def build_app(arms: list[tuple[ArmSpec, ArmContext]]):
+    """The Serve application: an arm deployment per (spec, context) and the gateway in front."""
+    handles = {spec.name: ArmDeployment.options(name=deployment_name(spec.name)).bind(spec, ctx) for spec, ctx in arms}
+    return Gateway.bind(handles)

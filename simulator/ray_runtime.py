@@ -1,0 +1,101 @@
+"""The Ray runtime: Ray Data reads the log, Ray Serve serves the arms, Ray Train trains them online.
+
+Implements :class:`simulator.runtime.Runtime`. Ray touchpoints, all here or in the two modules
+it starts: (1) ``ray.init`` (local or ``address='auto'``), (2) the Serve app
+(:mod:`serving.app`), (3) the TorchTrainer loop (:mod:`trainers.online`), (4) Ray Data day
+reads (:mod:`simulator.replay`). Every call to the arms is one handle call per arm carrying the
+whole tick's batch as arrays; the arms' calls run concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import ray
+from ray import serve
+
+from simulator.config import ServeConfig
+from simulator.replay import RayDataDayReader
+from simulator.runtime import RuntimeSpec
+from serving.app import APP_NAME, build_app, deployment_name
+from serving.arms import arm_context
+from trainers.online import OnlineTrainer
+
+
+class RayRuntime:
+    """Arms as Serve deployments, learners in one long-lived Ray Train TorchTrainer."""
+
+    def __init__(self, spec: RuntimeSpec, address: str | None = None, serve_cfg: ServeConfig | None = None,
+                 http: bool = False):
+        self.spec = spec
+        self.names = [a.name for a in spec.arms]
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+            kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                          configure_logging=True, logging_level="ERROR")
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=max(2, os.cpu_count() or 2), **kwargs)
+        cfg = serve_cfg or ServeConfig()
+        self.http = http or cfg.http
+        http_options = {"host": cfg.host, "port": cfg.port} if self.http else {"location": "NoServer"}
+        serve.start(http_options=http_options)
+        app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)])
+        serve.run(app, name=APP_NAME, route_prefix="/" if self.http else None)
+        self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=APP_NAME) for a in self.names}
+        self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
+        self.reader = RayDataDayReader(spec.events_root)
+        self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
+        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, self.names, self._storage)
+
+    def read_day(self, day: int):
+        return self.reader.read_day(day)
+
+    def _all(self, method: str, args: dict[str, tuple]) -> dict:
+        futures = {arm: getattr(self.handles[arm], method).remote(*a) for arm, a in args.items()}
+        return {arm: f.result() for arm, f in futures.items()}
+
+    def upload(self, items):
+        self._all("upload", {arm: (b,) for arm, b in items.items()})
+
+    def recommend(self, requests):
+        return self._all("recommend", requests)
+
+    def feedback(self, events):
+        self._all("feedback", events)
+
+    def submit_training(self, tick_id, batches):
+        self.trainer.submit(tick_id, batches)
+
+    def collect_weights(self, tick_id):
+        return self.trainer.collect(tick_id)
+
+    def publish(self, weights, ts):
+        self._all("set_weights", {arm: (v, w, ts) for arm, (v, w) in weights.items()})
+
+    def snapshot(self):
+        policies = self._all("snapshot", {arm: () for arm in self.names})
+        learners = self.trainer.snapshot()
+        return {arm: {"policy": policies[arm], "learner": learners[arm]} for arm in self.names}
+
+    def restore(self, state):
+        self._all("restore", {arm: (state[arm]["policy"],) for arm in self.names})
+        self.trainer.restore({arm: state[arm]["learner"] for arm in self.names})
+
+    def stats(self) -> dict:
+        return self._all("stats", {arm: () for arm in self.names})
+
+    def shutdown(self):
+        try:
+            self.trainer.stop()
+        finally:
+            try:
+                serve.delete(APP_NAME)
+                serve.shutdown()
+            finally:
+                if self._owns_ray:
+                    ray.shutdown()
+

@@ -1,0 +1,180 @@
+"""The long-lived Ray Train loop: one TorchTrainer per run keeps every arm's learner and trains tick after tick.
+
+Ray Data has no unbounded source, so the trainer does not get a dataset: its worker pulls
+commands from a :class:`TrainCoordinator` actor (``train`` a tick's batches, ``snapshot``,
+``restore``, ``stop``) and pushes each tick's weights back to it, from where the driver
+publishes them to the Serve deployments. Each arm's learner sees only its own arm's traffic.
+
+Ray touchpoints of this module: (1) the coordinator actor, (2) ``TorchTrainer`` in a driver
+thread, (3) ``ray.train.report`` per tick from inside the worker. Ray is imported lazily so
+the in-process runtime can use :func:`make_learner` without it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from simulator.config import TrainConfig
+from serving.arms import ArmContext, arm_seed, model_configs
+from trainers.learner import OnlineLearner
+
+
+def make_learner(ctx: ArmContext, train: TrainConfig, arm_index: int) -> OnlineLearner:
+    tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+    return OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
+                         epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index))
+
+
+def tick_seed(learner_seed: int, tick_id: int) -> int:
+    return int(np.random.SeedSequence([learner_seed, tick_id, 0x7EA]).generate_state(1)[0])
+
+
+def _deep_copy_arrays(x: Any) -> Any:
+    """Own copies of numpy arrays (objects from a train worker die with it)."""
+    if isinstance(x, np.ndarray):
+        return np.array(x, copy=True)
+    if isinstance(x, dict):
+        return {k: _deep_copy_arrays(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_deep_copy_arrays(v) for v in x)
+    return x
+
+
+class _Coordinator:
+    """Command queue to the train worker and mailbox of its results (an async Ray actor)."""
+
+    def __init__(self):
+        self._queue = None
+        self._results: dict[Any, Any] = {}
+        self._events: dict[Any, Any] = {}
+
+    def _q(self):
+        import asyncio
+
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
+    def _event(self, key):
+        import asyncio
+
+        if key not in self._events:
+            self._events[key] = asyncio.Event()
+        return self._events[key]
+
+    async def put(self, command: tuple) -> None:
+        await self._q().put(command)
+
+    async def get(self) -> tuple:
+        return await self._q().get()
+
+    async def put_result(self, key, value) -> None:
+        self._results[key] = _deep_copy_arrays(value)
+        self._event(key).set()
+
+    async def get_result(self, key):
+        await self._event(key).wait()
+        self._events.pop(key, None)
+        return self._results.pop(key)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs inside the Ray Train worker until told to stop."""
+    import ray
+    import ray.train
+    import torch
+
+    torch.set_num_threads(1)
+    coord = config["coordinator"]
+    ctx: ArmContext = config["arm_ctx"]
+    train_cfg: TrainConfig = config["train"]
+    arms: list[str] = config["arms"]
+    learners = {a: make_learner(ctx, train_cfg, i) for i, a in enumerate(arms)}
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    while True:
+        cmd = ray.get(coord.get.remote())
+        kind = cmd[0]
+        if kind == "stop":
+            break
+        if kind == "train":
+            _, tick_id, batches = cmd
+            t = time.perf_counter()
+            out = {}
+            for arm, batch in batches.items():
+                lr = learners[arm]
+                stats = lr.train_tick(batch, tick_seed(lr.seed, tick_id))
+                out[arm] = (lr.version, lr.weights(), stats)
+            seconds = time.perf_counter() - t
+            samples = float(sum(len(b["user_id"]) for b in batches.values() if b))
+            if rank0:
+                ray.get(coord.put_result.remote(("train", tick_id), out))
+            ray.train.report({"tick": tick_id, "samples": samples, "seconds": seconds})
+        elif kind == "snapshot":
+            if rank0:
+                ray.get(coord.put_result.remote(("snapshot", cmd[1]), {a: lr.state_bytes() for a, lr in learners.items()}))
+        elif kind == "restore":
+            for a, data in cmd[1].items():
+                learners[a].load_state_bytes(data)
+            if rank0:
+                ray.get(coord.put_result.remote(("restored", cmd[2]), True))
+
+
+class OnlineTrainer:
+    """Driver-side handle: starts the TorchTrainer in a thread, sends ticks, waits for their weights."""
+
+    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[str], storage_path: str):
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        self._ray = ray
+        self.coord = ray.remote(num_cpus=0)(_Coordinator).remote()
+        self.trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms},
+            scaling_config=ScalingConfig(num_workers=max(1, train.num_workers), resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(name="coldsim_online", storage_path=storage_path),
+        )
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fit, name="coldsim-train", daemon=True)
+        self._thread.start()
+        self._snap = 0
+
+    def _fit(self) -> None:
+        try:
+            self.trainer.fit()
+        except BaseException as exc:  # surfaced to the driver on its next wait
+            self.error = exc
+
+    def _wait(self, ref, what: str):
+        while True:
+            try:
+                return self._ray.get(ref, timeout=1.0)
+            except self._ray.exceptions.GetTimeoutError:
+                if not self._thread.is_alive():
+                    raise RuntimeError(f"the Ray Train online loop stopped while waiting for {what}: {self.error!r}") from self.error
+
+    def submit(self, tick_id: int, batches: dict) -> None:
+        self.coord.put.remote(("train", tick_id, batches))
+
+    def collect(self, tick_id: int) -> dict:
+        return self._wait(self.coord.get_result.remote(("train", tick_id)), f"tick {tick_id}")
+
+    def snapshot(self) -> dict[str, bytes]:
+        self._snap += 1
+        self.coord.put.remote(("snapshot", self._snap))
+        return self._wait(self.coord.get_result.remote(("snapshot", self._snap)), "a snapshot")
+
+    def restore(self, state: dict[str, bytes]) -> None:
+        self._snap += 1
+        self.coord.put.remote(("restore", state, self._snap))
+        self._wait(self.coord.get_result.remote(("restored", self._snap)), "a restore")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._thread.is_alive():
+            self.coord.put.remote(("stop",))
+            self._thread.join(timeout)

@@ -8,11 +8,11 @@ recommend calls are merged across concurrent clients with ``@serve.batch``.
 Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
 """
 
-from __future__ import annotations
 
 import numpy as np
 from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import RayTaskError
 
 from simulator.config import ArmSpec
 from serving.arms import ArmContext, build_arm
@@ -86,20 +86,29 @@ api = FastAPI(title="coldsim platform")
 
 
 class _HandleBackend:
+    """The HTTP handlers' backend over deployment handles; replica errors come back as their own type."""
+
     def __init__(self, handles: dict):
         self.handles = handles
 
     def arm_names(self) -> list[str]:
         return list(self.handles)
 
+    async def _call(self, arm: str, method: str, *args):
+        try:
+            return await getattr(self.handles[arm], method).remote(*args)
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else exc) from None
+
     async def recommend(self, arm, user_ids, ts, seed):
-        return await self.handles[arm].recommend_http.remote(user_ids, ts, seed)
+        return await self._call(arm, "recommend_http", user_ids, ts, seed)
 
     async def upload(self, arm, items):
-        return await self.handles[arm].upload.remote(items)
+        return await self._call(arm, "upload", items)
 
     async def feedback(self, arm, user_ids, item_ids, ts, labels):
-        await self.handles[arm].feedback.remote(user_ids, item_ids, ts, labels)
+        await self._call(arm, "feedback", user_ids, item_ids, ts, labels)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})

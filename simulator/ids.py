@@ -9,8 +9,12 @@ class UnknownIdError(KeyError):
     """Ids that are not (yet) known to a table; the message lists a few and how many."""
 
     def __init__(self, what: str, ids: np.ndarray):
-        self.ids = ids
-        super().__init__(f"{len(ids)} unknown {what} id(s), e.g. {ids[:5].tolist()}")
+        self.what = what
+        self.ids = np.asarray(ids)
+        super().__init__(f"{len(self.ids)} unknown {what} id(s), e.g. {self.ids[:5].tolist()}")
+
+    def __reduce__(self):  # picklable across processes (Ray Serve replicas)
+        return (type(self), (self.what, self.ids))
 
 
 class IdMap:

@@ -278,6 +278,9 @@ class Simulation:
             self.tracker.log_day(day, per_arm)
         self.timings["metrics"] += time.perf_counter() - t
         t = time.perf_counter()
+        self._collect_all()  # waits for the trainer to finish the day's ticks
+        self.timings["train"] += time.perf_counter() - t
+        t = time.perf_counter()
         self._checkpoint(day)
         self.timings["checkpoint"] += time.perf_counter() - t
 

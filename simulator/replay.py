@@ -67,7 +67,7 @@ class RayDataDayReader:
         path = self.root / f"day={day:04d}"
         if not path.exists():
             return EVENTS_SCHEMA.empty_table()
-        ds = self._ray_data.read_parquet(str(path), schema=EVENTS_SCHEMA, ray_remote_args={"num_cpus": 0.25})
+        ds = self._ray_data.read_parquet(str(path), schema=EVENTS_SCHEMA, num_cpus=0.25)
         batches = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
         if not batches:
             return EVENTS_SCHEMA.empty_table()

@@ -112,6 +112,9 @@ class LogValidationError(ValueError):
         where = f"column '{column}'" if column else "table"
         super().__init__(f"{source}: {where}: {problem} ({n_rows} row(s))")
 
+    def __reduce__(self):  # picklable across processes (Ray workers)
+        return (type(self), (self.source, self.column, self.n_rows, self.problem))
+
 
 @dataclass(frozen=True)
 class Log:

@@ -77,10 +77,12 @@ class RunOutcome:
 
 
 def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
-                 progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None) -> RunOutcome:
+                 progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None,
+                 before_shutdown=None) -> RunOutcome:
     """Run (or resume) ``scenario``; records it in MLflow when ``tracking_uri`` is given.
 
-    ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume).
+    ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume);
+    ``before_shutdown(sim)`` is called while the runtime is still up (to query the live arms).
     """
     t_start = time.perf_counter()
     tracker = None
@@ -113,6 +115,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         if stop_after_day is not None:
             sim.days = min(sim.days, stop_after_day + 1)
         result = sim.run(progress_factory=progress_factory)
+        if before_shutdown is not None:
+            before_shutdown(sim)
         if tracker is not None and stop_after_day is None:
             (run_dir / "scenario.json").write_text(sc.model_dump_json(indent=2))
             tracker.log_parent_metrics({f"time.{k}_s": v for k, v in result.timings.items()} |

@@ -5,6 +5,8 @@ Arms never see this object; the driver passes them only item features and sample
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -21,7 +23,11 @@ class World:
 
     def __init__(self, log: Log, cfg: WorldConfig, seed: int, response: ResponseModel | None = None):
         self.cfg = cfg
-        self.response = response if response is not None else (log.truth if log.truth is not None else fit_oracle(log, cfg, seed))
+        if response is None:
+            # the world registers dynamic uploads in its response model: own a copy of the log's truth so
+            # one run never changes the Log that another run (same or other seed) replays
+            response = copy.deepcopy(log.truth) if log.truth is not None else fit_oracle(log, cfg, seed)
+        self.response = response
         items = log.items
         self.feature_cols = [c for c in items.column_names if c.startswith("f_")]
         self.items = IdMap(items["item_id"].to_numpy(), "item")

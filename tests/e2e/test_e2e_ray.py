@@ -1,0 +1,142 @@
+"""End to end through real Ray Data, Ray Serve (handles and HTTP) and Ray Train, recorded in MLflow."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from scenarios import get_scenario
+from simulator.config import ServeConfig
+from simulator.session import RunOptions, run_scenario
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    sc = get_scenario("coldstart_ab").at_scale("tiny")
+    return sc.model_copy(update={"days": 2, "serve": ServeConfig(port=_free_port(), http=True)})
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def local_run(scenario, tmp_path_factory):
+    opts = RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path_factory.mktemp("local")))
+    return run_scenario(scenario, opts, tracking_uri=None)
+
+
+@pytest.fixture(scope="module")
+def ray_run(scenario, tracking, tmp_path_factory):
+    seen: dict = {}
+
+    def probe(sim):
+        """While the Serve app is up: query it over handles and over HTTP."""
+        rt = sim.runtime
+        seen["stats"] = rt.stats()
+        seen["url"] = rt.url
+        arm = sim.names[0]
+        user = int(sim.arms[0].users[0])
+        item = int(sim.world.items.ids[sim.world.items.rows(sim.arms[0].uploads[0]["item_id"].to_numpy()[:1])][0])
+        day_end = int(sim.t0 + sim.days * 86_400)
+        with httpx.Client(base_url=rt.url, timeout=30) as c:
+            seen["health"] = c.get("/healthz").json()
+            seen["recommend"] = c.post(f"/arms/{arm}/recommend", json={"user_ids": [user, user + 1], "ts": day_end})
+            seen["upload"] = c.post(f"/arms/{arm}/upload", json={"items": [
+                {"item_id": 10**9, "creator_id": int(sim.arms[0].creators[0]), "upload_ts": day_end - 60, "category": 1,
+                 "features": [0.5] * sim.world.item_dense.shape[1]}]})
+            seen["feedback"] = c.post(f"/arms/{arm}/feedback", json={"events": [
+                {"ts": day_end, "user_id": user, "item_id": item, "event": "expose"},
+                {"ts": day_end, "user_id": user, "item_id": item, "event": "like"}]})
+            seen["bad_event"] = c.post(f"/arms/{arm}/feedback", json={"events": [
+                {"ts": day_end, "user_id": user, "item_id": item, "event": "superlike"}]})
+            seen["bad_ids"] = c.post(f"/arms/{arm}/recommend", json={"user_ids": [-3]})
+            seen["unknown_item"] = c.post(f"/arms/{arm}/feedback", json={"events": [
+                {"ts": day_end, "user_id": user, "item_id": 987654321, "event": "expose"}]})
+            seen["unknown_arm"] = c.post("/arms/nope/recommend", json={"user_ids": [1]})
+
+    opts = RunOptions(scenario=scenario.name, runtime="ray", http=True, run_root=str(tmp_path_factory.mktemp("ray")))
+    out = run_scenario(scenario, opts, tracking_uri=tracking, before_shutdown=probe)
+    return out, seen
+
+
+def _same_metrics(a, b):
+    for arm in a.result.overall:
+        assert a.result.overall[arm] == pytest.approx(b.result.overall[arm], rel=1e-9, abs=1e-12), arm
+    assert a.result.comparison.equals(b.result.comparison)
+
+
+def test_ray_run_equals_in_process_run(ray_run, local_run):
+    """Serve + Train + Data give exactly the numbers of the in-process runtime (same seed)."""
+    out, _ = ray_run
+    assert out.result.events > 1000
+    _same_metrics(out, local_run)
+
+
+def test_serve_handles_hold_trained_state(ray_run, scenario):
+    out, seen = ray_run
+    stats = seen["stats"]
+    assert set(stats) == {a.name for a in scenario.arms}
+    for s in stats.values():
+        assert s["weights_version"] >= 2  # weights from Ray Train were swapped in, without a restart
+        assert s["index"] == s["items"] > 0
+
+
+def test_http_ingress(ray_run):
+    _, seen = ray_run
+    assert seen["url"].startswith("http://127.0.0.1:")
+    assert seen["health"]["status"] == "ok"
+    rec = seen["recommend"]
+    assert rec.status_code == 200, rec.text
+    body = rec.json()
+    assert len(body["slates"]) == 2 and all(len(s) > 0 for s in body["slates"])
+    assert len(body["channels"][0]) == len(body["slates"][0])
+    assert seen["upload"].status_code == 200 and seen["upload"].json()["uploaded"] == 1
+    assert seen["feedback"].status_code == 200 and seen["feedback"].json()["exposures"] == 1
+    assert seen["bad_event"].status_code == 422 and "superlike" in seen["bad_event"].text
+    assert seen["bad_ids"].status_code == 422
+    assert seen["unknown_item"].status_code == 404 and "987654321" in seen["unknown_item"].text
+    assert seen["unknown_arm"].status_code == 404 and "nope" in seen["unknown_arm"].text
+
+
+def test_mlflow_parent_and_child_runs(ray_run, tracking, scenario):
+    out, _ = ray_run
+    c = MlflowClient(tracking)
+    parent = c.get_run(out.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    exp = parent.info.experiment_id
+    children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{out.parent_run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(a.name for a in scenario.arms)
+    for r in children:
+        hist = c.get_metric_history(r.info.run_id, "expo_reach_5")
+        assert [m.step for m in hist] == [0, 1]
+        assert "overall.dac" in r.data.metrics
+    arts = {a.path for a in c.list_artifacts(out.parent_run_id)} | {a.path for a in c.list_artifacts(out.parent_run_id, "plots")}
+    assert {"comparison.csv", "comparison.md", "plots/expo_reach.png", "plots/dac.png", "plots/exposures_by_age.png"} <= arts
+    assert any(k.startswith("lift.base_boost.") for k in parent.data.metrics)
+
+
+def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_factory):
+    out, _ = ray_run
+    opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=str(tmp_path_factory.mktemp("resume")))
+    first = run_scenario(scenario, opts, tracking_uri=tracking, stop_after_day=0)
+    assert MlflowClient(tracking).get_run(first.parent_run_id).info.status == "RUNNING"
+    resumed = run_scenario(scenario, opts, tracking_uri=tracking, resume_run_id=first.parent_run_id)
+    _same_metrics(resumed, out)
+    hist = MlflowClient(tracking).get_metric_history(
+        MlflowClient(tracking).get_run(first.parent_run_id).data.tags["coldsim.child.base"], "dac")
+    assert [m.step for m in hist] == [0, 1]

@@ -1,0 +1,156 @@
+"""The arm's real-time feature store: uploads, counters, the seen filter and each item's positive-user ring buffer."""
+
+import numpy as np
+import pytest
+
+from serving.features import FeatureStore
+
+LIKE = np.array([1, 0, 0, 0, 0], bool)
+COMMENT = np.array([0, 1, 0, 0, 0], bool)
+FOLLOW = np.array([0, 0, 1, 0, 0], bool)
+VIEW = np.array([0, 0, 0, 0, 1], bool)
+NONE = np.zeros(5, bool)
+
+
+def _store(max_seq: int = 50, item_ids=(100, 101, 102), upload_ts=(10, 30, 20)) -> FeatureStore:
+    s = FeatureStore(n_item_dense=2, max_seq=max_seq)
+    n = len(item_ids)
+    s.add_items(np.array(item_ids), np.arange(n) + 7, np.array(upload_ts), np.arange(n) % 2,
+                np.arange(2 * n, dtype=np.float32).reshape(n, 2))
+    return s
+
+
+def test_add_items_is_idempotent():
+    s = _store()
+    assert s.n_items == 3
+    rows = s.add_items(np.array([101, 100]), np.array([99, 99]), np.array([0, 0]), np.array([5, 5]),
+                       np.full((2, 2), 9.0, np.float32))
+    np.testing.assert_array_equal(rows, [1, 0])
+    assert s.n_items == 3
+    # known items keep their original attributes
+    np.testing.assert_array_equal(s.item_creator[:3], [7, 8, 9])
+    np.testing.assert_array_equal(s.item_upload_ts[:3], [10, 30, 20])
+    np.testing.assert_array_equal(s.item_dense[:3], [[0, 1], [2, 3], [4, 5]])
+    # a mixed batch adds only the new id (once, even if repeated)
+    rows = s.add_items(np.array([102, 103, 103]), np.array([1, 2, 2]), np.array([1, 40, 40]), np.array([0, 3, 3]),
+                       np.ones((3, 2), np.float32))
+    np.testing.assert_array_equal(rows, [2, 3, 3])
+    assert s.n_items == 4
+    assert s.item_creator[3] == 2 and s.item_upload_ts[3] == 40 and s.item_category[3] == 3
+    assert s.item_creator[2] == 9
+
+
+def test_add_items_rejects_nan_features():
+    s = FeatureStore(n_item_dense=1)
+    with pytest.raises(ValueError, match="NaN"):
+        s.add_items(np.array([1]), np.array([1]), np.array([0]), np.array([0]), np.array([[np.nan]], np.float32))
+
+
+def test_record_counters():
+    s = _store()
+    users = np.array([1, 1, 2, 3])
+    items = np.array([100, 101, 100, 100])
+    labels = np.stack([LIKE | COMMENT, VIEW, FOLLOW, NONE])
+    s.record(users, items, np.array([50, 51, 52, 53]), labels, decay=0.5)
+    np.testing.assert_array_equal(s.item_expo[:3], [3, 1, 0])
+    np.testing.assert_array_equal(s.item_inter[:3], [3.0, 0.0, 0.0])  # like + comment + follow; view is no interaction
+    np.testing.assert_array_equal(s.item_recent[:3], [3.0, 0.0, 0.0])
+    ur = s.users.rows(np.array([1, 2, 3]))
+    np.testing.assert_array_equal(s.user_expo[ur], [2, 1, 1])
+    np.testing.assert_array_equal(s.user_inter[ur], [2.0, 1.0, 0.0])
+    # second batch: recent popularity decays before adding
+    s.record(np.array([4]), np.array([101]), np.array([60]), LIKE[None], decay=0.5)
+    np.testing.assert_array_equal(s.item_recent[:3], [1.5, 1.0, 0.0])
+    np.testing.assert_array_equal(s.item_expo[:3], [3, 2, 0])
+    # user dense features from the counters: log1p(requests), log1p(interactions), smoothed rate
+    ud = s.user_dense(s.users.rows(np.array([1])))
+    np.testing.assert_allclose(ud, [[0.0, np.log1p(2.0), 2.1 / 4.0]], rtol=1e-6)
+
+
+def test_record_returns_items_that_gained_a_positive():
+    s = _store()
+    got = s.record(np.array([1, 2, 3]), np.array([101, 102, 101]), np.array([5, 6, 7]), np.stack([COMMENT, FOLLOW, LIKE]))
+    np.testing.assert_array_equal(got, [1])  # follow does not extend the sequence
+
+
+def test_seen_filter():
+    s = _store()
+    assert not s.is_seen(np.array([0]), np.array([0])).any()
+    s.record(np.array([1, 2]), np.array([100, 102]), np.array([5, 6]), np.stack([NONE, NONE]))
+    u1, u2 = s.users.rows(np.array([1, 2]))
+    i0, i1, i2 = s.items.rows(np.array([100, 101, 102]))
+    ur = np.array([u1, u1, u1, u2, u2, u2])
+    ir = np.array([i0, i1, i2, i0, i1, i2])
+    np.testing.assert_array_equal(s.is_seen(ur, ir), [True, False, False, False, False, True])
+    # 2-d input keeps its shape
+    assert s.is_seen(ur.reshape(2, 3), ir.reshape(2, 3)).shape == (2, 3)
+
+
+def test_sequence_ring_buffer_keeps_last_users_in_time_order():
+    s = _store(max_seq=3)
+    a, b = s.items.rows(np.array([100, 101]))
+    # batch 1: two likes on item 100
+    s.record(np.array([10, 11]), np.array([100, 100]), np.array([100, 200]), np.stack([LIKE, LIKE]))
+    seq, n = s.sequences(np.array([a, b]))
+    np.testing.assert_array_equal(seq, [[10, 11, -1], [-1, -1, -1]])
+    np.testing.assert_array_equal(n, [2, 0])
+    # batch 2, out of ts order: 13@400, a view (ignored), 101's like, 12@300 (comment), 14@500
+    s.record(
+        np.array([13, 99, 20, 12, 14]), np.array([100, 100, 101, 100, 100]), np.array([400, 350, 250, 300, 500]),
+        np.stack([LIKE, VIEW, LIKE, COMMENT, LIKE]),
+    )
+    seq, n = s.sequences(np.array([a, b]))
+    np.testing.assert_array_equal(seq, [[12, 13, 14], [20, -1, -1]])
+    np.testing.assert_array_equal(n, [3, 1])
+    assert s.item_seq_count[a] == 5
+    # the timestamps stay aligned with the users in the buffer
+    order = np.argsort(s.item_seq_ts[a])
+    np.testing.assert_array_equal(s.item_seq[a][order], [12, 13, 14])
+    np.testing.assert_array_equal(np.sort(s.item_seq_ts[a]), [300, 400, 500])
+    # one more like wraps the ring again
+    s.record(np.array([15]), np.array([100]), np.array([600]), LIKE[None])
+    seq, n = s.sequences(np.array([a]))
+    np.testing.assert_array_equal(seq, [[13, 14, 15]])
+
+
+def test_sequence_batch_longer_than_buffer_keeps_the_latest():
+    s = _store(max_seq=3)
+    a = s.items.rows(np.array([100]))
+    users = np.array([5, 1, 4, 2, 3])
+    s.record(users, np.full(5, 100), users * 10, np.stack([LIKE] * 5))
+    seq, n = s.sequences(a)
+    np.testing.assert_array_equal(seq, [[3, 4, 5]])
+    np.testing.assert_array_equal(n, [3])
+
+
+def test_sequences_padding_shape():
+    s = _store(max_seq=4)
+    seq, n = s.sequences(np.array([0, 1, 2]))
+    assert seq.shape == (3, 4) and (seq == -1).all()
+    np.testing.assert_array_equal(n, [0, 0, 0])
+    s.record(np.array([7]), np.array([101]), np.array([1]), LIKE[None])
+    seq, n = s.sequences(np.array([1, 0]))
+    np.testing.assert_array_equal(seq, [[7, -1, -1, -1], [-1, -1, -1, -1]])
+    np.testing.assert_array_equal(n, [1, 0])
+
+
+def test_upload_order_cache_invalidated_on_new_items():
+    s = _store(upload_ts=(300, 100, 200))
+    np.testing.assert_array_equal(s.rows_by_upload(), [1, 2, 0])
+    assert s.rows_by_upload() is s.rows_by_upload()  # cached
+    # re-uploading a known id changes nothing
+    s.add_items(np.array([100]), np.array([0]), np.array([0]), np.array([0]), np.zeros((1, 2), np.float32))
+    np.testing.assert_array_equal(s.rows_by_upload(), [1, 2, 0])
+    s.add_items(np.array([103]), np.array([0]), np.array([150]), np.array([0]), np.zeros((1, 2), np.float32))
+    np.testing.assert_array_equal(s.rows_by_upload(), [1, 3, 2, 0])
+
+
+def test_state_round_trip():
+    s = _store(max_seq=3)
+    s.record(np.array([1, 2]), np.array([100, 101]), np.array([5, 6]), np.stack([LIKE, VIEW]))
+    t = FeatureStore(n_item_dense=2, max_seq=3)
+    t.load_state(s.state())
+    assert t.n_items == 3 and len(t.users) == 2
+    np.testing.assert_array_equal(t.sequences(np.arange(3))[0], s.sequences(np.arange(3))[0])
+    np.testing.assert_array_equal(t.item_expo, s.item_expo)
+    np.testing.assert_array_equal(t.seen, s.seen)

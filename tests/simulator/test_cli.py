@@ -1,0 +1,48 @@
+"""The `simulate` command as a user types it (in-process runtime, tiny scale)."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from simulator.cli import app
+
+runner = CliRunner()
+
+
+def test_list_shows_scenarios():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0, res.output
+    assert "coldstart_ab" in res.output and "base_boost" in res.output
+
+
+def test_unknown_scenario_is_a_clear_error():
+    res = runner.invoke(app, ["--scenario", "nope"])
+    assert res.exit_code == 2
+    assert "unknown scenario 'nope'" in res.output and "coldstart_ab" in res.output
+
+
+def test_unknown_scale_is_a_clear_error():
+    res = runner.invoke(app, ["--scale", "huge", "--runtime", "local"])
+    assert res.exit_code == 2 and "no scale 'huge'" in res.output
+
+
+def test_resume_of_unknown_run_is_a_clear_error(tmp_path):
+    res = runner.invoke(app, ["--resume", "deadbeef", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    assert res.exit_code == 2 and "deadbeef" in res.output
+
+
+def test_bad_log_path_is_a_clear_error(tmp_path):
+    res = runner.invoke(app, ["--runtime", "local", "--log", str(tmp_path / "missing.csv"), "--no-progress",
+                              "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--run-root", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and "missing.csv" in res.output
+
+
+def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    res = runner.invoke(app, ["--scenario", "coldstart_ab", "--scale", "tiny", "--days", "1", "--runtime", "local",
+                              "--no-progress", "--tracking-uri", uri, "--run-root", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "expo_reach_5" in res.output and "simulated exposures" in res.output
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("coldsim").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["base", "base_boost", "coldstart_ab"]

@@ -107,7 +107,7 @@ class Simulation:
             dyn = CreatorDynamics(all_creators[m], ref[m], rate[m], scenario.world, self.days)
             self.arms.append(ArmRun(a.name, i, all_creators[m], users[u_arm == i], dyn))
         self.timings["setup"] += time.perf_counter() - t
-        spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root,
+        spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
                            arm_ctx=ArmContext(model=scenario.model, slate_size=self.S,
                                               n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed))
         t = time.perf_counter()

@@ -47,7 +47,7 @@ class RayRuntime:
         serve.run(app, name=APP_NAME, route_prefix="/" if self.http else None)
         self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=APP_NAME) for a in self.names}
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
-        self.reader = RayDataDayReader(spec.events_root)
+        self.reader = RayDataDayReader(spec.events_root, spec.t0)
         self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
         self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, self.names, self._storage)
 

@@ -33,6 +33,7 @@ class RuntimeSpec:
     arm_ctx: ArmContext
     train: TrainConfig
     events_root: Path
+    t0: int = 0
 
 
 def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy:

@@ -21,13 +21,19 @@ from serving.http import (FeedbackRequest, FeedbackResponse, RecommendRequest, R
 from serving.stack import Slates
 
 APP_NAME = "coldsim"
+# Requests one replica may hold at once. The arm's bound equals its @serve.batch max_batch_size so a full batch
+# can form; the gateway only awaits arm handles, so it must admit at least a full batch for every arm: with
+# Serve's default of 5 the proxy queued and backed off, batches never exceeded 5 and 64 concurrent clients got
+# 5x fewer requests/s than one sequential client (benchmarks/bench_serve_overhead.py, docs/performance.md).
+ARM_MAX_ONGOING = 64
+GATEWAY_MAX_ONGOING = 1024
 
 
 def deployment_name(arm: str) -> str:
     return f"arm_{arm}"
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=ARM_MAX_ONGOING)
 class ArmDeployment:
     """One arm's serving side: the plain policy plus batching for HTTP traffic."""
 
@@ -44,7 +50,7 @@ class ArmDeployment:
     async def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         return self.policy.recommend(user_ids, ts, seed)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=ARM_MAX_ONGOING, batch_wait_timeout_s=0.005)
     async def recommend_batched(self, requests: list[tuple[np.ndarray, np.ndarray, int]]) -> list[Slates]:
         """Concurrent HTTP requests merged into one policy call, then split back."""
         users = np.concatenate([r[0] for r in requests])
@@ -111,7 +117,7 @@ class _HandleBackend:
         await self._call(arm, "feedback", user_ids, item_ids, ts, labels)
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=GATEWAY_MAX_ONGOING)
 @serve.ingress(api)
 class Gateway:
     """HTTP ingress (bound to 127.0.0.1 by default): validates payloads, routes them to the arm deployments."""

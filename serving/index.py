@@ -1,4 +1,4 @@
-"""hnswlib inner-product index over L2-normalised vectors: one writer, deterministic builds, knn errors handled."""
+"""hnswlib inner-product index (callers pass L2-normalised vectors; nothing is normalised here): one writer, deterministic builds, knn errors handled."""
 
 from __future__ import annotations
 

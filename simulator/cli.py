@@ -52,6 +52,8 @@ def simulate(
         else:
             if runtime not in ("ray", "local"):
                 raise ValueError(f"--runtime must be 'ray' or 'local', got '{runtime}'")
+            if runtime == "local" and (address or http):
+                raise ValueError("--address and --http need --runtime ray (the local runtime has no cluster and no server)")
             opts = RunOptions(scenario=scenario, scale=scale, days=days, seed=seed, log=log, runtime=runtime,
                               address=address, http=http, run_root=run_root, experiment=experiment)
         sc = get_scenario(opts.scenario)

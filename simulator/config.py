@@ -95,11 +95,14 @@ class TrainConfig(_Frozen):
     lr: float = Field(3e-3, gt=0)
     epochs_per_tick: int = Field(1, ge=1)
     publish_delay_ticks: int = Field(1, ge=0, description="ticks between the end of a training tick and serving its weights")
-    num_workers: int = Field(1, ge=0, description="Ray Train workers; 0 trains in the driver process")
+    num_workers: int = Field(1, ge=1, le=1, description="Ray Train workers: one worker holds every arm's learner "
+                             "(data-parallel training across workers is not implemented)")
     temperature: float = Field(0.1, gt=0)
 
 
 class MetricsConfig(_Frozen):
+    """Thresholds of the metrics (docs/metrics.md) and the bootstrap behind the confidence intervals."""
+
     expo_k: list[int] = Field(default_factory=lambda: [10, 50, 200])
     cold_age_hours: float = Field(24.0, gt=0)
     cold_max_exposures: int = Field(100, ge=1)
@@ -108,6 +111,8 @@ class MetricsConfig(_Frozen):
 
 
 class ServeConfig(_Frozen):
+    """Where the HTTP ingress listens when enabled (loopback by default)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     http: bool = False
@@ -118,9 +123,9 @@ class ScaleConfig(_Frozen):
 
     synthetic: SyntheticConfig
     days: int | None = None
-    ticks_per_day: int | None = None
+    ticks_per_day: int | None = Field(None, ge=1, le=96)
     expo_k: list[int] | None = None
-    train_batch_size: int | None = None
+    train_batch_size: int | None = Field(None, ge=8)
 
 
 class Scenario(_Frozen):
@@ -169,7 +174,13 @@ class Scenario(_Frozen):
             upd["metrics"] = self.metrics.model_copy(update={"expo_k": s.expo_k})
         if s.train_batch_size:
             upd["train"] = self.train.model_copy(update={"batch_size": s.train_batch_size})
-        return self.model_copy(update=upd)
+        return self._revalidated(upd)
+
+    def _revalidated(self, upd: dict) -> "Scenario":
+        """A copy with ``upd`` applied and every field validated again (model_copy does not validate)."""
+        data = self.model_dump()
+        data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in upd.items()})
+        return Scenario.model_validate(data)
 
     def with_overrides(self, days: int | None = None, seed: int | None = None) -> "Scenario":
         upd: dict = {}
@@ -179,7 +190,7 @@ class Scenario(_Frozen):
             upd["days"] = days
         if seed is not None:
             upd["seed"] = seed
-        return self.model_copy(update=upd)
+        return self._revalidated(upd) if upd else self
 
 
 RuntimeKind = Literal["local", "ray"]

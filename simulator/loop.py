@@ -30,9 +30,6 @@ from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES
 from simulator.world import World, creator_reference
 from serving.arms import ArmContext
 
-STAGES = ("replay", "serve", "world", "train", "metrics", "checkpoint")
-
-
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
     """A generator derived from the run seed and a position in the run: resumable without saved RNG state."""
     return np.random.default_rng([seed, *keys])
@@ -118,6 +115,7 @@ class Simulation:
         self.ats_actions: dict[int, dict[str, np.ndarray]] = {}  # tick -> arm -> ts of positive interactions
         self.n_events = 0
         self.start_day = 0
+        self.train_stats: dict[str, dict[str, list[float]]] = {n: {} for n in self.names}  # since the last day logged
 
     # ------------------------------------------------------------------ helpers
     def _arm_of_items(self, item_ids: np.ndarray) -> np.ndarray:
@@ -170,9 +168,10 @@ class Simulation:
             self.runtime.publish({arm: (v, wt) for arm, (v, wt, _) in w.items()}, ts)
             for arm, acts in self.ats_actions.pop(t, {}).items():
                 self.arms[self.names.index(arm)].ats.append((ts - acts).astype(np.int64))
-            if self.tracker is not None:
-                stats = {f"train.{k}": v for arm, (_, _, st) in w.items() for k, v in st.items() if np.isfinite(v)}
-                del stats
+            for arm, (_, _, st) in w.items():
+                for k, v in st.items():
+                    if np.isfinite(v):
+                        self.train_stats[arm].setdefault(k, []).append(float(v))
 
     def _tick(self, day: int, tick: int, bounds: np.ndarray, reqs: pl.DataFrame, uploads: dict[str, np.ndarray]):
         tick_id = day * self.T + tick
@@ -263,8 +262,9 @@ class Simulation:
         # creator dynamics see the day's feedback
         t = time.perf_counter()
         for a in self.arms:
-            ex = a.exposures_day(day) if hasattr(a, "exposures_day") else pl.concat([e for e in a.exposures if e.height and e["day"][0] == day]) if a.exposures else None
-            if ex is not None and ex.height:
+            frames = [e for e in a.exposures if e.height and int(e["day"][0]) == day]
+            ex = pl.concat(frames) if frames else None
+            if ex is not None:
                 inter = ex.select(pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in INTERACTION_TYPES]).alias("n"), "creator_id")
                 a.dynamics.observe(day, inter["creator_id"].to_numpy(), inter["n"].to_numpy().astype(np.float64))
         self.timings["world"] += time.perf_counter() - t
@@ -275,7 +275,9 @@ class Simulation:
                 d = daily_metrics(a.data(self.arm_specs[a.index].share), self.sc.metrics, self.t0, day + 1)
                 row = d.filter(pl.col("day") == day).drop("day").row(0, named=True)
                 per_arm[a.name] = {k: float(v) for k, v in row.items()}
+                per_arm[a.name].update({f"train.{k}": float(np.mean(v)) for k, v in self.train_stats[a.name].items()})
             self.tracker.log_day(day, per_arm)
+        self.train_stats = {n: {} for n in self.names}
         self.timings["metrics"] += time.perf_counter() - t
         t = time.perf_counter()
         self._collect_all()  # waits for the trainer to finish the day's ticks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 
 import ray
 from ray import serve
@@ -43,9 +44,11 @@ class RayRuntime:
         self.http = http or cfg.http
         http_options = {"host": cfg.host, "port": cfg.port} if self.http else {"location": "NoServer"}
         serve.start(http_options=http_options)
+        # a run-unique app name: several runs can share a cluster's Serve instance
+        self.app_name = f"{APP_NAME}-{uuid.uuid4().hex[:8]}"
         app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)])
-        serve.run(app, name=APP_NAME, route_prefix="/" if self.http else None)
-        self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=APP_NAME) for a in self.names}
+        serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
+        self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=self.app_name) for a in self.names}
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
@@ -93,8 +96,9 @@ class RayRuntime:
             self.trainer.stop()
         finally:
             try:
-                serve.delete(APP_NAME)
-                serve.shutdown()
+                serve.delete(self.app_name)
+                if self._owns_ray:
+                    serve.shutdown()
             finally:
                 if self._owns_ray:
                     ray.shutdown()

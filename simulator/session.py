@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.config import RuntimeKind, Scenario
+from simulator.config import RuntimeKind, Scenario, SyntheticConfig
 from simulator.loop import Simulation, SimulationResult
 from simulator.runtime import LocalRuntime
 from simulator.schema import Log
@@ -41,24 +41,51 @@ def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
     return scenario.at_scale(opts.scale).with_overrides(days=opts.days, seed=opts.seed)
 
 
-def load_log(spec: str | None, scenario: Scenario) -> Log:
-    """The run's log: the synthetic platform by default, a KuaiRand catalogue driving it, or a real log."""
+def _synthetic_config(scenario: Scenario, options: dict[str, str]) -> SyntheticConfig:
+    """The scenario's synthetic platform with ``synthetic:?n_users=5000&days=7``-style overrides (validated)."""
+    data = scenario.synthetic.model_dump()
+    unknown = sorted(set(options) - set(data))
+    if unknown:
+        raise ValueError(f"synthetic platform: unknown options {unknown}; allowed: {sorted(data)}")
+    data.update(options)
+    return SyntheticConfig.model_validate(data)
+
+
+def _synthetic_log(spec, scenario: Scenario) -> Log:
     from simulator.sources.synthetic import generate_synthetic
 
-    if spec is None or spec == "synthetic":
-        return generate_synthetic(scenario.synthetic, scenario.seed)
-    from simulator.sources.spec import load_real_log, parse_log_spec
+    return generate_synthetic(_synthetic_config(scenario, spec.options), scenario.seed)
 
-    parsed = parse_log_spec(spec)
-    if parsed.kind == "kuairand":
-        from simulator.sources.kuairand import load_kuairand_catalogue
 
-        root = Path(parsed.path)
-        catalogue = load_kuairand_catalogue(root / "video_features_basic_pure.csv" if root.is_dir() else root)
-        return generate_synthetic(scenario.synthetic, scenario.seed, catalogue=catalogue)
-    if parsed.kind == "synthetic":
-        return generate_synthetic(scenario.synthetic, scenario.seed)
-    return load_real_log(parsed)
+def _kuairand_log(spec, scenario: Scenario) -> Log:
+    """KuaiRand-Pure's real video->author catalogue (and users' activity levels) driving the synthetic platform."""
+    from simulator.sources.kuairand import USER_FILE, load_kuairand_catalogue, load_kuairand_users
+    from simulator.sources.synthetic import generate_synthetic
+
+    root = Path(spec.path)
+    catalogue = load_kuairand_catalogue(root)
+    users_file = (root if root.is_dir() else root.parent) / USER_FILE
+    activity = load_kuairand_users(users_file)["activity"].to_numpy() if users_file.exists() else None
+    return generate_synthetic(_synthetic_config(scenario, spec.options), scenario.seed, catalogue=catalogue,
+                              user_activity=activity)
+
+
+def _real_log(spec, scenario: Scenario) -> Log:
+    from simulator.sources.spec import load_real_log
+
+    return load_real_log(spec)
+
+
+LOG_BUILDERS = {"synthetic": _synthetic_log, "kuairand": _kuairand_log, "movielens": _real_log, "tabular": _real_log}
+"""Log kind -> how a run gets its log (the only place these names map to code outside simulator.sources.spec)."""
+
+
+def load_log(spec: str | None, scenario: Scenario) -> Log:
+    """The run's log: the synthetic platform by default, a KuaiRand catalogue driving it, or a real log."""
+    from simulator.sources.spec import parse_log_spec
+
+    parsed = parse_log_spec(spec or "synthetic")
+    return LOG_BUILDERS[parsed.kind](parsed, scenario)
 
 
 def runtime_factory(opts: RunOptions, serve_cfg=None):

@@ -140,7 +140,7 @@ def format_comparison_markdown(comparison: pl.DataFrame, control: str, ci_level:
     """The comparison as a markdown table: metric | control | arm | value | lift % | CI."""
     level = f"{ci_level * 100:g}% CI"
     lines = [
-        f"Control arm: `{control}`. Lift and CI are relative to control; CI from a bootstrap over creators.",
+        f"Control arm: `{control}`. Lift and CI are relative to control; CI from a bootstrap over the randomisation units (creators for creator-side metrics, users for user-side ones).",
         "",
         f"| metric | control | arm | value | lift % | {level} |",
         "|---|---:|---|---:|---:|---|",

@@ -81,7 +81,7 @@ class World:
             return np.empty(0, np.int64)
         ids = np.arange(self.next_item_id, self.next_item_id + n, dtype=np.int64)
         self.next_item_id += n
-        # category: the creator's most frequent category so far; content features: a random item of the creator
+        # category: the creator's most frequent category so far; content features: the creator's latest item, jittered
         df = pl.DataFrame({"c": self.item_creator, "k": self.item_category, "r": np.arange(len(self.item_creator))})
         prof = df.group_by("c").agg(pl.col("k").mode().min().alias("k"), pl.col("r").max().alias("r")).sort("c")
         pc_ = prof["c"].to_numpy()

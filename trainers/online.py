@@ -136,7 +136,7 @@ class OnlineTrainer:
         self.trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms},
-            scaling_config=ScalingConfig(num_workers=max(1, train.num_workers), resources_per_worker={"CPU": 1}),
+            scaling_config=ScalingConfig(num_workers=train.num_workers, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name="coldsim_online", storage_path=storage_path),
         )
         self.error: BaseException | None = None

@@ -1,0 +1,220 @@
+"""Shared helpers of the benchmark scripts: a populated arm workload, process-tree memory sampling, small stats.
+
+Not part of the package (benchmarks are plain scripts); imported by the scripts beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# ---------------------------------------------------------------------------- timing helpers
+
+
+def pct(xs, q: float) -> float:
+    return float(np.percentile(np.asarray(xs, np.float64), q)) if len(xs) else float("nan")
+
+
+def fmt_table(rows: list[list], header: list[str]) -> str:
+    """A plain fixed-width table (markdown-compatible pipes)."""
+    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else _fmt(c) for c in r] for r in rows]
+    w = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.rjust(w[i]) for i, c in enumerate(r)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        if x != x:
+            return "nan"
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        if abs(x) >= 1:
+            return f"{x:.2f}"
+        return f"{x:.3f}"
+    return str(x)
+
+
+# ---------------------------------------------------------------------------- an arm workload
+
+
+@dataclass
+class ArmWorkload:
+    """A synthetic catalogue, its world, and the arm spec/context a scenario would give its control arm."""
+
+    spec: object  # ArmSpec
+    ctx: object  # ArmContext
+    items: dict[str, np.ndarray]
+    world: object  # World
+    n_users: int
+    t_req: int  # request time: end of the log, so every item is eligible
+    warmup: list = field(default_factory=list)  # [(users, ts, seed, feedback tuple | None)]
+
+
+def item_batch(log) -> dict[str, np.ndarray]:
+    items = log.items
+    fcols = [c for c in items.column_names if c.startswith("f_")]
+    dense = (np.stack([items[c].to_numpy().astype(np.float32) for c in fcols], 1) if fcols
+             else np.zeros((items.num_rows, 1), np.float32))
+    return {"item_id": items["item_id"].to_numpy().astype(np.int64),
+            "creator_id": items["creator_id"].to_numpy().astype(np.int64),
+            "upload_ts": items["upload_ts"].to_numpy().astype(np.int64),
+            "category": items["category"].to_numpy().astype(np.int64), "dense": dense}
+
+
+def build_workload(scenario: str, arm_index: int, n_users: int, n_creators: int, days: int, seed: int) -> ArmWorkload:
+    """The scenario's arm spec over a synthetic platform of the given size (a few thousand items)."""
+    from scenarios import get_scenario
+    from serving.arms import ArmContext, arm_context
+    from simulator.config import SyntheticConfig
+    from simulator.schema import SECONDS_PER_DAY
+    from simulator.sources.synthetic import generate_synthetic
+    from simulator.world import World
+
+    sc = get_scenario(scenario)
+    cfg = SyntheticConfig(n_users=n_users, n_creators=n_creators, days=days)
+    log = generate_synthetic(cfg, seed)
+    items = item_batch(log)
+    world = World(log, sc.world, seed)
+    ctx = ArmContext(model=sc.model, slate_size=cfg.slate_size, n_item_dense=items["dense"].shape[1], seed=sc.seed)
+    spec = sc.arms[arm_index]
+    t_req = log.t0 + days * SECONDS_PER_DAY
+    return ArmWorkload(spec=spec, ctx=arm_context(ctx, arm_index), items=items, world=world, n_users=n_users, t_req=t_req)
+
+
+def warm_up(policy, wl: ArmWorkload, rounds: int, users_per_round: int, seed: int) -> list:
+    """Drive ``policy`` through ``rounds`` of recommend -> world responses -> feedback; returns the calls made
+    so that another copy of the arm (a Serve replica) can be brought to exactly the same state."""
+    rng = np.random.default_rng([seed, 0xBE7C])
+    calls = []
+    for r in range(rounds):
+        users = np.sort(rng.choice(wl.n_users, size=min(users_per_round, wl.n_users), replace=False)).astype(np.int64)
+        ts = np.full(len(users), wl.t_req - 3600 * (rounds - r), np.int64)
+        call_seed = int(rng.integers(2**31))
+        sl = policy.recommend(users, ts, call_seed)
+        ri, si = np.nonzero(sl.item_ids >= 0)
+        u, it, t = users[ri], sl.item_ids[ri, si], ts[ri]
+        labels = wl.world.respond(u, it, np.random.default_rng([seed, r]))
+        policy.feedback(u, it, t, labels)
+        calls.append((users, ts, call_seed, (u, it, t, labels)))
+    return calls
+
+
+def request_batches(wl: ArmWorkload, n_calls: int, users_per_call: int, seed: int) -> list:
+    rng = np.random.default_rng([seed, 0x7E57])
+    out = []
+    for _ in range(n_calls):
+        users = np.sort(rng.choice(wl.n_users, size=min(users_per_call, wl.n_users), replace=False)).astype(np.int64)
+        out.append((users, np.full(len(users), wl.t_req, np.int64), int(rng.integers(2**31))))
+    return out
+
+
+# ---------------------------------------------------------------------------- memory of a process tree
+
+_RAY_MARKERS = ("ray::", "raylet", "gcs_server")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _proc_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (ppid, start time in clock ticks, cmdline) for every readable process (Linux /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        pid = int(d)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            rest = stat[stat.rfind(")") + 2:].split()
+            ppid, start = int(rest[1]), float(rest[19])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        out[pid] = (ppid, start, cmd)
+    return out
+
+
+def _rss_pss(pid: int, with_pss: bool) -> tuple[int, int]:
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            rss = int(f.read().split()[1]) * _PAGE
+        if with_pss:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss = int(line.split()[1]) * 1024
+                        break
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss, pss
+
+
+def tree_pids(root: int, include_ray: bool = True) -> set[int]:
+    """``root``, all its descendants, and (optionally) Ray processes started after ``root``."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    pids, stack = set(), [root]
+    while stack:
+        p = stack.pop()
+        if p in pids:
+            continue
+        pids.add(p)
+        stack.extend(children.get(p, []))
+    if include_ray and root in table:
+        t_root = table[root][1]
+        for pid, (_, start, cmd) in table.items():
+            if start >= t_root and any(m in cmd for m in _RAY_MARKERS):
+                pids.add(pid)
+    return pids
+
+
+class MemorySampler:
+    """Samples the summed RSS (and PSS, which does not double-count shared pages such as Ray's object store
+    mappings) of this process tree plus Ray's processes every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, interval: float = 0.5, root: int | None = None, with_pss: bool = True):
+        self.interval = interval
+        self.root = root or os.getpid()
+        self.with_pss = with_pss and os.path.exists(f"/proc/{self.root}/smaps_rollup")
+        self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
+        self.peak_procs = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
+
+    def sample(self) -> None:
+        pids = tree_pids(self.root)
+        rss = pss = 0
+        for p in pids:
+            r, s = _rss_pss(p, self.with_pss)
+            rss += r
+            pss += s
+            if p == self.root:
+                self.peak_driver_rss = max(self.peak_driver_rss, r)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
+        self.peak_procs = max(self.peak_procs, len(pids))
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()

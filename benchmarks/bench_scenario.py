@@ -1,0 +1,105 @@
+"""A whole scenario run (``simulate``'s ``run_scenario``): wall time, time by stage, exposures/s, peak memory, ATS.
+
+Runs ``simulator.session.run_scenario`` with MLflow tracking to a temporary sqlite DB and run directory, for
+the given scenario / scale / runtime, while a background thread samples memory every ``--interval`` seconds:
+the summed RSS of this process, all its descendants and every process started since whose command line
+contains 'ray::', 'raylet' or 'gcs_server' (Ray's workers, replicas, Train worker, GCS). The peak of that sum
+is reported, together with the peak summed PSS (proportional set size: shared pages such as Ray's object
+store mappings and shared libraries are split between the processes mapping them instead of counted in each,
+so PSS is the fairer "memory the run needs"; RSS-sum is the conservative upper figure) and the driver's own
+peak RSS. Requirements: default coldstart_ab <= 10 min on 2 cores / 24 GB; peak memory <= 8 GB.
+
+Run: ``python benchmarks/bench_scenario.py --scale small --runtime local`` (a few minutes),
+``python benchmarks/bench_scenario.py`` (default scale on Ray: the full requirement run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MemorySampler, fmt_table  # noqa: E402
+
+STAGES = ("setup", "runtime_start", "replay", "serve", "world", "train", "metrics", "checkpoint")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--scenario", default="coldstart_ab")
+    p.add_argument("--scale", default=None, help="named scale (tiny, small); default: the scenario's default scale")
+    p.add_argument("--runtime", choices=["ray", "local"], default="ray")
+    p.add_argument("--days", type=int, default=None, help="simulate only this many days")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--interval", type=float, default=0.5, help="memory sampling period (s)")
+    p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS reads /proc/*/smaps_rollup)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary run directory and MLflow DB")
+    p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from scenarios import get_scenario
+    from simulator.session import RunOptions, run_scenario
+
+    sc = get_scenario(args.scenario)
+    tmp = Path(tempfile.mkdtemp(prefix="coldsim-bench-"))
+    opts = RunOptions(scenario=sc.name, scale=args.scale, days=args.days, seed=args.seed, runtime=args.runtime,
+                      run_root=str(tmp / "runs"), experiment="bench")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} "
+          f"(run dir and MLflow DB under {tmp})", flush=True)
+    t0 = time.perf_counter()
+    with MemorySampler(args.interval, with_pss=not args.no_pss) as mem:
+        out = run_scenario(sc, opts, tracking_uri=uri)
+    wall = time.perf_counter() - t0
+    res = out.result
+    t = {k: float(res.timings.get(k, 0.0)) for k in STAGES}
+    other = wall - sum(t.values())
+    ats = {arm: {"p50_min": v.get("ats_model_p50_min", float("nan")), "p95_min": v.get("ats_model_p95_min", float("nan"))}
+           for arm, v in res.overall.items()}
+    figures = {
+        "scenario": sc.name, "scale": args.scale or "default", "runtime": args.runtime, "days": res.days,
+        "ticks_per_day": res.scenario.ticks_per_day, "arms": [a.name for a in res.scenario.arms],
+        "n_users": res.scenario.synthetic.n_users, "n_creators": res.scenario.synthetic.n_creators,
+        "wall_s": wall, "run_scenario_wall_s": out.wall_s, "stages_s": t, "other_s": other,
+        "exposures": res.events, "exposures_per_s": res.events / wall,
+        "peak_rss_sum_gb": mem.peak_rss / 1e9, "peak_pss_sum_gb": mem.peak_pss / 1e9 if mem.with_pss else None,
+        "peak_driver_rss_gb": mem.peak_driver_rss / 1e9, "peak_processes": mem.peak_procs,
+        "memory_samples": mem.samples, "ats_model_min": ats, "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    print(f"\n{sc.name} scale={figures['scale']} runtime={args.runtime}: {res.days} days x "
+          f"{figures['ticks_per_day']} ticks, {len(figures['arms'])} arms, {figures['n_users']:,} users, "
+          f"{figures['n_creators']:,} creators, {os.cpu_count()} CPUs")
+    rows = [[k, v, 100 * v / wall] for k, v in t.items()] + [["other (log load, tracking, results)", other, 100 * other / wall],
+                                                            ["wall", wall, 100.0]]
+    print(fmt_table(rows, ["stage", "seconds", "% of wall"]))
+    print(f"simulated exposures: {res.events:,} ({res.events / wall:,.0f}/s of wall)")
+    pss = f"{mem.peak_pss / 1e9:.2f} GB" if mem.with_pss else "n/a"
+    print(f"peak memory (driver + descendants + Ray processes, {mem.samples} samples every {args.interval}s, "
+          f"up to {mem.peak_procs} processes): RSS-sum {mem.peak_rss / 1e9:.2f} GB, PSS-sum {pss}; "
+          f"driver alone {mem.peak_driver_rss / 1e9:.2f} GB")
+    for arm, a in ats.items():
+        print(f"ATS (action -> served model reflects it), arm {arm}: p50 {a['p50_min']:.1f} min, p95 {a['p95_min']:.1f} min")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+        print(f"figures written to {args.json}")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -177,6 +177,99 @@ def tree_pids(root: int, include_ray: bool = True) -> set[int]:
     return pids
 
 
+def _short_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return str(pid)
+    if cmd.startswith("ray::"):
+        return cmd.split()[0]
+    parts = cmd.split()
+    if not parts:
+        return str(pid)
+    exe = os.path.basename(parts[0])
+    if exe.startswith("python") and len(parts) > 1:  # python helpers: name them by their script
+        script = next((os.path.basename(x) for x in parts[1:] if x.endswith(".py")), None)
+        return f"python {script}" if script else exe
+    return exe
+
+
+def cpu_seconds_by_process(root: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process tree and of Ray processes, keyed by a short name
+    (the ``ray::`` actor name, or the executable), summed over processes of the same name."""
+    root = root or os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        secs = (int(rest[11]) + int(rest[12])) / tick
+        if pid == root:
+            name = "driver"
+        elif cmd.startswith("ray::"):
+            name = cmd.split()[0]
+        else:
+            name = os.path.basename(cmd.split()[0]) if cmd else str(pid)
+        out[name] = out.get(name, 0.0) + secs
+    return out
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat) since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU seconds of this process tree and Ray's processes, including their reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root or os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        total += sum(int(x) for x in rest[11:15])
+    return total / tick
+
+
+class ForeignLoad:
+    """How much CPU the rest of the machine used while we measured (a contamination check).
+
+    ``foreign_s`` = machine busy CPU-seconds minus this tree's; slightly over-counts when our processes exit
+    unreaped by a member of the tree (e.g. Ray workers at shutdown)."""
+
+    def __enter__(self) -> "ForeignLoad":
+        self.t0, self.b0, self.c0 = time.perf_counter(), busy_cpu_seconds(), tree_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.busy = busy_cpu_seconds() - self.b0
+        self.ours = tree_cpu_seconds() - self.c0
+        self.foreign_s = max(0.0, self.busy - self.ours)
+        self.cores = os.cpu_count() or 1
+
+    def summary(self) -> str:
+        return (f"machine busy {self.busy:.0f} CPU-s over {self.wall:.0f}s wall ({self.cores} cores), ours "
+                f"{self.ours:.0f} CPU-s, other processes ~{self.foreign_s:.0f} CPU-s "
+                f"({100 * self.foreign_s / max(self.wall * self.cores, 1e-9):.0f}% of the machine)")
+
+    def as_dict(self) -> dict:
+        return {"wall_s": self.wall, "busy_cpu_s": self.busy, "our_cpu_s": self.ours, "foreign_cpu_s": self.foreign_s}
+
+
 class MemorySampler:
     """Samples the summed RSS (and PSS, which does not double-count shared pages such as Ray's object store
     mappings) of this process tree plus Ray's processes every ``interval`` seconds in a daemon thread."""
@@ -188,18 +281,43 @@ class MemorySampler:
         self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
         self.peak_procs = 0
         self.samples = 0
+        self.peak_breakdown: dict[str, list[int]] = {}
+        self.base_used: int | None = None  # machine-wide used memory at the first sample
+        self.peak_used = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
 
+    @staticmethod
+    def system_used() -> int:
+        """MemTotal - MemAvailable (bytes): memory the whole machine cannot hand out, page cache excluded."""
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                info[k] = int(v.split()[0]) * 1024
+        return info["MemTotal"] - info.get("MemAvailable", info.get("MemFree", 0))
+
     def sample(self) -> None:
+        used = self.system_used()
+        if self.base_used is None:
+            self.base_used = used
+        self.peak_used = max(self.peak_used, used)
         pids = tree_pids(self.root)
         rss = pss = 0
+        by_name: dict[str, list[int]] = {}
         for p in pids:
             r, s = _rss_pss(p, self.with_pss)
             rss += r
             pss += s
             if p == self.root:
                 self.peak_driver_rss = max(self.peak_driver_rss, r)
+            name = "driver" if p == self.root else _short_name(p)
+            acc = by_name.setdefault(name, [0, 0, 0])
+            acc[0] += r
+            acc[1] += s
+            acc[2] += 1
+        if rss > self.peak_rss:
+            self.peak_breakdown = by_name  # name -> [rss, pss, processes] at the RSS-sum peak
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_procs = max(self.peak_procs, len(pids))

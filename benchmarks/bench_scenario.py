@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import MemorySampler, fmt_table  # noqa: E402
+from _common import ForeignLoad, MemorySampler, fmt_table  # noqa: E402
 
 STAGES = ("setup", "runtime_start", "replay", "serve", "world", "train", "metrics", "checkpoint")
 
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} "
           f"(run dir and MLflow DB under {tmp})", flush=True)
     t0 = time.perf_counter()
-    with MemorySampler(args.interval, with_pss=not args.no_pss) as mem:
+    with ForeignLoad() as load, MemorySampler(args.interval, with_pss=not args.no_pss) as mem:
         out = run_scenario(sc, opts, tracking_uri=uri)
     wall = time.perf_counter() - t0
     res = out.result
@@ -73,21 +73,30 @@ def main(argv=None) -> dict:
         "wall_s": wall, "run_scenario_wall_s": out.wall_s, "stages_s": t, "other_s": other,
         "exposures": res.events, "exposures_per_s": res.events / wall,
         "peak_rss_sum_gb": mem.peak_rss / 1e9, "peak_pss_sum_gb": mem.peak_pss / 1e9 if mem.with_pss else None,
-        "peak_driver_rss_gb": mem.peak_driver_rss / 1e9, "peak_processes": mem.peak_procs,
-        "memory_samples": mem.samples, "ats_model_min": ats, "cpus": os.cpu_count(),
+        "peak_driver_rss_gb": mem.peak_driver_rss / 1e9,
+        "machine_used_rise_gb": (mem.peak_used - mem.base_used) / 1e9, "peak_processes": mem.peak_procs,
+        "memory_samples": mem.samples, "load": load.as_dict(), "ats_model_min": ats,
+        "peak_breakdown_gb": {k: {"rss": v[0] / 1e9, "pss": v[1] / 1e9, "processes": v[2]} for k, v in mem.peak_breakdown.items()}, "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(f"\n{sc.name} scale={figures['scale']} runtime={args.runtime}: {res.days} days x "
           f"{figures['ticks_per_day']} ticks, {len(figures['arms'])} arms, {figures['n_users']:,} users, "
           f"{figures['n_creators']:,} creators, {os.cpu_count()} CPUs")
-    rows = [[k, v, 100 * v / wall] for k, v in t.items()] + [["other (log load, tracking, results)", other, 100 * other / wall],
-                                                            ["wall", wall, 100.0]]
+    rows = [[k, f"{v:.1f}", f"{100 * v / wall:.1f}"] for k, v in t.items()]
+    rows += [["other (log load, tracking, results)", f"{other:.1f}", f"{100 * other / wall:.1f}"],
+             ["wall", f"{wall:.1f}", "100.0"]]
     print(fmt_table(rows, ["stage", "seconds", "% of wall"]))
     print(f"simulated exposures: {res.events:,} ({res.events / wall:,.0f}/s of wall)")
     pss = f"{mem.peak_pss / 1e9:.2f} GB" if mem.with_pss else "n/a"
     print(f"peak memory (driver + descendants + Ray processes, {mem.samples} samples every {args.interval}s, "
           f"up to {mem.peak_procs} processes): RSS-sum {mem.peak_rss / 1e9:.2f} GB, PSS-sum {pss}; "
-          f"driver alone {mem.peak_driver_rss / 1e9:.2f} GB")
+          f"driver alone {mem.peak_driver_rss / 1e9:.2f} GB; machine-wide used memory (MemTotal - MemAvailable) rose by "
+          f"{(mem.peak_used - mem.base_used) / 1e9:.2f} GB at peak over the start (includes anything else running)")
+    print(f"contention check: {load.summary()}")
+    if mem.peak_breakdown:
+        top = sorted(mem.peak_breakdown.items(), key=lambda kv: -kv[1][0])
+        print("at the RSS-sum peak, by process (name: RSS / PSS GB, count): " + "; ".join(
+            f"{k}: {v[0] / 1e9:.2f} / {v[1] / 1e9:.2f} x{v[2]}" for k, v in top[:12]))
     for arm, a in ats.items():
         print(f"ATS (action -> served model reflects it), arm {arm}: p50 {a['p50_min']:.1f} min, p95 {a['p95_min']:.1f} min")
     if args.json:

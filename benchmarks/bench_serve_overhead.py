@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build_workload, fmt_table, pct, request_batches, warm_up  # noqa: E402
+from _common import ForeignLoad, build_workload, cpu_seconds_by_process, fmt_table, pct, request_batches, warm_up  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -111,6 +111,7 @@ def main(argv=None) -> dict:
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="ERROR")
     out: dict = {"n_items": n_items, "users_per_call": args.users_per_call, "calls": args.calls}
+    load = ForeignLoad().__enter__()
     try:
         apps = {}
         if not args.skip_handle:
@@ -136,22 +137,35 @@ def main(argv=None) -> dict:
             print(f"\n== 3. HTTP ingress on 127.0.0.1:{port}: {args.http_requests} single-user POST "
                   f"/arms/{arm}/recommend per level (Gateway max_ongoing_requests={gw_cfg.max_ongoing_requests}, "
                   f"arm max_ongoing_requests={ArmDeployment._deployment_config.max_ongoing_requests}) ==", flush=True)
-            rows, out["http"] = [], []
+            rows, cpu_rows, out["http"] = [], [], []
             for c in args.http_concurrency:
                 ah.reset_batches.remote().result()
+                cpu0 = cpu_seconds_by_process()
                 res = asyncio.run(http_load(port, arm, wl, args.http_requests, c, args.seed))
-                sizes = ah.batch_sizes.remote().result()
+                cpu1 = cpu_seconds_by_process()
+                sizes, busy = ah.batch_sizes.remote().result()
+                cpu = {k: (cpu1[k] - cpu0.get(k, 0.0)) / args.http_requests * 1e3 for k in cpu1
+                       if cpu1[k] - cpu0.get(k, 0.0) > 0.005 * res["wall_s"]}
                 res |= {"concurrency": c, "policy_calls": len(sizes),
                         "mean_batch": float(np.mean(sizes)) if sizes else float("nan"),
-                        "max_batch": int(max(sizes)) if sizes else 0}
+                        "max_batch": int(max(sizes)) if sizes else 0, "policy_busy_share": busy / res["wall_s"],
+                        "cpu_ms_per_request": cpu}
                 out["http"].append(res)
-                rows.append([c, res["ok"], res["rps"], res["p50_ms"], res["p95_ms"], res["mean_batch"], res["max_batch"]])
-            print(fmt_table(rows, ["concurrency", "ok", "requests/s", "p50 ms", "p95 ms", "mean batch", "max batch"]))
+                rows.append([c, res["ok"], res["rps"], res["p50_ms"], res["p95_ms"], res["mean_batch"], res["max_batch"],
+                             f"{100 * busy / res['wall_s']:.0f}%"])
+                cpu_rows.append([c] + [", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))])
+            print(fmt_table(rows, ["concurrency", "ok", "requests/s", "p50 ms", "p95 ms", "mean batch", "max batch",
+                                   "arm policy busy"]))
+            print("CPU ms per request by process (driver = the httpx client):")
+            print(fmt_table(cpu_rows, ["concurrency", "CPU ms / request"]))
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+    load.__exit__(None, None, None)
+    out["load"] = load.as_dict()
+    print(f"\ncontention check: {load.summary()}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
         print(f"figures written to {args.json}")
@@ -295,19 +309,26 @@ class CountingArm(_counting_base()):
     def __init__(self, spec, ctx):
         super().__init__(spec, ctx)
         self._sizes: list[int] = []
+        self._busy = 0.0
         inner = self.policy.recommend
 
         def counted(user_ids, ts, seed):
             self._sizes.append(len(user_ids))
-            return inner(user_ids, ts, seed)
+            t0 = time.perf_counter()
+            try:
+                return inner(user_ids, ts, seed)
+            finally:
+                self._busy += time.perf_counter() - t0
 
         self.policy.recommend = counted
 
     async def reset_batches(self) -> None:
         self._sizes.clear()
+        self._busy = 0.0
 
-    async def batch_sizes(self) -> list[int]:
-        return list(self._sizes)
+    async def batch_sizes(self) -> tuple[list[int], float]:
+        """Sizes of the policy calls since the reset, and the seconds spent in them."""
+        return list(self._sizes), self._busy
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt_table  # noqa: E402
+from _common import ForeignLoad, fmt_table  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -72,6 +72,7 @@ def main(argv=None) -> dict:
     batch = synthetic_batch(args.samples, 1, args.seed)
     pos = float((batch["labels"].sum(1) > 0).mean())
     times, w_times = [], []
+    load = ForeignLoad().__enter__()
     for t in range(args.warmup + args.ticks):
         t0 = time.perf_counter()
         learner.train_tick(batch, tick_seed(learner.seed, t))
@@ -82,6 +83,7 @@ def main(argv=None) -> dict:
         if t >= args.warmup:
             times.append(dt)
             w_times.append(dw)
+    load.__exit__(None, None, None)
     s_tick = float(np.median(times))
     rate = args.samples / s_tick
     n_params = sum(p.numel() for p in learner.two_tower.parameters()) + sum(p.numel() for p in learner.ranker.parameters())
@@ -96,6 +98,8 @@ def main(argv=None) -> dict:
                     ["samples/tick", "median ms/tick", "min ms/tick", "samples/s", "weights() ms"]))
     print(f"implied training time for {args.run_exposures:,.0f} exposures (one pass): "
           f"{out['implied_run_train_s']:.0f}s of one core")
+    out["load"] = load.as_dict()
+    print(f"contention check: {load.summary()}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
         print(f"figures written to {args.json}")

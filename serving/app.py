@@ -58,13 +58,8 @@ class ArmDeployment:
         merged = self.policy.recommend(users, ts, requests[0][2])
         out, a = [], 0
         for u, _, _ in requests:
-            b = a + len(u)
-            out.append(Slates(
-                item_ids=merged.item_ids[a:b], channel=merged.channel[a:b], channel_names=merged.channel_names,
-                creator_id=merged.creator_id[a:b], category=merged.category[a:b], upload_ts=merged.upload_ts[a:b],
-                user_dense=merged.user_dense[a:b], item_dense=merged.item_dense[a:b], pair_dense=merged.pair_dense[a:b],
-                score=merged.score[a:b]))
-            a = b
+            out.append(merged.rows(a, a + len(u)))
+            a += len(u)
         return out
 
     async def recommend_http(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:

@@ -7,12 +7,16 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.config import ArmSpec, ModelConfig
+from simulator.config import ArmSpec, ModelConfig, NextUserSpec
 from serving.channels.basic import FreshChannel, PopularChannel, TwoTowerChannel
+from serving.channels.next_user import NextUserChannel
 from serving.features import FeatureStore
 from serving.stack import ArmPolicy
+from trainers.models.next_user import NextUserConfig
 from trainers.models.ranker import RankerConfig
 from trainers.models.two_tower import TwoTowerConfig
+from trainers.next_user_loss import NextUserLossConfig
+from trainers.next_user_task import NextUserTask
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,52 @@ def build_base(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
                      seed=ctx.seed, channels=user_side_channels(spec))
 
 
-ARM_KINDS: dict[str, Callable[[ArmSpec, ArmContext], ArmPolicy]] = {
-    "base": build_base,
+def next_user_configs(spec: ArmSpec, ctx: ArmContext) -> tuple[NextUserSpec, NextUserConfig, NextUserLossConfig]:
+    nu = spec.next_user or NextUserSpec()
+    cfg = NextUserConfig(dim=ctx.model.dim, heads=nu.heads, layers=nu.layers, ff=2 * ctx.model.dim, seq_len=nu.seq_len,
+                         id_buckets=ctx.model.id_buckets, n_item_dense=max(1, ctx.n_item_dense), mode=nu.mode,
+                         mask_prefix=nu.mask_prefix, use_cls=nu.use_cls, causal=nu.causal)
+    loss = NextUserLossConfig(l1=nu.l1, l2=nu.l2, l3=0.0 if nu.mode == "lookalike" else nu.l3, tau=nu.tau,
+                              n_random_negatives=nu.n_random_negatives)
+    return nu, cfg, loss
+
+
+def build_next_user(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
+    """Base stack plus the Next-User Retrieval channel (HNSW over cold items' generated next-user embeddings)."""
+    tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+    nu, cfg, _ = next_user_configs(spec, ctx)
+    st = spec.stack
+    channel = NextUserChannel(nu, cfg, tt, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction, ef=st.hnsw_ef,
+                              seed=ctx.seed + 1)
+    return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
+                     channels=user_side_channels(spec) + [channel])
+
+
+def next_user_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+    tt, _ = model_configs(ctx.model, ctx.n_item_dense)
+    nu, cfg, loss = next_user_configs(spec, ctx)
+    return [NextUserTask(cfg, loss, tt, lr=lr, batch_size=batch_size, seed=ctx.seed + 2, max_samples=nu.max_train_samples)]
+
+
+@dataclass(frozen=True)
+class ArmKind:
+    """How to build an arm of this kind: its serving policy and the extra training tasks of its learner."""
+
+    policy: Callable[[ArmSpec, ArmContext], ArmPolicy]
+    tasks: Callable[[ArmSpec, ArmContext, float, int], list] = lambda spec, ctx, lr, bs: []
+
+
+ARM_KINDS: dict[str, ArmKind] = {
+    "base": ArmKind(build_base),
+    "next_user": ArmKind(build_next_user, next_user_tasks),
 }
+
+
+def arm_kind(spec: ArmSpec) -> ArmKind:
+    try:
+        return ARM_KINDS[spec.kind]
+    except KeyError:
+        raise ValueError(f"arm '{spec.name}': unknown kind '{spec.kind}'; known kinds: {sorted(ARM_KINDS)}") from None
 
 
 def arm_seed(base: int, arm_index: int) -> int:
@@ -63,8 +110,4 @@ def arm_context(ctx: ArmContext, arm_index: int) -> ArmContext:
 
 
 def build_arm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
-    try:
-        ctor = ARM_KINDS[spec.kind]
-    except KeyError:
-        raise ValueError(f"arm '{spec.name}': unknown kind '{spec.kind}'; known kinds: {sorted(ARM_KINDS)}") from None
-    return ctor(spec, ctx)
+    return arm_kind(spec).policy(spec, ctx)

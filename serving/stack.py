@@ -70,11 +70,26 @@ class Slates:
     item_dense: np.ndarray  # (n, S, Fi)
     pair_dense: np.ndarray  # (n, S, Fp)
     score: np.ndarray  # (n, S) final combined score
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # channel-logged per-slot features (n, S, ...)
+
+    def rows(self, a: int, b: int) -> "Slates":
+        """Requests a..b of this batch (used to split merged HTTP batches)."""
+        cut = lambda x: x[a:b]  # noqa: E731
+        return Slates(item_ids=cut(self.item_ids), channel=cut(self.channel), channel_names=self.channel_names,
+                      creator_id=cut(self.creator_id), category=cut(self.category), upload_ts=cut(self.upload_ts),
+                      user_dense=cut(self.user_dense), item_dense=cut(self.item_dense), pair_dense=cut(self.pair_dense),
+                      score=cut(self.score), extra={k: cut(v) for k, v in self.extra.items()})
 
 
 @dataclass
 class ArmPolicy:
-    """The serving side of one arm. ``channels`` are constructed by the arm registry."""
+    """The serving side of one arm. ``channels`` are constructed by the arm registry.
+
+    A channel may also implement hooks, called when present: ``on_upload(policy, rows)``,
+    ``on_feedback(policy, rows_with_new_positive, now)``, ``on_weights(policy, weights, now)``,
+    ``log_features(policy, ctx, slate_rows, valid) -> {name: (n, S, ...)}`` (training features
+    logged at serve time), ``state() / load_state()`` (checkpoints).
+    """
 
     name: str
     stack: StackConfig
@@ -126,9 +141,14 @@ class ArmPolicy:
         rows = self.store.add_items(item_ids, creator_ids, upload_ts, category, dense)
         new_rows = rows[~known]
         self.index.add(new_rows, self.item_vectors(new_rows))
+        for ch in self._hooked("on_upload"):
+            ch.on_upload(self, new_rows)
         for hook in self.upload_hooks:
             hook(self, new_rows)
         return new_rows
+
+    def _hooked(self, method: str) -> list:
+        return [c for c in self.channels if hasattr(c, method)]
 
     # ------------------------------------------------------------------ weights
     def set_weights(self, version: int, weights: dict[str, dict[str, np.ndarray]], ts: int | None = None) -> None:
@@ -137,6 +157,8 @@ class ArmPolicy:
         self.ranker.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights["ranker"].items()})
         rows = np.arange(self.store.n_items)
         self.index.build(rows, self.item_vectors(rows))
+        for ch in self._hooked("on_weights"):
+            ch.on_weights(self, weights, ts)
         self.weights_version = version
         self.weights_ts = ts
 
@@ -190,6 +212,8 @@ class ArmPolicy:
             pair_dense=np.take_along_axis(pair_dense, top[:, :, None], 1),
             score=np.where(top_valid, take(score), -np.inf).astype(np.float32),
         )
+        for ch in self._hooked("log_features"):
+            out.extra.update(ch.log_features(self, ctx, rows, top_valid))
         if pad:
             out = _pad_slates(out, S)
         return out
@@ -249,7 +273,12 @@ class ArmPolicy:
         user_ids, item_ids = np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64)
         if not (len(user_ids) == len(item_ids) == len(ts) == len(labels)):
             raise ValueError("feedback: user_ids, item_ids, ts and labels must have the same length")
-        return self.store.record(user_ids, item_ids, np.asarray(ts, np.int64), labels)
+        ts = np.asarray(ts, np.int64)
+        rows = self.store.record(user_ids, item_ids, ts, labels)
+        if len(ts):
+            for ch in self._hooked("on_feedback"):
+                ch.on_feedback(self, rows, int(ts.max()))
+        return rows
 
     # ------------------------------------------------------------------ checkpoint
     def snapshot(self) -> bytes:
@@ -284,6 +313,7 @@ def _pad_slates(s: Slates, S: int) -> Slates:
         creator_id=pad(s.creator_id, 0), category=pad(s.category, 0), upload_ts=pad(s.upload_ts, 0),
         user_dense=s.user_dense, item_dense=pad(s.item_dense, 0), pair_dense=pad(s.pair_dense, 0),
         score=pad(s.score, -np.inf),
+        extra={k: pad(v, -1 if v.dtype.kind in "iu" else 0) for k, v in s.extra.items()},
     )
 
 

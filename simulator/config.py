@@ -71,13 +71,35 @@ class StackConfig(_Frozen):
         return v
 
 
+class NextUserSpec(_Frozen):
+    """Next-User Retrieval (papers/next_user_retrieval.txt section 2): model, loss, ablations and its channel."""
+
+    mode: Literal["full", "lookalike"] = Field("full", description="'lookalike': sum-pooled sequence, no transformer")
+    mask_prefix: bool = Field(False, description="ablation: prefix prompts masked")
+    seq_len: int = Field(50, ge=1, le=50, description="max positive users per item (the paper's 50; 25 = 'half')")
+    use_cls: bool = True
+    causal: bool = True
+    heads: int = Field(2, ge=1)
+    layers: int = Field(2, ge=1)
+    l1: float = Field(1.0, ge=0, description="weight of the contrastive loss")
+    l2: float = Field(1.0, ge=0, description="weight of the exposure cross-entropy")
+    l3: float = Field(0.1, ge=0, description="weight of the auxiliary (stop-gradient MSE) loss")
+    tau: float = Field(0.1, gt=0)
+    n_random_negatives: int = Field(64, ge=0)
+    max_train_samples: int = Field(8192, ge=16, description="cold-item exposures trained on per tick (positives first)")
+    k: int = Field(40, ge=1, description="candidates the next-user channel adds per request")
+    cold_max_exposures: int = Field(200, ge=1, description="items under this many exposures are in the channel's index")
+    cold_max_age_hours: float = Field(72.0, gt=0, description="... and younger than this")
+
+
 class ArmSpec(_Frozen):
-    """One arm of a scenario: a name, a registered kind, its traffic share and its stack."""
+    """One arm of a scenario: a name, a registered kind, its traffic share, its stack and its strategy's settings."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: str = "base"
     share: float = Field(gt=0, le=1)
     stack: StackConfig = StackConfig()
+    next_user: NextUserSpec | None = None
 
 
 class ModelConfig(_Frozen):

@@ -221,7 +221,7 @@ class Simulation:
                 train_parts[a.name].append({
                     "user_id": users, "item_id": items, "creator_id": sl.creator_id[ri, si], "category": sl.category[ri, si],
                     "user_dense": sl.user_dense[ri], "item_dense": sl.item_dense[ri, si], "pair_dense": sl.pair_dense[ri, si],
-                    "labels": labels,
+                    "labels": labels, **{k: v[ri, si] for k, v in sl.extra.items()},
                 })
                 inter = labels[:, : len(INTERACTION_TYPES)].any(1)
                 acts[a.name].append(ets[inter])

@@ -52,7 +52,7 @@ class RayRuntime:
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
-        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, self.names, self._storage)
+        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), self._storage)
 
     def read_day(self, day: int):
         return self.reader.read_day(day)

@@ -63,7 +63,7 @@ class LocalRuntime:
         self.spec = spec
         self.names = [a.name for a in spec.arms]
         self.policies = {a.name: make_policy(spec, i) for i, a in enumerate(spec.arms)}
-        self.learners = {a.name: make_learner(spec.arm_ctx, spec.train, i) for i, a in enumerate(spec.arms)}
+        self.learners = {a.name: make_learner(a, spec.arm_ctx, spec.train, i) for i, a in enumerate(spec.arms)}
         self.reader = ArrowDayReader(spec.events_root)
         self._trained: dict[int, dict[str, tuple[int, dict, dict]]] = {}
 

@@ -40,7 +40,9 @@ class OnlineLearner:
     """Holds one arm's two-tower and ranker with their optimisers; trains on ticks, exports weights."""
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
-                 temperature: float, epochs: int, seed: int):
+                 temperature: float, epochs: int, seed: int, extra_tasks: list | None = None):
+        """``extra_tasks``: the arm's own models (e.g. :class:`trainers.next_user_task.NextUserTask`), each with
+        ``name``, ``train(batch, tick_seed) -> stats``, ``weights()``, ``state()`` and ``load_state()``."""
         torch.manual_seed(seed)
         self.two_tower = TwoTower(tt_cfg)
         self.ranker = Ranker(rk_cfg)
@@ -52,6 +54,7 @@ class OnlineLearner:
         self.seed = seed
         self.version = 0
         self.samples_seen = 0
+        self.extra_tasks = list(extra_tasks or [])
 
     def train_tick(self, batch: dict[str, np.ndarray], tick_seed: int) -> dict[str, float]:
         """One pass (``epochs``) over a tick's exposures: ranker on all, two-tower on positives."""
@@ -59,7 +62,7 @@ class OnlineLearner:
         if not batch or len(batch["user_id"]) == 0:
             return {"ranker_loss": float("nan"), "two_tower_loss": float("nan"), "samples": 0.0}
         g = torch.Generator().manual_seed(tick_seed)
-        t = to_tensors(batch)
+        t = to_tensors({k: v for k, v in batch.items() if k in BATCH_KEYS})
         labels = t["labels"].float()
         n = labels.shape[0]
         rk_losses, tt_losses = [], []
@@ -89,17 +92,22 @@ class OnlineLearner:
                 self.opt_tt.step()
                 tt_losses.append(loss.item())
         self.samples_seen += n
-        return {
+        stats = {
             "ranker_loss": float(np.mean(rk_losses)) if rk_losses else float("nan"),
             "two_tower_loss": float(np.mean(tt_losses)) if tt_losses else float("nan"),
             "samples": float(n),
         }
+        for i, task in enumerate(self.extra_tasks):
+            sub_seed = int(np.random.SeedSequence([tick_seed, i + 1]).generate_state(1)[0])
+            stats.update({f"{task.name}.{k}": v for k, v in task.train(batch, sub_seed).items()})
+        return stats
 
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
         """Copies of the model parameters as numpy arrays (safe to ship across processes)."""
         return {
             "two_tower": {k: v.detach().numpy().copy() for k, v in self.two_tower.state_dict().items()},
             "ranker": {k: v.detach().numpy().copy() for k, v in self.ranker.state_dict().items()},
+            **{t.name: t.weights() for t in self.extra_tasks},
         }
 
     def state_bytes(self) -> bytes:
@@ -110,6 +118,7 @@ class OnlineLearner:
                 "tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
                 "opt_tt": self.opt_tt.state_dict(), "opt_rk": self.opt_rk.state_dict(),
                 "version": self.version, "samples_seen": self.samples_seen,
+                "extra": {t.name: t.state() for t in self.extra_tasks},
             },
             buf,
         )
@@ -123,3 +132,5 @@ class OnlineLearner:
         self.opt_rk.load_state_dict(st["opt_rk"])
         self.version = st["version"]
         self.samples_seen = st["samples_seen"]
+        for t in self.extra_tasks:
+            t.load_state(st["extra"][t.name])

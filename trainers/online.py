@@ -18,15 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from simulator.config import TrainConfig
-from serving.arms import ArmContext, arm_seed, model_configs
+from simulator.config import ArmSpec, TrainConfig
+from serving.arms import ArmContext, arm_context, arm_kind, arm_seed, model_configs
 from trainers.learner import OnlineLearner
 
 
-def make_learner(ctx: ArmContext, train: TrainConfig, arm_index: int) -> OnlineLearner:
+def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: int) -> OnlineLearner:
+    """The arm's learner: two-tower + ranker, plus the extra tasks its kind registers (e.g. Next-User)."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+    actx = arm_context(ctx, arm_index)
+    extra = arm_kind(arm).tasks(arm, actx, train.lr, train.batch_size)
     return OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
-                         epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index))
+                         epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index), extra_tasks=extra)
 
 
 def tick_seed(learner_seed: int, tick_id: int) -> int:
@@ -92,8 +95,8 @@ def train_loop_per_worker(config: dict) -> None:
     coord = config["coordinator"]
     ctx: ArmContext = config["arm_ctx"]
     train_cfg: TrainConfig = config["train"]
-    arms: list[str] = config["arms"]
-    learners = {a: make_learner(ctx, train_cfg, i) for i, a in enumerate(arms)}
+    arms: list[ArmSpec] = config["arms"]
+    learners = {a.name: make_learner(a, ctx, train_cfg, i) for i, a in enumerate(arms)}
     rank0 = ray.train.get_context().get_world_rank() == 0
     while True:
         cmd = ray.get(coord.get.remote())
@@ -126,7 +129,7 @@ def train_loop_per_worker(config: dict) -> None:
 class OnlineTrainer:
     """Driver-side handle: starts the TorchTrainer in a thread, sends ticks, waits for their weights."""
 
-    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[str], storage_path: str):
+    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[ArmSpec], storage_path: str):
         import ray
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer

@@ -135,7 +135,7 @@ def _toy(g: torch.Generator, B: int) -> dict[str, torch.Tensor]:
 def _step_loss(model, tower, loss_fn, b, g):
     emb = lambda ids: tower(ids, ids.new_zeros(*ids.shape, 0, dtype=torch.float))  # noqa: E731 (ids only)
     out = model(b)
-    users, n = truncate_sequence(b["seq_users"], b["seq_len"], L)
+    users, n = model.visible_sequence(b)  # exactly the users the model read
     rnd = emb(torch.randint(0, N_CAT * PER_CAT, (8,), generator=g))
     exposed = emb(b["exposed"])
     return loss_fn(out, emb(b["next_user"]), rnd, exposed, b["exposed_labels"],

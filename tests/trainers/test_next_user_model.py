@@ -255,3 +255,22 @@ def test_docs_snippets_run():
     assert blocks
     for code in blocks:
         exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
+
+
+def test_outputs_do_not_depend_on_the_batch_padding_length():
+    """The model pads only to the batch's longest sequence; a row's outputs must not change with it."""
+    torch.manual_seed(0)
+    cfg = NextUserConfig(dim=8, heads=2, layers=1, ff=16, seq_len=6, n_item_dense=1)
+    model = NextUserModel(cfg).eval()
+    short = {"item_id": torch.tensor([3]), "category": torch.tensor([1]), "creator_id": torch.tensor([2]),
+             "item_dense": torch.zeros(1, 1), "seq_users": torch.tensor([[5, 9, -1, -1, -1, -1]]),
+             "seq_len": torch.tensor([2])}
+    long_row = {"item_id": torch.tensor([4]), "category": torch.tensor([0]), "creator_id": torch.tensor([1]),
+                "item_dense": torch.ones(1, 1), "seq_users": torch.tensor([[1, 2, 3, 4, 5, 6]]),
+                "seq_len": torch.tensor([6])}
+    both = {k: torch.cat([short[k], long_row[k]]) for k in short}
+    with torch.no_grad():
+        alone, mixed = model(short), model(both)
+    assert model.visible_sequence(short)[0].shape[1] == 2 and model.visible_sequence(both)[0].shape[1] == 6
+    assert torch.allclose(alone.u_next[0], mixed.u_next[0], atol=1e-5)
+    assert torch.allclose(alone.u_hat[0, :3], mixed.u_hat[0, :3], atol=1e-5)

@@ -184,8 +184,8 @@ class _TransformerBackbone(nn.Module):
     def forward(self, prefix: torch.Tensor, user_tokens: torch.Tensor, n: torch.Tensor) -> NextUserOutput:
         cfg = self.cfg
         B, k, d = prefix.shape
-        L, H = cfg.seq_len, cfg.heads
-        parts = [prefix, user_tokens + self.pos[None]]  # (B, k, d), (B, L, d)
+        L, H = user_tokens.shape[1], cfg.heads  # L <= cfg.seq_len: the batch's longest visible sequence
+        parts = [prefix, user_tokens + self.pos[None, :L]]  # (B, k, d), (B, L, d)
         if self.cls is not None:
             parts.append(self.cls.expand(B, 1, d))  # (B, 1, d)
         x = torch.cat(parts, dim=1)  # (B, T, d)
@@ -193,7 +193,7 @@ class _TransformerBackbone(nn.Module):
         o = self.encoder(x, mask=enc_mask.repeat_interleave(H, 0))  # (B, T, d)
         mem_mask = decoder_attention_mask(k, L, n, cfg.causal, cfg.use_cls)  # (B, L+2, T)
         tgt_mask = query_attention_mask(L, n, cfg.causal)  # (B, L+2, L+2)
-        q = self.queries.expand(B, L + 2, d)  # (B, L+2, d)
+        q = torch.cat([self.queries[: L + 1], self.queries[-1:]]).expand(B, L + 2, d)  # q_1..q_{L+1}, q_next
         y = self.decoder(q, o, tgt_mask=tgt_mask.repeat_interleave(H, 0),
                          memory_mask=mem_mask.repeat_interleave(H, 0))  # (B, L+2, d)
         u = nn.functional.normalize(self.head(y), dim=-1)  # (B, L+2, d)
@@ -253,7 +253,16 @@ class NextUserModel(nn.Module):
             toks.append(self.dense_proj(batch["item_dense"].float()))
         return torch.stack(toks, dim=1)  # (B, k, d)
 
+    def visible_sequence(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users the model reads: each row's last ``seq_len`` users, padded only to the batch's longest row.
+
+        Returns ((B, L) ids, (B,) lengths) with L = min(cfg.seq_len, max length in the batch) >= 1; the
+        outputs do not depend on L (padding is masked), so short cold-item sequences cost little.
+        """
+        longest = int(batch["seq_len"].max()) if batch["seq_len"].numel() else 0
+        return truncate_sequence(batch["seq_users"], batch["seq_len"], max(1, min(self.cfg.seq_len, longest)))
+
     def forward(self, batch: dict[str, torch.Tensor]) -> NextUserOutput:
-        users, n = truncate_sequence(batch["seq_users"], batch["seq_len"], self.cfg.seq_len)  # (B, L), (B,)
+        users, n = self.visible_sequence(batch)  # (B, L), (B,)
         user_tokens = self.user_emb(users.clamp(min=0))  # (B, L, d); padding slots are masked downstream
         return self.backbone(self.prefix_prompts(batch), user_tokens, n)

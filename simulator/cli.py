@@ -40,7 +40,7 @@ def simulate(
     if ctx.invoked_subcommand is not None:
         return
     from scenarios import get_scenario
-    from simulator.session import RunOptions, options_of_run, run_scenario
+    from simulator.session import RunOptions, options_of_run, run_offline, run_scenario
     from simulator.tracking import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -58,6 +58,14 @@ def simulate(
                               address=address, http=http, run_root=run_root, experiment=experiment)
         sc = get_scenario(opts.scenario)
         console.print(f"[bold]coldsim[/] scenario [cyan]{sc.name}[/] scale={opts.scale or 'default'} runtime={opts.runtime}")
+        if sc.protocol != "ab":
+            off = run_offline(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None)
+            console.print(off.markdown)
+            console.print(f"{off.meta['train_samples']:,} training samples, {off.meta['test_events']:,} held-out events "
+                          f"(split after day {off.meta['split_day']} of {off.meta['days']}) in {off.wall_s:.1f}s")
+            if off.parent_run_id:
+                console.print(f"MLflow: parent run [cyan]{off.parent_run_id}[/] at {tracking_uri}")
+            return
         out = run_scenario(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None,
                            resume_run_id=resume)
     except (ValueError, FileNotFoundError, KeyError) as exc:

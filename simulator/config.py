@@ -150,13 +150,30 @@ class ScaleConfig(_Frozen):
     train_batch_size: int | None = Field(None, ge=8)
 
 
+class OfflineConfig(_Frozen):
+    """An offline protocol on the log (no A/B traffic): time split, training passes, evaluation."""
+
+    train_frac: float = Field(0.7, gt=0, lt=1, description="days before this fraction of the log train, later days test")
+    epochs: int = Field(1, ge=1, description="passes over the training days (in time order each pass)")
+    samples_per_step: int = Field(4096, ge=16, description="training samples per step of the stream")
+    max_eval: int = Field(4000, ge=10, description="held-out next-user events evaluated (deterministic sample)")
+    recall_k: list[int] = Field(default_factory=lambda: [20, 50])
+
+
 class Scenario(_Frozen):
-    """A complete, declarative simulation: which platform, which arms, for how long, measured how."""
+    """A complete, declarative simulation: which platform, which arms, for how long, measured how.
+
+    ``protocol`` says what is run: ``ab`` (the co-diverted online A/B of all arms) or an offline
+    protocol on the log (``next_user_offline``: each arm's Next-User variant trained on the same
+    stream and scored by Recall@K of the next real interacting user on held-out days).
+    """
 
     name: str
     description: str
     arms: list[ArmSpec]
     control: str
+    protocol: Literal["ab", "next_user_offline"] = "ab"
+    offline: OfflineConfig = OfflineConfig()
     days: int = Field(14, ge=1)
     ticks_per_day: int = Field(4, ge=1, le=96)
     seed: int = 0

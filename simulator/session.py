@@ -103,6 +103,49 @@ class RunOutcome:
     wall_s: float
 
 
+@dataclass
+class OfflineOutcome:
+    table: "object"  # polars DataFrame in the protocol's layout
+    markdown: str
+    meta: dict
+    parent_run_id: str | None
+    wall_s: float
+
+
+def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
+                progress_factory=None) -> OfflineOutcome:
+    """An offline protocol (``scenario.protocol``) on the run's log, recorded in MLflow like an A/B run."""
+    from simulator.offline_next_user import format_table, run_next_user_offline
+
+    t_start = time.perf_counter()
+    sc = resolve_scenario(scenario, opts)
+    log = load_log(opts.log, sc)
+    tracker = None
+    if tracking_uri is not None:
+        from simulator.tracking import RunTracker, flatten_params
+
+        tracker = RunTracker(tracking_uri, opts.experiment)
+        params = flatten_params(sc, exclude={"scales"}) | {"log": opts.log or "synthetic", "scale": opts.scale or "default"}
+        tracker.start(sc.name, params, [a.name for a in sc.arms], tags={OPTIONS_TAG: json.dumps(opts.__dict__)})
+    try:
+        if progress_factory is not None:
+            with progress_factory() as bar:
+                task = bar.add_task("variants", total=len(sc.arms))
+                table, meta = run_next_user_offline(sc, log, opts.days, progress=lambda _: bar.advance(task))
+        else:
+            table, meta = run_next_user_offline(sc, log, opts.days)
+        md = format_table(table, sc.control, sc.offline.recall_k)
+        if tracker is not None:
+            tracker.finish_tables(meta["figures"], {k: v for k, v in meta.items() if isinstance(v, (int, float))},
+                                  {"table1.md": md, "table1.csv": table.write_csv()})
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    return OfflineOutcome(table=table, markdown=md, meta=meta,
+                          parent_run_id=tracker.parent_run_id if tracker else None, wall_s=time.perf_counter() - t_start)
+
+
 def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
                  progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None,
                  before_shutdown=None) -> RunOutcome:

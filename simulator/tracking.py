@@ -467,6 +467,25 @@ class RunTracker:
             self.client.log_artifacts(pid, str(root))
         self._terminate(status)
 
+    def finish_tables(self, per_arm: Mapping[str, Mapping[str, float]], parent: Mapping[str, float],
+                      tables: Mapping[str, str], plots: Mapping[str, Path] | None = None, status: str = "FINISHED") -> None:
+        """End an offline-protocol run: metrics per arm (child runs), summary metrics and text tables
+        (``{"table.md": text}``) plus plot files on the parent, then terminate every run."""
+        pid = self._require_started()
+        ts = _now_ms()
+        for arm, values in per_arm.items():
+            self._log_metrics(self._child(arm), [Metric(k, float(v), ts, 0) for k, v in values.items() if v is not None])
+        self._log_metrics(pid, [Metric(k, float(v), ts, 0) for k, v in parent.items() if v is not None])
+        with tempfile.TemporaryDirectory(prefix="coldsim-artifacts-") as tmp:
+            root = Path(tmp)
+            for name, text in tables.items():
+                (root / name).write_text(text)
+            for name, src in (plots or {}).items():
+                (root / "plots").mkdir(exist_ok=True)
+                shutil.copy2(src, root / "plots" / name)
+            self.client.log_artifacts(pid, str(root))
+        self._terminate(status)
+
     def fail(self, message: str) -> None:
         """End all runs as FAILED with the message in a ``coldsim.error`` tag; a no-op before start."""
         if self.parent_run_id is None:

@@ -127,7 +127,7 @@ def test_mlflow_parent_and_child_runs(ray_run, tracking, scenario):
         assert "overall.dac" in r.data.metrics
     arts = {a.path for a in c.list_artifacts(out.parent_run_id)} | {a.path for a in c.list_artifacts(out.parent_run_id, "plots")}
     assert {"comparison.csv", "comparison.md", "plots/expo_reach.png", "plots/dac.png", "plots/exposures_by_age.png"} <= arts
-    assert any(k.startswith("lift.base_boost.") for k in parent.data.metrics)
+    assert any(k.startswith("lift.next_user.") for k in parent.data.metrics)
 
 
 def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_factory):

@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_list_shows_scenarios():
     res = runner.invoke(app, ["list"])
     assert res.exit_code == 0, res.output
-    assert "coldstart_ab" in res.output and "base_boost" in res.output
+    assert "coldstart_ab" in res.output and "next_user" in res.output
 
 
 def test_unknown_scenario_is_a_clear_error():
@@ -45,4 +45,4 @@ def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):
     assert res.exit_code == 0, res.output
     assert "expo_reach_5" in res.output and "simulated exposures" in res.output
     runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("coldsim").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["base", "base_boost", "coldstart_ab"]
+    assert sorted(r.info.run_name for r in runs) == ["base", "coldstart_ab", "next_user"]

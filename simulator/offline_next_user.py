@@ -1,0 +1,198 @@
+"""Offline protocol of Next-User Retrieval (paper Table 1): every variant trained on the same log stream,
+scored by Recall@K of the next real interacting user on held-out later days.
+
+Samples come from the log, in time order: each positive interaction (like/comment) of an item is a
+positive sample whose sequence is the item's earlier positive users (last ``seq_len``); each
+exposure without interaction is a negative sample with the sequence at its time. Days before
+``train_frac`` of the log train (``epochs`` passes, in time order, ``samples_per_step`` at a time);
+on later days, for a deterministic sample of positive events, u^_next of the item (its sequence
+at that moment) is scored against every user's user-tower vector; users already in the visible
+sequence are excluded; Recall@K = share of events whose real next user is in the top K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from simulator.config import ArmSpec, Scenario
+from simulator.schema import SECONDS_PER_DAY, Log
+from serving.arms import ArmContext, arm_context, next_user_configs, model_configs
+from trainers.next_user_task import NextUserTask
+
+POSITIVE_EVENTS = ("like", "comment")
+
+
+@dataclass
+class NextUserSamples:
+    """Aligned arrays, one row per sample, sorted by ts."""
+
+    ts: np.ndarray
+    user_id: np.ndarray
+    item_row: np.ndarray
+    positive: np.ndarray
+    seq: np.ndarray  # (n, L) earlier positive users of the item, time order, -1 padded
+    seq_len: np.ndarray
+
+
+def build_samples(log: Log, seq_len: int) -> NextUserSamples:
+    """Positive samples (each like/comment) and negatives (exposures without one), with the item's prior sequence."""
+    ev = pl.from_arrow(log.events)
+    item_ids = log.items["item_id"].to_numpy()
+    pos = (ev.filter(pl.col("event").is_in(POSITIVE_EVENTS)).group_by(["user_id", "item_id"])
+           .agg(pl.col("ts").min()).sort(["item_id", "ts", "user_id"]))
+    expo = ev.filter(pl.col("event") == "expose").select(["ts", "user_id", "item_id"]).unique()
+    neg = expo.join(pos.select(["user_id", "item_id"]), on=["user_id", "item_id"], how="anti")
+    p_item = np.searchsorted(item_ids, pos["item_id"].to_numpy())
+    p_ts, p_user = pos["ts"].to_numpy(), pos["user_id"].to_numpy()
+    # global order of positives: by (item row, ts); an event's prior sequence = earlier positives of its item
+    key = p_item.astype(np.int64) * (1 << 40) + (p_ts - p_ts.min() if len(p_ts) else p_ts)
+    ts_base = int(p_ts.min()) if len(p_ts) else 0
+
+    def prior(item_rows: np.ndarray, ts: np.ndarray):
+        end = np.searchsorted(key, item_rows.astype(np.int64) * (1 << 40) + np.maximum(ts - ts_base, 0), side="left")
+        first = np.searchsorted(key, item_rows.astype(np.int64) * (1 << 40))
+        n = np.minimum(end - first, seq_len)
+        idx = (end - n)[:, None] + np.arange(seq_len)[None, :]
+        seq = np.where(np.arange(seq_len)[None, :] < n[:, None], p_user[np.minimum(idx, len(p_user) - 1)], -1)
+        return seq.astype(np.int64), n.astype(np.int64)
+
+    ps, pn = prior(p_item, p_ts)
+    n_item = np.searchsorted(item_ids, neg["item_id"].to_numpy())
+    ns, nn = prior(n_item, neg["ts"].to_numpy()) if neg.height else (np.zeros((0, seq_len), np.int64), np.zeros(0, np.int64))
+    ts = np.concatenate([p_ts, neg["ts"].to_numpy()])
+    order = np.argsort(ts, kind="stable")
+    cat = lambda a, b: np.concatenate([a, b])[order]  # noqa: E731
+    return NextUserSamples(ts=ts[order], user_id=cat(p_user, neg["user_id"].to_numpy()), item_row=cat(p_item, n_item),
+                           positive=cat(np.ones(len(p_ts), bool), np.zeros(neg.height, bool)), seq=cat(ps, ns),
+                           seq_len=cat(pn, nn))
+
+
+def user_features(log: Log, until_ts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, (U, 3) dense features) from the training period only: log requests, log interactions, rate."""
+    ev = pl.from_arrow(log.events).filter(pl.col("ts") < until_ts)
+    users = np.unique(log.events["user_id"].to_numpy())
+    agg = ev.group_by("user_id").agg((pl.col("event") == "expose").sum().alias("e"),
+                                     pl.col("event").is_in(["like", "comment", "follow"]).sum().alias("i"))
+    e = np.zeros(len(users))
+    i = np.zeros(len(users))
+    if agg.height:
+        r = np.searchsorted(users, agg["user_id"].to_numpy())
+        e[r], i[r] = agg["e"].to_numpy(), agg["i"].to_numpy()
+    dense = np.stack([np.log1p(e / 8.0), np.log1p(i), (i + 0.1) / (e + 2.0)], 1).astype(np.float32)
+    return users, dense
+
+
+def _batch(s: NextUserSamples, rows: np.ndarray, log: Log, item_dense: np.ndarray, users: np.ndarray,
+           udense: np.ndarray) -> dict[str, np.ndarray]:
+    it = s.item_row[rows]
+    labels = np.zeros((len(rows), 5), bool)
+    labels[:, 0] = s.positive[rows]
+    return {
+        "item_id": log.items["item_id"].to_numpy()[it], "creator_id": log.items["creator_id"].to_numpy()[it],
+        "category": log.items["category"].to_numpy()[it], "item_dense": item_dense[it],
+        "nu_seq": s.seq[rows], "nu_len": s.seq_len[rows], "user_id": s.user_id[rows],
+        "user_dense": udense[np.searchsorted(users, s.user_id[rows])], "labels": labels,
+    }
+
+
+@torch.no_grad()
+def recall_at_k(task: NextUserTask, s: NextUserSamples, rows: np.ndarray, log: Log, item_dense: np.ndarray,
+                users: np.ndarray, udense: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """Recall@K of the real next user among all users (sequence users excluded) for positive sample ``rows``."""
+    task.model.eval()
+    task.user_tower.eval()
+    U = task.user_tower(torch.from_numpy(users), torch.from_numpy(udense))  # (U, d)
+    hits = {k: 0 for k in ks}
+    for a in range(0, len(rows), 1024):
+        r = rows[a : a + 1024]
+        b = _batch(s, r, log, item_dense, users, udense)
+        out = task.model({"item_id": torch.from_numpy(b["item_id"]), "category": torch.from_numpy(b["category"]),
+                          "creator_id": torch.from_numpy(b["creator_id"]), "item_dense": torch.from_numpy(b["item_dense"]),
+                          "seq_users": torch.from_numpy(b["nu_seq"]), "seq_len": torch.from_numpy(b["nu_len"])})
+        scores = (out.u_next @ U.T).numpy()  # (m, U)
+        in_seq = b["nu_seq"] >= 0  # users who already interacted are not candidates
+        scores[np.nonzero(in_seq)[0], np.searchsorted(users, b["nu_seq"][in_seq])] = -np.inf
+        true = np.searchsorted(users, b["user_id"])
+        true_score = scores[np.arange(len(r)), true]
+        rank = (scores > true_score[:, None]).sum(1)  # users strictly better than the real next user
+        for k in ks:
+            hits[k] += int((rank < k).sum())
+    return {f"recall_{k}": hits[k] / max(len(rows), 1) for k in ks}
+
+
+def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None, progress=None) -> tuple[pl.DataFrame, dict]:
+    """Train every arm's Next-User variant on the same stream; returns (Table-1 layout, per-variant figures).
+
+    ``days``: use only the log's first days (default: the whole log).
+    """
+    oc = scenario.offline
+    t0, n_days = log.t0, min(log.n_days, days) if days else log.n_days
+    split_day = max(1, int(round(n_days * oc.train_frac)))
+    split_ts = t0 + split_day * SECONDS_PER_DAY
+    end_ts = t0 + n_days * SECONDS_PER_DAY
+    feature_cols = [c for c in log.items.column_names if c.startswith("f_")]
+    item_dense = (np.stack([log.items[c].to_numpy().astype(np.float32) for c in feature_cols], 1)
+                  if feature_cols else np.zeros((log.items.num_rows, 1), np.float32))
+    users, udense = user_features(log, split_ts)
+    ctx = ArmContext(model=scenario.model, slate_size=scenario.synthetic.slate_size, n_item_dense=item_dense.shape[1],
+                     seed=scenario.seed)
+    max_len = max((a.next_user.seq_len if a.next_user else 50) for a in scenario.arms)
+    samples = build_samples(log, max_len)
+    train_rows = np.flatnonzero(samples.ts < split_ts)
+    test_pos = np.flatnonzero((samples.ts >= split_ts) & (samples.ts < end_ts) & samples.positive)
+    rng = np.random.default_rng([scenario.seed, 0x7E57])
+    if len(test_pos) > oc.max_eval:
+        test_pos = np.sort(rng.choice(test_pos, oc.max_eval, replace=False))
+    rows_out, figures = [], {}
+    for i, arm in enumerate(scenario.arms):
+        figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), scenario, samples, train_rows, test_pos, log,
+                                             item_dense, users, udense)
+        rows_out.append({"variant": arm.name, **figures[arm.name]})
+        if progress is not None:
+            progress(arm.name)
+    table = pl.DataFrame(rows_out)
+    ks = [f"recall_{k}" for k in oc.recall_k]
+    ctrl = table.filter(pl.col("variant") == scenario.control).row(0, named=True)
+    table = table.with_columns([((pl.col(k) / ctrl[k]) - 1.0).alias(f"{k}_rel") for k in ks])
+    meta = {"split_day": split_day, "days": n_days, "train_samples": int(len(train_rows)), "test_events": int(len(test_pos)),
+            "users": int(len(users))}
+    return table, {"figures": figures, **meta}
+
+
+def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSamples, train_rows: np.ndarray,
+                     test_rows: np.ndarray, log: Log, item_dense, users, udense) -> dict[str, float]:
+    torch.set_num_threads(1)
+    tt, _ = model_configs(ctx.model, ctx.n_item_dense)
+    nu, cfg, loss = next_user_configs(arm, ctx)
+    oc = sc.offline
+    task = NextUserTask(cfg, loss, tt, lr=sc.train.lr, batch_size=sc.train.batch_size, seed=ctx.seed,
+                        max_samples=oc.samples_per_step)
+    import time
+
+    t = time.perf_counter()
+    step = 0
+    for _ in range(oc.epochs):
+        for a in range(0, len(train_rows), oc.samples_per_step):
+            rows = train_rows[a : a + oc.samples_per_step]
+            task.train(_batch(s, rows, log, item_dense, users, udense), int(np.random.SeedSequence([ctx.seed, step]).generate_state(1)[0]))
+            step += 1
+    train_s = time.perf_counter() - t
+    rec = recall_at_k(task, s, test_rows, log, item_dense, users, udense, oc.recall_k)
+    return {**rec, "train_s": train_s, "train_samples_per_s": len(train_rows) * oc.epochs / max(train_s, 1e-9)}
+
+
+def format_table(table: pl.DataFrame, control: str, ks: list[int]) -> str:
+    """Paper Table 1 layout: absolute Recall@K for the full model, relative difference for each variant."""
+    head = "| ID | Variant | " + " | ".join(f"Recall@Top{k}" for k in ks) + " |\n|---|---|" + "---|" * len(ks) + "\n"
+    lines = []
+    for i, r in enumerate(table.iter_rows(named=True)):
+        if r["variant"] == control:
+            cells = [f"{r[f'recall_{k}']:.4f}" for k in ks]
+        else:
+            cells = [f"{100 * r[f'recall_{k}_rel']:+.2f}%" for k in ks]
+        lines.append(f"| {i} | {r['variant']} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"

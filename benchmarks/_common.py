@@ -229,35 +229,60 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """CPU seconds of this process tree and Ray's processes, including their reaped children."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in tree_pids(root or os.getpid()):
+def _tree_cpu_ticks(root: int) -> dict[tuple[int, str], int]:
+    """(pid, start time) -> CPU clock ticks (user + system, own + reaped children) for this tree and Ray's processes."""
+    out = {}
+    for pid in tree_pids(root):
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 stat = f.read().decode(errors="replace")
         except OSError:
             continue
         rest = stat[stat.rfind(")") + 2:].split()
-        total += sum(int(x) for x in rest[11:15])
-    return total / tick
+        out[(pid, rest[19])] = sum(int(x) for x in rest[11:15])
+    return out
 
 
 class ForeignLoad:
     """How much CPU the rest of the machine used while we measured (a contamination check).
 
-    ``foreign_s`` = machine busy CPU-seconds minus this tree's; slightly over-counts when our processes exit
-    unreaped by a member of the tree (e.g. Ray workers at shutdown)."""
+    A daemon thread samples, every ``interval`` s, the CPU counters of this tree and Ray's processes (so the
+    CPU of processes that exit before the end, such as Ray's workers at shutdown, is still counted up to their
+    last sample) and the machine's busy CPU time from /proc/stat. ``foreign_s`` = machine busy CPU-seconds
+    minus ours: an estimate, slightly high (up to ``interval`` of CPU per exiting process is missed)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.root = os.getpid()
+        self._first: dict[tuple[int, str], int] = {}
+        self._last: dict[tuple[int, str], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        for key, ticks in _tree_cpu_ticks(self.root).items():
+            self._first.setdefault(key, 0)  # born after __enter__: all its CPU is in the window
+            self._last[key] = ticks
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
 
     def __enter__(self) -> "ForeignLoad":
-        self.t0, self.b0, self.c0 = time.perf_counter(), busy_cpu_seconds(), tree_cpu_seconds()
+        self.t0, self.b0 = time.perf_counter(), busy_cpu_seconds()
+        self._sample()  # processes alive now: count only what they use from here on
+        self._first = dict(self._last)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
         self.wall = time.perf_counter() - self.t0
         self.busy = busy_cpu_seconds() - self.b0
-        self.ours = tree_cpu_seconds() - self.c0
+        tick = os.sysconf("SC_CLK_TCK")
+        self.ours = sum(v - self._first.get(k, 0) for k, v in self._last.items()) / tick
         self.foreign_s = max(0.0, self.busy - self.ours)
         self.cores = os.cpu_count() or 1
 

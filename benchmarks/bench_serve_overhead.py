@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--http-requests", type=int, default=1_000, help="single-user HTTP requests per concurrency level")
     p.add_argument("--http-concurrency", type=int, nargs="+", default=[1, 8, 64], help="concurrent clients (levels)")
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: a free one)")
+    p.add_argument("--gateway-max-ongoing", type=int, default=None,
+                   help="override the Gateway's max_ongoing_requests (e.g. 5, Serve's default, to compare)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p.parse_args(argv)
 
@@ -129,11 +131,13 @@ def main(argv=None) -> dict:
                                         )(CountingArm)
             wl = wls[0]
             arm = wl.spec.name
-            serve.run(Gateway.bind({arm: counting.options(name=deployment_name(arm)).bind(wl.spec, wl.ctx)}),
+            gateway = Gateway if args.gateway_max_ongoing is None else \
+                Gateway.options(max_ongoing_requests=args.gateway_max_ongoing)
+            serve.run(gateway.bind({arm: counting.options(name=deployment_name(arm)).bind(wl.spec, wl.ctx)}),
                       name="bench_http", route_prefix="/")
             ah = serve.get_deployment_handle(deployment_name(arm), app_name="bench_http")
             replay_on_handle(ah, wl.items, warm_calls[0])
-            gw_cfg = Gateway._deployment_config
+            gw_cfg = gateway._deployment_config
             print(f"\n== 3. HTTP ingress on 127.0.0.1:{port}: {args.http_requests} single-user POST "
                   f"/arms/{arm}/recommend per level (Gateway max_ongoing_requests={gw_cfg.max_ongoing_requests}, "
                   f"arm max_ongoing_requests={ArmDeployment._deployment_config.max_ongoing_requests}) ==", flush=True)

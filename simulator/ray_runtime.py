@@ -9,6 +9,7 @@ whole tick's batch as arrays; the arms' calls run concurrently.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -40,6 +41,8 @@ class RayRuntime:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=max(2, os.cpu_count() or 2), **kwargs)
+        for name in ("ray.data", "ray.serve", "ray.train"):  # the CLI shows its own progress
+            logging.getLogger(name).setLevel(logging.ERROR)
         cfg = serve_cfg or ServeConfig()
         self.http = http or cfg.http
         http_options = {"host": cfg.host, "port": cfg.port} if self.http else {"location": "NoServer"}

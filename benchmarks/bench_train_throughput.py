@@ -1,11 +1,13 @@
 """Online training throughput: ``OnlineLearner.train_tick`` samples/s on one thread, as in the runtime.
 
-A synthetic tick batch shaped like the arms' feature-logged traffic (ids, user/item/pair dense features,
-five response labels drawn at the synthetic platform's base rates) of ``--samples`` exposures, trained with
-the scenario's TrainConfig (minibatch ``batch_size``, ``epochs_per_tick``): ranker on every exposure,
-two-tower on the positives (any response, views included). The default ``--samples`` is one arm's tick at the
-default scale of coldstart_ab (about 1.36M exposures / 14 days / 4 ticks / 2 arms ~= 12k).
-Prints seconds per tick, samples/s, and what that implies for a whole default-scale run.
+For each arm of the scenario (``--arms``; default all), its learner (``trainers.online.make_learner``: two-tower
++ ranker, plus the arm kind's extra tasks such as Next-User) trains on a synthetic tick batch shaped like the
+arm's feature-logged traffic: ids, user/item/pair dense features, five response labels drawn at the synthetic
+platform's base rates, and for arms with a Next-User task the cold-item sequence features (``nu_seq``,
+``nu_len``; ``--cold-share`` of the exposures are of cold items, sequences of random length). TrainConfig from
+the scenario (minibatch ``batch_size``, ``epochs_per_tick``). The default ``--samples`` is one arm's tick at
+the default scale (about 1.36M exposures / 14 days / 4 ticks / 2 arms ~= 12k). Prints ms per tick, samples/s,
+the weight export cost and what that implies for a whole default-scale run.
 
 Run: ``python benchmarks/bench_train_throughput.py`` (under a minute).
 """
@@ -28,6 +30,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--scenario", default="coldstart_ab")
+    p.add_argument("--arms", nargs="*", default=None, help="arm names (default: every arm of the scenario)")
+    p.add_argument("--cold-share", type=float, default=0.3, help="share of exposures of cold items (Next-User samples)")
     p.add_argument("--samples", type=int, default=12_000, help="exposures in one tick batch (one arm)")
     p.add_argument("--ticks", type=int, default=8, help="timed ticks")
     p.add_argument("--warmup", type=int, default=2, help="untimed ticks first")
@@ -37,6 +41,16 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
+
+
+def add_next_user_features(batch: dict[str, np.ndarray], seq_len: int, cold_share: float, seed: int) -> None:
+    """``nu_seq`` (n, L) positive-user ids before the exposure, -1 padded; ``nu_len`` (n,), -1 = not a cold item."""
+    rng = np.random.default_rng([seed, 0x2E0])
+    n = len(batch["user_id"])
+    length = np.where(rng.random(n) < cold_share, rng.integers(0, seq_len + 1, n), -1)
+    seq = rng.integers(0, 20_000, (n, seq_len))
+    batch["nu_seq"] = np.where(np.arange(seq_len)[None, :] < np.maximum(length, 0)[:, None], seq, -1).astype(np.int64)
+    batch["nu_len"] = length.astype(np.int64)
 
 
 def synthetic_batch(n: int, n_item_dense: int, seed: int) -> dict[str, np.ndarray]:
@@ -68,36 +82,47 @@ def main(argv=None) -> dict:
 
     sc = get_scenario(args.scenario)
     ctx = ArmContext(model=sc.model, slate_size=sc.synthetic.slate_size, n_item_dense=1, seed=sc.seed)
-    learner = make_learner(ctx, sc.train, 0)
-    batch = synthetic_batch(args.samples, 1, args.seed)
-    pos = float((batch["labels"].sum(1) > 0).mean())
-    times, w_times = [], []
+    names = args.arms or [a.name for a in sc.arms]
+    out: dict = {"samples_per_tick": args.samples, "minibatch": sc.train.batch_size, "epochs": sc.train.epochs_per_tick,
+                 "threads": args.threads, "run_exposures": args.run_exposures, "arms": {}}
+    rows = []
     load = ForeignLoad().__enter__()
-    for t in range(args.warmup + args.ticks):
-        t0 = time.perf_counter()
-        learner.train_tick(batch, tick_seed(learner.seed, t))
-        dt = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        learner.weights()  # what the worker exports after every tick
-        dw = time.perf_counter() - t0
-        if t >= args.warmup:
-            times.append(dt)
-            w_times.append(dw)
+    for name in names:
+        i = [a.name for a in sc.arms].index(name)
+        spec = sc.arms[i]
+        learner = make_learner(spec, ctx, sc.train, i)
+        batch = synthetic_batch(args.samples, 1, args.seed)
+        if learner.extra_tasks:
+            add_next_user_features(batch, spec.next_user.seq_len if spec.next_user else 50, args.cold_share, args.seed)
+        pos = float((batch["labels"].sum(1) > 0).mean())
+        times, w_times = [], []
+        for t in range(args.warmup + args.ticks):
+            t0 = time.perf_counter()
+            learner.train_tick(batch, tick_seed(learner.seed, t))
+            dt = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            learner.weights()  # what the worker exports after every tick
+            dw = time.perf_counter() - t0
+            if t >= args.warmup:
+                times.append(dt)
+                w_times.append(dw)
+        s_tick = float(np.median(times))
+        rate = args.samples / s_tick
+        params = sum(p.numel() for m in (learner.two_tower, learner.ranker) for p in m.parameters())
+        extra = [getattr(x, "name", type(x).__name__) for x in learner.extra_tasks]
+        out["arms"][name] = {"kind": spec.kind, "extra_tasks": extra, "positive_share": pos, "params_tt_ranker": params,
+                             "s_per_tick_median": s_tick, "s_per_tick_min": min(times), "samples_per_s": rate,
+                             "weights_export_ms": 1e3 * float(np.median(w_times)),
+                             "implied_run_train_s": args.run_exposures / len(sc.arms) / rate}
+        rows.append([name, "+".join(["two_tower", "ranker"] + extra), 1e3 * s_tick, 1e3 * min(times), rate,
+                     1e3 * float(np.median(w_times)), out["arms"][name]["implied_run_train_s"]])
     load.__exit__(None, None, None)
-    s_tick = float(np.median(times))
-    rate = args.samples / s_tick
-    n_params = sum(p.numel() for p in learner.two_tower.parameters()) + sum(p.numel() for p in learner.ranker.parameters())
-    out = {"samples_per_tick": args.samples, "minibatch": sc.train.batch_size, "epochs": sc.train.epochs_per_tick,
-           "positive_share": pos, "threads": args.threads, "s_per_tick_median": s_tick, "samples_per_s": rate,
-           "weights_export_ms": 1e3 * float(np.median(w_times)), "params": n_params,
-           "run_exposures": args.run_exposures, "implied_run_train_s": args.run_exposures / rate}
-    print(f"OnlineLearner ({n_params:,} parameters), minibatch {sc.train.batch_size}, "
-          f"{sc.train.epochs_per_tick} epoch(s)/tick, {args.threads} thread(s); tick batch {args.samples:,} exposures, "
-          f"{pos:.1%} with a positive (two-tower samples)")
-    print(fmt_table([[args.samples, 1e3 * s_tick, 1e3 * min(times), rate, out["weights_export_ms"]]],
-                    ["samples/tick", "median ms/tick", "min ms/tick", "samples/s", "weights() ms"]))
-    print(f"implied training time for {args.run_exposures:,.0f} exposures (one pass): "
-          f"{out['implied_run_train_s']:.0f}s of one core")
+    print(f"OnlineLearner per arm of '{sc.name}': minibatch {sc.train.batch_size}, {sc.train.epochs_per_tick} "
+          f"epoch(s)/tick, {args.threads} torch thread(s); tick batch {args.samples:,} exposures "
+          f"({pos:.1%} with a positive response: two-tower samples; {args.cold_share:.0%} cold for Next-User)")
+    print(fmt_table(rows, ["arm", "models", "median ms/tick", "min ms/tick", "samples/s", "weights() ms",
+                           "implied run s (1 core)"]))
+    print(f"implied: one pass over {args.run_exposures:,.0f} exposures split evenly over {len(sc.arms)} arms")
     out["load"] = load.as_dict()
     print(f"contention check: {load.summary()}")
     if args.json:

@@ -6,8 +6,10 @@ positive sample whose sequence is the item's earlier positive users (last ``seq_
 exposure without interaction is a negative sample with the sequence at its time. Days before
 ``train_frac`` of the log train (``epochs`` passes, in time order, ``samples_per_step`` at a time);
 on later days, for a deterministic sample of positive events, u^_next of the item (its sequence
-at that moment) is scored against every user's user-tower vector; users already in the visible
-sequence are excluded; Recall@K = share of events whose real next user is in the top K.
+at that moment) is scored against the user-tower vector of every user active in the training
+period (the candidates; events of users first seen after the split are not scored: no system
+can retrieve a user it has never seen); users already in the visible sequence are excluded;
+Recall@K = share of events whose real next user is in the top K. Random retrieval scores K / #candidates.
 """
 
 from __future__ import annotations
@@ -72,9 +74,10 @@ def build_samples(log: Log, seq_len: int) -> NextUserSamples:
 
 
 def user_features(log: Log, until_ts: int) -> tuple[np.ndarray, np.ndarray]:
-    """(user ids, (U, 3) dense features) from the training period only: log requests, log interactions, rate."""
+    """(user ids, (U, 3) dense features) of the users active in the training period: log requests, log
+    interactions, rate. Only they are retrieval candidates: a user the system has never seen has no vector."""
     ev = pl.from_arrow(log.events).filter(pl.col("ts") < until_ts)
-    users = np.unique(log.events["user_id"].to_numpy())
+    users = np.unique(ev["user_id"].to_numpy())
     agg = ev.group_by("user_id").agg((pl.col("event") == "expose").sum().alias("e"),
                                      pl.col("event").is_in(["like", "comment", "follow"]).sum().alias("i"))
     e = np.zeros(len(users))
@@ -114,7 +117,7 @@ def recall_at_k(task: NextUserTask, s: NextUserSamples, rows: np.ndarray, log: L
                           "creator_id": torch.from_numpy(b["creator_id"]), "item_dense": torch.from_numpy(b["item_dense"]),
                           "seq_users": torch.from_numpy(b["nu_seq"]), "seq_len": torch.from_numpy(b["nu_len"])})
         scores = (out.u_next @ U.T).numpy()  # (m, U)
-        in_seq = b["nu_seq"] >= 0  # users who already interacted are not candidates
+        in_seq = (b["nu_seq"] >= 0) & np.isin(b["nu_seq"], users)  # users who already interacted are not candidates
         scores[np.nonzero(in_seq)[0], np.searchsorted(users, b["nu_seq"][in_seq])] = -np.inf
         true = np.searchsorted(users, b["user_id"])
         true_score = scores[np.arange(len(r)), true]
@@ -143,8 +146,15 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     max_len = max((a.next_user.seq_len if a.next_user else 50) for a in scenario.arms)
     samples = build_samples(log, max_len)
     train_rows = np.flatnonzero(samples.ts < split_ts)
-    test_pos = np.flatnonzero((samples.ts >= split_ts) & (samples.ts < end_ts) & samples.positive)
+    known = np.isin(samples.user_id, users)
+    train_rows = train_rows[known[train_rows]]
     rng = np.random.default_rng([scenario.seed, 0x7E57])
+    neg = train_rows[~samples.positive[train_rows]]
+    n_neg = int(oc.negatives_per_positive * samples.positive[train_rows].sum())
+    if len(neg) > n_neg:
+        drop = np.setdiff1d(neg, rng.choice(neg, n_neg, replace=False))
+        train_rows = np.setdiff1d(train_rows, drop)  # stays in time order (rows are sorted by ts)
+    test_pos = np.flatnonzero((samples.ts >= split_ts) & (samples.ts < end_ts) & samples.positive & known)
     if len(test_pos) > oc.max_eval:
         test_pos = np.sort(rng.choice(test_pos, oc.max_eval, replace=False))
     rows_out, figures = [], {}
@@ -159,7 +169,7 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     ctrl = table.filter(pl.col("variant") == scenario.control).row(0, named=True)
     table = table.with_columns([((pl.col(k) / ctrl[k]) - 1.0).alias(f"{k}_rel") for k in ks])
     meta = {"split_day": split_day, "days": n_days, "train_samples": int(len(train_rows)), "test_events": int(len(test_pos)),
-            "users": int(len(users))}
+            "users": int(len(users)), **{f"random_recall_{k}": min(1.0, k / max(len(users), 1)) for k in oc.recall_k}}
     return table, {"figures": figures, **meta}
 
 

@@ -156,6 +156,7 @@ class OfflineConfig(_Frozen):
     train_frac: float = Field(0.7, gt=0, lt=1, description="days before this fraction of the log train, later days test")
     epochs: int = Field(1, ge=1, description="passes over the training days (in time order each pass)")
     samples_per_step: int = Field(4096, ge=16, description="training samples per step of the stream")
+    batch_size: int = Field(256, ge=8, description="minibatch size of the offline training steps")
     negatives_per_positive: float = Field(1.0, ge=0, description="exposed-not-interacted samples kept per positive "
                                           "(a deterministic subsample; the CE term's negatives)")
     max_eval: int = Field(4000, ge=10, description="held-out next-user events evaluated (deterministic sample)")

@@ -179,7 +179,7 @@ def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSam
     tt, _ = model_configs(ctx.model, ctx.n_item_dense)
     nu, cfg, loss = next_user_configs(arm, ctx)
     oc = sc.offline
-    task = NextUserTask(cfg, loss, tt, lr=sc.train.lr, batch_size=sc.train.batch_size, seed=ctx.seed,
+    task = NextUserTask(cfg, loss, tt, lr=sc.train.lr, batch_size=oc.batch_size, seed=ctx.seed,
                         max_samples=oc.samples_per_step)
     import time
 

@@ -157,7 +157,8 @@ def _rss_pss(pid: int, with_pss: bool) -> tuple[int, int]:
 
 
 def tree_pids(root: int, include_ray: bool = True) -> set[int]:
-    """``root``, all its descendants, and (optionally) Ray processes started after ``root``."""
+    """``root``, all its descendants, and (optionally) orphaned Ray processes (``ray::``, raylet, gcs_server)
+    started after ``root``."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
@@ -170,9 +171,11 @@ def tree_pids(root: int, include_ray: bool = True) -> set[int]:
         pids.add(p)
         stack.extend(children.get(p, []))
     if include_ray and root in table:
+        # Ray processes that left the tree (re-parented to init after their parent exited) and were started
+        # after ``root``; a Ray process whose parent is alive outside the tree belongs to another Ray session
         t_root = table[root][1]
-        for pid, (_, start, cmd) in table.items():
-            if start >= t_root and any(m in cmd for m in _RAY_MARKERS):
+        for pid, (ppid, start, cmd) in table.items():
+            if pid not in pids and start >= t_root and ppid in (0, 1) and any(m in cmd for m in _RAY_MARKERS):
                 pids.add(pid)
     return pids
 

@@ -2,8 +2,10 @@
 
 Runs ``simulator.session.run_scenario`` with MLflow tracking to a temporary sqlite DB and run directory, for
 the given scenario / scale / runtime, while a background thread samples memory every ``--interval`` seconds:
-the summed RSS of this process, all its descendants and every process started since whose command line
-contains 'ray::', 'raylet' or 'gcs_server' (Ray's workers, replicas, Train worker, GCS). The peak of that sum
+the summed RSS of this process and all its descendants (Ray's GCS, raylet and, under it, every worker: Serve
+replicas, the Train worker, actors), plus orphaned processes started since whose command line contains
+'ray::', 'raylet' or 'gcs_server' (Ray processes whose parent is alive outside this tree belong to another Ray
+session on the machine and are not counted). The peak of that sum
 is reported, together with the peak summed PSS (proportional set size: shared pages such as Ray's object
 store mappings and shared libraries are split between the processes mapping them instead of counted in each,
 so PSS is the fairer "memory the run needs"; RSS-sum is the conservative upper figure) and the driver's own

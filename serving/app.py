@@ -23,8 +23,8 @@ from serving.stack import Slates
 APP_NAME = "coldsim"
 # Requests one replica may hold at once. The arm's bound equals its @serve.batch max_batch_size so a full batch
 # can form; the gateway only awaits arm handles, so it must admit at least a full batch for every arm: with
-# Serve's default of 5 the proxy queued and backed off, batches never exceeded 5 and 64 concurrent clients got
-# 5x fewer requests/s than one sequential client (benchmarks/bench_serve_overhead.py, docs/performance.md).
+# Serve's default of 5 the proxy's router backed off, batches never exceeded 5 and 64 concurrent clients got
+# 6x fewer requests/s than one sequential client (benchmarks/bench_serve_overhead.py, docs/performance.md).
 ARM_MAX_ONGOING = 64
 GATEWAY_MAX_ONGOING = 1024
 

@@ -29,6 +29,7 @@ from simulator.runtime import Runtime, RuntimeSpec
 from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
 from simulator.world import World, creator_reference
 from serving.arms import ArmContext
+from trainers.learner import concat_batches
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
     """A generator derived from the run seed and a position in the run: resumable without saved RNG state."""
@@ -230,8 +231,6 @@ class Simulation:
             self.runtime.feedback(fb)
             self.timings["serve"] += time.perf_counter() - t
         t = time.perf_counter()
-        from trainers.learner import concat_batches
-
         self.runtime.submit_training(tick_id, {k: concat_batches(v) for k, v in train_parts.items()})
         self.pending.append(tick_id)
         self.ats_actions[tick_id] = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in acts.items()}

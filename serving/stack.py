@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -316,5 +316,3 @@ def _pad_slates(s: Slates, S: int) -> Slates:
         extra={k: pad(v, -1 if v.dtype.kind in "iu" else 0) for k, v in s.extra.items()},
     )
 
-
-BoostFn = Callable[[RequestContext, np.ndarray, np.ndarray], np.ndarray]

@@ -123,9 +123,6 @@ class Simulation:
         r = self.world.items.rows(item_ids)
         return self.diversion.arm_of_creators(self.world.item_creator[r])
 
-    def _upload_batch(self, item_ids: np.ndarray) -> dict[str, np.ndarray]:
-        return self.world.item_table(item_ids)
-
     def _plan_uploads(self, day: int) -> dict[str, np.ndarray]:
         """The day's uploads per arm: replayed log items (kept or dropped) plus dynamic extra items."""
         lo, hi = self.t0 + day * SECONDS_PER_DAY, self.t0 + (day + 1) * SECONDS_PER_DAY
@@ -155,7 +152,7 @@ class Simulation:
         n_logged = len(self.log.items)
         ids = self.world.items.ids[:n_logged][self.world.item_upload_ts[:n_logged] < self.t0]
         arm_of = self._arm_of_items(ids)
-        self.runtime.upload({a.name: self._upload_batch(ids[arm_of == a.index]) for a in self.arms})
+        self.runtime.upload({a.name: self.world.item_table(ids[arm_of == a.index]) for a in self.arms})
 
     # ------------------------------------------------------------------ one tick
     def _publish_due(self, tick_id: int, ts: int) -> None:
@@ -183,7 +180,7 @@ class Simulation:
         for a in self.arms:
             ids = uploads[a.name]
             up = self.world.item_upload_ts[self.world.items.rows(ids)]
-            batch[a.name] = self._upload_batch(ids[(up >= a_ts) & (up < b_ts)])
+            batch[a.name] = self.world.item_table(ids[(up >= a_ts) & (up < b_ts)])
         self.runtime.upload(batch)
         self.timings["serve"] += time.perf_counter() - t
         tr = reqs.filter((pl.col("ts") >= a_ts) & (pl.col("ts") < b_ts))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from simulator.config import Scenario
 from scenarios.boost_ab import SCENARIO as BOOST_AB
 from scenarios.coldstart_ab import SCENARIO as COLDSTART_AB
+from scenarios.ihm_decay import SCENARIO as IHM_DECAY
 from scenarios.next_user_ablation import SCENARIO as NEXT_USER_ABLATION
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (COLDSTART_AB, NEXT_USER_ABLATION, BOOST_AB)}
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (COLDSTART_AB, NEXT_USER_ABLATION, BOOST_AB, IHM_DECAY)}
 
 
 def get_scenario(name: str) -> Scenario:

@@ -61,10 +61,7 @@ def simulate(
         if sc.protocol != "ab":
             off = run_offline(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None)
             console.print(off.markdown)
-            rnd = ", ".join(f"@{k}: {off.meta[f'random_recall_{k}']:.4f}" for k in sc.offline.recall_k)
-            console.print(f"{off.meta['train_samples']:,} training samples, {off.meta['test_events']:,} held-out events, "
-                          f"{off.meta['users']:,} candidate users (random recall {rnd}); split after day "
-                          f"{off.meta['split_day']} of {off.meta['days']}; {off.wall_s:.1f}s")
+            console.print(f"{off.summary}\n{off.wall_s:.1f}s")
             if off.parent_run_id:
                 console.print(f"MLflow: parent run [cyan]{off.parent_run_id}[/] at {tracking_uri}")
             return

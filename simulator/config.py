@@ -163,20 +163,58 @@ class OfflineConfig(_Frozen):
     recall_k: list[int] = Field(default_factory=lambda: [20, 50])
 
 
+class IHMSpec(_Frozen):
+    """The Item History Model two-tower (papers/item_history_model_ihm.txt section 3) and its SASRec user tower."""
+
+    heads: int = Field(1, ge=1, description="H experts of eq. (1)-(3) (the paper's grid search found 1 best)")
+    max_history: int = Field(50, ge=1, description="most recent interacting users an item embedding reads")
+    seq_len: int = Field(50, ge=1, description="most recent items the sequential user tower reads")
+    layers: int = Field(2, ge=1, description="SASRec blocks (the paper follows SASRec: 2 blocks, 1 head)")
+    attn_heads: int = Field(1, ge=1, description="attention heads of the SASRec blocks")
+    dropout: float = Field(0.2, ge=0, lt=1, description="SASRec dropout (0.2 on MovieLens in the paper)")
+    tau: float = Field(0.1, gt=0, description="softmax temperature on cosine scores")
+    history_dropout: float = Field(0.5, ge=0, lt=1, description="training only: each history user is masked "
+                                   "with this probability (without it the user-id embeddings memorise training co-likes)")
+
+
+class IHMOfflineConfig(_Frozen):
+    """The IHM paper's offline decay protocol (section 5.1): train once before the median timestamp, then
+    score every later positive in 5 equal time windows with no retraining. The variants are the arms,
+    by ``kind``: ihm, ihm_frozen, ihm_static, transductive, sasrec (``simulator.offline_ihm.VARIANTS``)."""
+
+    windows: int = Field(5, ge=1, description="equal-duration windows the later half is cut into")
+    tail_max: int = Field(5, ge=1, description="tail items have fewer than this many training interactions (X)")
+    k: int = Field(10, ge=1, description="cut-off of HitRate@K and NDCG@K")
+    epochs: int = Field(20, ge=1, description="passes over the training positives (shuffled user sequences)")
+    batch_size: int = Field(32, ge=1, description="user sequences per step; each gives up to seq_len targets, "
+                            "all of them the in-batch negatives")
+    lr: float = Field(2e-3, gt=0)
+    refresh_hours: float = Field(24.0, gt=0, description="inductive variants re-infer every item embedding from "
+                                 "its history this often in the test period (the offline action-to-serving latency)")
+    eval_negatives: int = Field(0, ge=0, description="0: rank the target among all items uploaded by then "
+                                "(the user's earlier positives excluded); n > 0: among n deterministic uniform samples of them")
+    known_users_only: bool = Field(True, description="test-time item histories keep only users with a training "
+                                   "positive (the others' id embeddings were never trained: noise)")
+    max_eval_per_window: int = Field(20_000, ge=10, description="test positives scored per window (deterministic sample)")
+    model: IHMSpec = IHMSpec()
+
+
 class Scenario(_Frozen):
     """A complete, declarative simulation: which platform, which arms, for how long, measured how.
 
     ``protocol`` says what is run: ``ab`` (the co-diverted online A/B of all arms) or an offline
     protocol on the log (``next_user_offline``: each arm's Next-User variant trained on the same
-    stream and scored by Recall@K of the next real interacting user on held-out days).
+    stream and scored by Recall@K of the next real interacting user on held-out days; ``ihm_offline``:
+    the IHM paper's decay protocol, HitRate/NDCG@10 of each variant in 5 windows after one training).
     """
 
     name: str
     description: str
     arms: list[ArmSpec]
     control: str
-    protocol: Literal["ab", "next_user_offline"] = "ab"
+    protocol: Literal["ab", "next_user_offline", "ihm_offline"] = "ab"
     offline: OfflineConfig = OfflineConfig()
+    ihm_offline: IHMOfflineConfig = IHMOfflineConfig()
     days: int = Field(14, ge=1)
     ticks_per_day: int = Field(4, ge=1, le=96)
     seed: int = 0

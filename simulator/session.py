@@ -110,15 +110,62 @@ class OfflineOutcome:
     meta: dict
     parent_run_id: str | None
     wall_s: float
+    summary: str = ""  # one line on what was measured (sample counts, split), printed under the table
+
+
+@dataclass(frozen=True)
+class OfflineReport:
+    """What an offline protocol hands back for printing and tracking."""
+
+    table: "object"  # polars DataFrame in the protocol's layout
+    markdown: str  # the table as markdown (printed, logged as table1.md)
+    meta: dict  # scalars become parent metrics; ``figures`` holds the per-arm metrics
+    summary: str
+    tables: dict[str, str]  # extra text artifacts, {"name.md": text}
+    plots: dict[str, Path]  # plot files to log under plots/
+
+
+def _next_user_protocol(sc: Scenario, log: Log, days: int | None, progress, out_dir: Path) -> OfflineReport:
+    from simulator.offline_next_user import format_table, run_next_user_offline
+
+    table, meta = run_next_user_offline(sc, log, days, progress=progress)
+    rnd = ", ".join(f"@{k}: {meta[f'random_recall_{k}']:.4f}" for k in sc.offline.recall_k)
+    summary = (f"{meta['train_samples']:,} training samples, {meta['test_events']:,} held-out events, "
+               f"{meta['users']:,} candidate users (random recall {rnd}); split after day "
+               f"{meta['split_day']} of {meta['days']}")
+    return OfflineReport(table, format_table(table, sc.control, sc.offline.recall_k), meta, summary, {}, {})
+
+
+def _ihm_protocol(sc: Scenario, log: Log, days: int | None, progress, out_dir: Path) -> OfflineReport:
+    from simulator.offline_ihm import format_decay, format_table, plot_decay, run_ihm_offline
+
+    table, meta = run_ihm_offline(sc, log, days, progress=progress)
+    oc = sc.ihm_offline
+    decay_md = format_decay(meta["long"], meta["decay"])
+    summary = (f"{meta['train_positives']:,} training positives before the median timestamp, {meta['test_events']:,} "
+               f"test positives ({meta['test_tail_events']:,} on tail items) in {oc.windows} windows of "
+               f"{meta['window_days']:.1f} days (" + ", ".join(f"{n:,}" for n in meta['window_events']) + f" positives); {meta['tail_items']:,} of {meta['items']:,} items "
+               f"are tail (< {oc.tail_max} training positives); Table 1 is window 1; HitRate@{oc.k} per window "
+               f"(tail / head) and decay slopes:\n{decay_md}")
+    tables = {"decay.md": decay_md, "windows.csv": meta["long"].write_csv(), "decay.csv": meta["decay"].write_csv()}
+    plots = {"decay.png": plot_decay(meta["long"], sc.control, out_dir / "decay.png", oc.k)}
+    return OfflineReport(table, format_table(table, oc.k), meta, summary, tables, plots)
+
+
+OFFLINE_PROTOCOLS = {"next_user_offline": _next_user_protocol, "ihm_offline": _ihm_protocol}
+"""Scenario.protocol -> its offline run (log -> table, markdown, summary, artifacts)."""
 
 
 def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
                 progress_factory=None) -> OfflineOutcome:
     """An offline protocol (``scenario.protocol``) on the run's log, recorded in MLflow like an A/B run."""
-    from simulator.offline_next_user import format_table, run_next_user_offline
+    import tempfile
 
     t_start = time.perf_counter()
     sc = resolve_scenario(scenario, opts)
+    if sc.protocol not in OFFLINE_PROTOCOLS:
+        raise ValueError(f"scenario '{sc.name}': protocol '{sc.protocol}' is not offline; known: {sorted(OFFLINE_PROTOCOLS)}")
+    protocol = OFFLINE_PROTOCOLS[sc.protocol]
     log = load_log(opts.log, sc)
     tracker = None
     if tracking_uri is not None:
@@ -128,22 +175,24 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
         params = flatten_params(sc, exclude={"scales"}) | {"log": opts.log or "synthetic", "scale": opts.scale or "default"}
         tracker.start(sc.name, params, [a.name for a in sc.arms], tags={OPTIONS_TAG: json.dumps(opts.__dict__)})
     try:
-        if progress_factory is not None:
-            with progress_factory() as bar:
-                task = bar.add_task("variants", total=len(sc.arms))
-                table, meta = run_next_user_offline(sc, log, opts.days, progress=lambda _: bar.advance(task))
-        else:
-            table, meta = run_next_user_offline(sc, log, opts.days)
-        md = format_table(table, sc.control, sc.offline.recall_k)
-        if tracker is not None:
-            tracker.finish_tables(meta["figures"], {k: v for k, v in meta.items() if isinstance(v, (int, float))},
-                                  {"table1.md": md, "table1.csv": table.write_csv()})
+        with tempfile.TemporaryDirectory(prefix="coldsim-offline-") as tmp:
+            if progress_factory is not None:
+                with progress_factory() as bar:
+                    task = bar.add_task("variants", total=len(sc.arms))
+                    rep = protocol(sc, log, opts.days, lambda _: bar.advance(task), Path(tmp))
+            else:
+                rep = protocol(sc, log, opts.days, None, Path(tmp))
+            if tracker is not None:
+                tracker.finish_tables(rep.meta["figures"], {k: v for k, v in rep.meta.items() if isinstance(v, (int, float))},
+                                      {"table1.md": rep.markdown, "table1.csv": rep.table.write_csv(), **rep.tables},
+                                      plots=rep.plots)
     except BaseException as exc:
         if tracker is not None:
             tracker.fail(f"{type(exc).__name__}: {exc}")
         raise
-    return OfflineOutcome(table=table, markdown=md, meta=meta,
-                          parent_run_id=tracker.parent_run_id if tracker else None, wall_s=time.perf_counter() - t_start)
+    return OfflineOutcome(table=rep.table, markdown=rep.markdown, meta=rep.meta,
+                          parent_run_id=tracker.parent_run_id if tracker else None, wall_s=time.perf_counter() - t_start,
+                          summary=rep.summary)
 
 
 def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,

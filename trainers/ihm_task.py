@@ -1,8 +1,9 @@
 """RetrievalTask: two-tower next-item training with in-batch sampled softmax and logQ correction (pure torch).
 
-One sample is one positive interaction (user u likes item i at time t): the user tower reads u's
-items before t, the item tower reads i's features (and, for IHM, the users who interacted with i
-before t). Three item towers share the task, built by :data:`RETRIEVAL_MODELS`:
+One target is one positive interaction (user u likes item i at time t): the user tower's output
+after u's items before t, the item tower on i's features (and, for IHM, the users who interacted
+with i before t). Targets come in user sequences, every position predicting the next item (SASRec).
+Three item towers share the task, built by :data:`RETRIEVAL_MODELS`:
 
 * ``ihm``: the Item History Model (``trainers.models.ihm``) vs a SASRec user tower over E_S;
 * ``transductive``: the same two-tower with the history switched off (item tower = E_S of id,
@@ -46,8 +47,11 @@ def sampled_softmax_logq(u: torch.Tensor, v: torch.Tensor, item_key: torch.Tenso
 class RetrievalTask:
     """Owns an item tower, a user tower, the loss and the optimiser.
 
-    Batch keys: item_row (B,) int64 (index into ``log_q``); the item tower's keys (item_id, creator_id,
-    category, item_dense, and hist_users/hist_len for IHM); ``seq``: the user tower's dict.
+    A batch holds S user sequences and P targets (SASRec's all-position training: every position of a
+    sequence predicts the next item). Keys: ``seq``, the user tower's dict (S sequences); target_seq,
+    target_pos (P,) int64: target p is predicted by position target_pos[p] of sequence target_seq[p]
+    (the user vector after reading that many items); item_row (P,) (index into ``log_q``) and the item
+    tower's keys for the P target items (item_id, creator_id, category, item_dense; hist_users/hist_len).
     """
 
     def __init__(self, name: str, item_tower: nn.Module, user_tower: nn.Module, log_q: torch.Tensor, tau: float,
@@ -61,8 +65,9 @@ class RetrievalTask:
         self.opt = torch.optim.Adam(list(params.values()), lr=lr)
 
     def loss(self, batch: dict) -> torch.Tensor:
-        u = self.user_tower(batch["seq"])  # (B, d)
-        v = self.item_tower(batch)  # (B, d)
+        y, _ = self.user_tower.forward_all(batch["seq"])  # (S, L+1, d)
+        u = y[batch["target_seq"], batch["target_pos"]]  # (P, d)
+        v = self.item_tower(batch)  # (P, d)
         return sampled_softmax_logq(u, v, batch["item_row"], self.log_q[batch["item_row"]], self.tau)
 
     def step(self, batch: dict) -> float:

@@ -126,3 +126,26 @@ def test_sasrec_shares_its_item_embedding_module():
     es = StaticItemEmbedding(8, 512, 16, 2)
     tower = SASRecUserTower(SASRecConfig(dim=8, seq_len=4), es)
     assert any(p is es.proj.weight for p in tower.parameters())
+
+
+def test_sasrec_every_position_is_the_user_vector_of_its_prefix():
+    torch.manual_seed(0)
+    items = IdItemTower(8, 512)
+    tower = SASRecUserTower(SASRecConfig(dim=8, layers=1, ff=16, dropout=0.0, seq_len=6), items.embed).eval()
+    s = _seq()
+    y, n = tower.forward_all(s)  # (3, 7, 8)
+    s3 = dict(s, seq_len=torch.tensor([2, 2, 2]))
+    assert torch.allclose(y[:, 2], tower(s3), atol=1e-6)  # position 2 = after the first 2 items
+    assert torch.allclose(y[torch.arange(3), n], tower(s), atol=1e-6)
+
+
+def test_history_dropout_acts_only_in_training():
+    m = _model(history_dropout=0.5)
+    b = _batch(B=3, M=5, hist_len=(5, 5, 5))
+    ref = m.explain(b).attn  # eval mode: every user attended
+    assert (ref > 0).all()
+    m.train()
+    torch.manual_seed(1)
+    attn = m.explain(b).attn
+    assert (attn[..., :5] == 0).any() and (attn[..., 5] > 0).all()  # some users masked, E_S never
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 3))

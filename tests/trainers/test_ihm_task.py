@@ -34,6 +34,7 @@ def _batch(B=8, M=4, L=5):
     hist_n = torch.randint(0, M + 1, (B,), generator=g)
     rows = torch.randint(0, 20, (B,), generator=g)
     return {
+        "target_seq": torch.arange(B), "target_pos": seq_n,
         "item_row": rows, "item_id": rows + 100, "creator_id": rows // 4, "category": rows % 3,
         "item_dense": torch.rand(B, 2, generator=g),
         "hist_users": torch.randint(0, 50, (B, M), generator=g), "hist_len": hist_n,

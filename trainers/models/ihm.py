@@ -20,6 +20,9 @@ class IHMConfig:
     max_history: the item's most recent interacting users read (older ones are dropped).
     static_only: ablation "no inductive structure": e_i = E_S(x_i), the history is ignored.
     normalize: L2-normalise e_i (the two-towers here score by cosine).
+    history_dropout: in training mode, each history user is masked out with this probability (regularises
+    the user-id embeddings, which otherwise memorise training co-occurrences, and shows the model
+    shorter, colder histories); no effect in eval mode.
     """
 
     dim: int = 32
@@ -30,6 +33,7 @@ class IHMConfig:
     n_item_dense: int = 1
     static_only: bool = False
     normalize: bool = True
+    history_dropout: float = 0.0
 
 
 @dataclass
@@ -117,6 +121,8 @@ class ItemHistoryModel(nn.Module):
             return IHMOutput(e=e, static=es, agg=es[:, None, :].expand(B, H, d), attn=es.new_zeros(B, H, 1),
                              gate=es.new_full((B, H), 1.0 / H))
         users, valid = self.history(batch)  # (B, M), (B, M)
+        if self.training and cfg.history_dropout > 0:
+            valid = valid & (torch.rand(valid.shape, device=valid.device) >= cfg.history_dropout)
         eu = self.user_emb(users.clamp(min=0))  # (B, M, d) E_U
         tokens = torch.cat([eu, es[:, None, :]], dim=1)  # (B, M+1, d) [E_U; E_S], the raw values
         T = tokens.shape[1]

@@ -72,15 +72,20 @@ class SASRecUserTower(nn.Module):
                 out[k] = torch.gather(v, 1, src)
         return out, n
 
-    def forward(self, seq: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward_all(self, seq: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, L+1, d) normalised outputs at every position, (B,) n): position j has read the first j visible
+        items, so it is the user vector for predicting item j+1 (SASRec's all-position training)."""
         feats, n = self.visible(seq)
         B, L = feats["item_id"].shape
         tok = self.item_emb(*(feats[k] if k != "item_id" else feats[k].clamp(min=0) for k in ITEM_KEYS))  # (B, L, d)
         x = torch.cat([self.bos.expand(B, 1, -1), tok], dim=1) + self.pos[None, : L + 1]  # (B, L+1, d)
         causal = torch.triu(torch.ones(L + 1, L + 1, dtype=torch.bool, device=x.device), 1)  # True = blocked
         y = self.encoder(self.drop(x), mask=causal)  # (B, L+1, d)
-        last = y[torch.arange(B, device=x.device), n]  # (B, d) output at the last real item (BOS when n = 0)
-        return nn.functional.normalize(last, dim=-1)
+        return nn.functional.normalize(y, dim=-1), n
+
+    def forward(self, seq: dict[str, torch.Tensor]) -> torch.Tensor:
+        y, n = self.forward_all(seq)  # (B, L+1, d)
+        return y[torch.arange(y.shape[0], device=y.device), n]  # (B, d) output at the last real item (BOS when n = 0)
 
 
 class IdItemTower(nn.Module):

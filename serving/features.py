@@ -158,15 +158,18 @@ class FeatureStore:
         self.item_seq_ts[ir, slot] = t
         np.add.at(self.item_seq_count, ir[starts], counts)
 
-    def sequences(self, item_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each item's last ``max_seq`` positive users in time order: ((n, L) ids with -1 padding at the end, lengths)."""
+    def sequences(self, item_rows: np.ndarray, with_ts: bool = False):
+        """Each item's last ``max_seq`` positive users in time order: ((n, L) ids with -1 padding at the end, lengths)
+        and, with ``with_ts``, the (n, L) times of those interactions as a third element."""
         L = self.max_seq
         cnt = self.item_seq_count[item_rows]
         length = np.minimum(cnt, L)
         start = np.where(cnt > L, cnt % L, 0)
         idx = (start[:, None] + np.arange(L)[None, :]) % L
-        seq = np.take_along_axis(self.item_seq[item_rows], idx, 1)
-        seq = np.where(np.arange(L)[None, :] < length[:, None], seq, -1)
+        valid = np.arange(L)[None, :] < length[:, None]
+        seq = np.where(valid, np.take_along_axis(self.item_seq[item_rows], idx, 1), -1)
+        if with_ts:
+            return seq, length, np.where(valid, np.take_along_axis(self.item_seq_ts[item_rows], idx, 1), 0)
         return seq, length
 
     # ---- checkpoint

@@ -76,19 +76,21 @@ class ActivityPredictor:
 
 
 class MatchingCache:
-    """The result cache: M_u as at most ``cap`` (item, expiry) slots per user row, entries expire at ``ttl_s``."""
+    """The result cache: M_u as at most ``cap`` (item, score, expiry) slots per user row; entries expire at ``ttl_s``."""
 
     def __init__(self, n_users: int, cap: int, ttl_s: int = 86_400):
         if cap < 1:
             raise ValueError("the per-user cap N must be >= 1")
         self.cap, self.ttl_s = cap, ttl_s
         self.items = np.full((n_users, cap), -1, np.int64)
+        self.score = np.zeros((n_users, cap), np.float32)  # the creator-side score s_item(u, i) of the match
         self.expiry = np.zeros((n_users, cap), np.int64)
 
     def grow(self, n_users: int) -> None:
         if n_users > len(self.items):
             extra = n_users - len(self.items)
             self.items = np.concatenate([self.items, np.full((extra, self.cap), -1, np.int64)])
+            self.score = np.concatenate([self.score, np.zeros((extra, self.cap), np.float32)])
             self.expiry = np.concatenate([self.expiry, np.zeros((extra, self.cap), np.int64)])
 
     def live(self, now: int) -> np.ndarray:
@@ -99,21 +101,34 @@ class MatchingCache:
         """|M_u| at ``now`` for every user row."""
         return self.live(now).sum(1)
 
-    def add(self, user_rows: np.ndarray, item: int, now: int) -> np.ndarray:
-        """M_u <- M_u + {item} (eq. 13) for users with a free slot; returns the rows that got it."""
-        user_rows = np.unique(np.asarray(user_rows, np.int64))
-        free = ~self.live(now)[user_rows]  # (m, cap)
+    def add(self, user_rows: np.ndarray, item: int, now: int, scores: np.ndarray | None = None) -> np.ndarray:
+        """M_u <- M_u + {item} (eq. 13) for users with a free slot; returns the rows that got it.
+        ``scores`` (aligned with ``user_rows``) are kept with the match for the combined ranking (eq. 14)."""
+        user_rows = np.asarray(user_rows, np.int64)
+        user_rows, first = np.unique(user_rows, return_index=True)
+        sc = np.zeros(len(user_rows), np.float32) if scores is None else np.asarray(scores, np.float32)[first]
+        self.grow(int(user_rows.max()) + 1 if len(user_rows) else 0)
+        free = ~((self.items[user_rows] >= 0) & (self.expiry[user_rows] > now))  # (m, cap)
         ok = free.any(1)
         rows = user_rows[ok]
         slot = free[ok].argmax(1)
         self.items[rows, slot] = item
+        self.score[rows, slot] = sc[ok]
         self.expiry[rows, slot] = now + self.ttl_s
         return rows
 
-    def items_of(self, user_rows: np.ndarray, now: int) -> np.ndarray:
-        """(n, cap) the unexpired matched items of each user, -1 elsewhere (a retrieval channel's output)."""
-        live = self.live(now)[user_rows]
-        return np.where(live, self.items[user_rows], -1)
+    def items_of(self, user_rows: np.ndarray, now) -> np.ndarray:
+        """(n, cap) the unexpired matched items of each user at ``now`` (a scalar or one time per row), -1 elsewhere."""
+        return self.entries(user_rows, now)[0]
+
+    def entries(self, user_rows: np.ndarray, now) -> tuple[np.ndarray, np.ndarray]:
+        """((n, cap) items, -1 where empty or expired; (n, cap) their scores)."""
+        user_rows = np.asarray(user_rows, np.int64)
+        now = np.asarray(now, np.int64)
+        now = now[:, None] if now.ndim == 1 else now
+        items, expiry = self.items[user_rows], self.expiry[user_rows]
+        live = (items >= 0) & (expiry > now)
+        return np.where(live, items, -1), np.where(live, self.score[user_rows], 0.0).astype(np.float32)
 
     def remove(self, user_rows: np.ndarray, items: np.ndarray) -> None:
         """Drop (user, item) pairs once served, so a matched item is shown once."""
@@ -139,10 +154,14 @@ class AvailableUserStore:
         under_cap = self.cache.size(now)[: len(self.active)] < self.cache.cap
         return under_cap & (self.active if use_activity else True)
 
-    def match(self, item: int, candidate_rows: np.ndarray, now: int, top: int, use_activity: bool = True) -> np.ndarray:
-        """Keep the first ``top`` candidates (in the given, ranked order) that are in A; add the item to their M_u."""
+    def match(self, item: int, candidate_rows: np.ndarray, now: int, top: int, use_activity: bool = True,
+              scores: np.ndarray | None = None) -> np.ndarray:
+        """Keep the first ``top`` candidates (in the given, ranked order) that are in A; add the item to their M_u.
+        ``scores``, aligned with ``candidate_rows``, are stored with the matches."""
         cand = np.asarray(candidate_rows, np.int64)
+        sc = np.zeros(len(cand), np.float32) if scores is None else np.asarray(scores, np.float32)
         avail = self.available(now, use_activity)
-        cand = cand[(cand >= 0) & (cand < len(avail))]
-        chosen = cand[avail[cand]][:top]
-        return self.cache.add(chosen, item, now)
+        keep = (cand >= 0) & (cand < len(avail))
+        cand, sc = cand[keep], sc[keep]
+        ok = avail[cand]
+        return self.cache.add(cand[ok][:top], item, now, sc[ok][:top])

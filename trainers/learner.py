@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from trainers.losses import in_batch_softmax, multitask_bce
+from trainers.metrics import auc
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import TwoTower, TwoTowerConfig
 
@@ -69,6 +70,10 @@ class OnlineLearner:
         self.ranker.train()
         self.two_tower.train()
         pos = torch.nonzero(labels.sum(1) > 0).squeeze(1)
+        with torch.no_grad():  # progressive validation: the tick is predicted before it is trained on
+            self.ranker.eval()
+            like_auc = auc(self.ranker(t)[:, 0].numpy(), labels[:, 0].numpy())
+            self.ranker.train()
         for _ in range(self.epochs):
             perm = torch.randperm(n, generator=g)
             for s in range(0, n, self.batch_size):
@@ -96,6 +101,7 @@ class OnlineLearner:
             "ranker_loss": float(np.mean(rk_losses)) if rk_losses else float("nan"),
             "two_tower_loss": float(np.mean(tt_losses)) if tt_losses else float("nan"),
             "samples": float(n),
+            "ranker_auc_like": like_auc,
         }
         for i, task in enumerate(self.extra_tasks):
             sub_seed = int(np.random.SeedSequence([tick_seed, i + 1]).generate_state(1)[0])

@@ -22,3 +22,18 @@ def multitask_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
     if weights is not None:
         per = per * weights
     return per.sum()
+
+
+def sampled_softmax(q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float,
+                    neg_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over one positive and sampled negatives per query (random negatives, uniform: no logQ term).
+
+    q, pos: (B, d); neg: (B, R, d); neg_valid: (B, R) bool, False for a negative that is the positive itself
+    (an accidental hit, masked out). Returns the mean cross-entropy with the positive at index 0.
+    """
+    lp = (q * pos).sum(-1, keepdim=True)  # (B, 1)
+    ln = torch.einsum("bd,brd->br", q, neg)  # (B, R)
+    if neg_valid is not None:
+        ln = ln.masked_fill(~neg_valid, float("-inf"))
+    logits = torch.cat([lp, ln], 1) / temperature  # (B, 1 + R)
+    return nn.functional.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))

@@ -44,7 +44,7 @@ def test_train_tick_reduces_ranker_loss():
 def test_train_tick_reports_and_handles_empty():
     learner = _learner()
     st = learner.train_tick(_toy_batch(), tick_seed=0)
-    assert set(st) == {"ranker_loss", "two_tower_loss", "samples"}
+    assert set(st) == {"ranker_loss", "two_tower_loss", "samples", "ranker_auc_like"}  # AUC: progressive validation
     assert st["samples"] == N and np.isfinite(st["two_tower_loss"])
     st = learner.train_tick({}, tick_seed=1)
     assert st["samples"] == 0 and np.isnan(st["ranker_loss"])

@@ -5,11 +5,14 @@ Run: ``simulate --scenario coldstart_ab`` (default scale: ~20k users, 2k creator
 two-tower + fresh + popular channels, multi-task ranking, FairRec-like new-item boost); each
 cold-start strategy is an arm of its own: ``next_user`` adds the Next-User Retrieval channel
 (papers/next_user_retrieval.txt; the paper reports +7% cold-item interactions and +0.11%
-publications). DualRec and IHM arms join here as they land. ``boost_ab`` compares base with a
-stronger new-item boost instead.
+publications); ``dualrec_v5`` is DualRec with UAC (papers/dualrec_creator_side.txt: every uploaded
+item matched to 200 available users, boosted combined ranking under a 2% exposure budget; the paper
+reports ExpoReach gains at every version and +2.9% DAC after 21 days; ``dualrec_ladder`` runs
+its versions). IHM joins here as it lands. ``boost_ab`` compares base with a stronger new-item
+boost instead.
 """
 
-from simulator.config import ArmSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import ArmSpec, DualRecSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(
@@ -26,8 +29,9 @@ SCENARIO = Scenario(
     name="coldstart_ab",
     description="Base user-side recommender (control) vs the cold-start strategies, co-diverted by creator and user.",
     arms=[
-        ArmSpec(name="base", kind="base", share=0.5),
-        ArmSpec(name="next_user", kind="next_user", share=0.5, next_user=NextUserSpec()),
+        ArmSpec(name="base", kind="base", share=1 / 3),
+        ArmSpec(name="next_user", kind="next_user", share=1 / 3, next_user=NextUserSpec()),
+        ArmSpec(name="dualrec_v5", kind="dualrec", share=1 / 3, dualrec=DualRecSpec.for_version(5)),
     ],
     control="base",
     days=14,

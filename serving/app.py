@@ -45,7 +45,7 @@ class ArmDeployment:
 
     async def upload(self, items: dict[str, np.ndarray]) -> dict[int, list[int]]:
         self.policy.upload_items(items["item_id"], items["creator_id"], items["upload_ts"], items["category"], items["dense"])
-        return getattr(self.policy, "last_targets", {}) or {}
+        return self.policy.last_targets
 
     async def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         return self.policy.recommend(user_ids, ts, seed)
@@ -71,6 +71,9 @@ class ArmDeployment:
     async def set_weights(self, version: int, weights: dict, ts: int | None) -> int:
         self.policy.set_weights(version, weights, ts)
         return version
+
+    async def end_day(self, ts: int) -> dict[str, float]:
+        return self.policy.end_day(ts)
 
     async def snapshot(self) -> bytes:
         return self.policy.snapshot()

@@ -7,11 +7,14 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.config import ArmSpec, ModelConfig, NextUserSpec
+from simulator.config import ArmSpec, DualRecSpec, ModelConfig, NextUserSpec
 from serving.channels.basic import FreshChannel, PopularChannel, TwoTowerChannel
+from serving.channels.dualrec import DualRecChannel
 from serving.channels.next_user import NextUserChannel
 from serving.features import FeatureStore
 from serving.stack import ArmPolicy
+from trainers.dualrec_task import DualRecTask
+from trainers.models.creator_ranker import CreatorRankerConfig
 from trainers.models.next_user import NextUserConfig
 from trainers.models.ranker import RankerConfig
 from trainers.models.two_tower import TwoTowerConfig
@@ -78,6 +81,33 @@ def next_user_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) 
     return [NextUserTask(cfg, loss, tt, lr=lr, batch_size=batch_size, seed=ctx.seed + 2, max_samples=nu.max_train_samples)]
 
 
+def dualrec_configs(spec: ArmSpec, ctx: ArmContext) -> tuple[DualRecSpec, TwoTowerConfig, CreatorRankerConfig]:
+    """DualRec's creator-side two-tower (the arm's two-tower sizes) and its ranker (half the dimension per task)."""
+    dr = spec.dualrec or DualRecSpec()
+    tt, _ = model_configs(ctx.model, ctx.n_item_dense)
+    rk = CreatorRankerConfig(dim=max(4, ctx.model.dim // 2), id_buckets=ctx.model.id_buckets,
+                             n_user_dense=FeatureStore.N_USER_DENSE, n_item_dense=max(1, ctx.n_item_dense),
+                             hidden=ctx.model.hidden, extra_features=dr.ranker_sa_ef)
+    return dr, tt, rk
+
+
+def build_dualrec(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
+    """DualRec: the result-cache channel first (its items are attributed to it), then the base stack's channels."""
+    tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+    dr, dtt, drk = dualrec_configs(spec, ctx)
+    st = spec.stack
+    channel = DualRecChannel(dr, dtt, drk, ctx.slate_size, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction,
+                             ef=st.hnsw_ef, seed=ctx.seed + 3)
+    return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
+                     channels=[channel] + user_side_channels(spec))
+
+
+def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+    dr, tt, rk = dualrec_configs(spec, ctx)
+    return [DualRecTask(tt, rk, sa_ef=dr.ranker_sa_ef, lr=lr, batch_size=batch_size, seed=ctx.seed + 4,
+                        negatives=dr.negatives, max_samples=dr.max_train_samples, auc_table=dr.auc_table)]
+
+
 @dataclass(frozen=True)
 class ArmKind:
     """How to build an arm of this kind: its serving policy and the extra training tasks of its learner."""
@@ -89,6 +119,7 @@ class ArmKind:
 ARM_KINDS: dict[str, ArmKind] = {
     "base": ArmKind(build_base),
     "next_user": ArmKind(build_next_user, next_user_tasks),
+    "dualrec": ArmKind(build_dualrec, dualrec_tasks),
 }
 
 

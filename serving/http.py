@@ -172,7 +172,7 @@ class LocalBackend:
 
     async def upload(self, arm, items):
         self.policies[arm].upload_items(items["item_id"], items["creator_id"], items["upload_ts"], items["category"], items["dense"])
-        return getattr(self.policies[arm], "last_targets", {}) or {}
+        return self.policies[arm].last_targets
 
     async def feedback(self, arm, user_ids, item_ids, ts, labels):
         self.policies[arm].feedback(user_ids, item_ids, ts, labels)

@@ -4,8 +4,10 @@ A plain class (no Ray): unit tests call it directly; :mod:`serving.app` wraps it
 deployment. Every method works on a whole batch of requests or events as numpy arrays.
 
 Seams for the cold-start strategies: a :class:`Channel` adds candidates (Next-User, IHM, the
-DualRec result cache), ``boosts`` add per-(user, item) score terms in the final ranking
-(s' = s + alpha * s_item), and ``upload_hooks`` run on item uploads (creator-side retrieval).
+DualRec result cache) and may implement hooks (see :class:`ArmPolicy`): work on uploads
+(creator-side matching), on feedback, on weight pushes, a ``rerank`` of the final ranking
+(DualRec's s' = s + alpha * s_item and its exposure budget), after a slate is served, and at
+the end of a simulated day.
 """
 
 from __future__ import annotations
@@ -85,10 +87,13 @@ class Slates:
 class ArmPolicy:
     """The serving side of one arm. ``channels`` are constructed by the arm registry.
 
-    A channel may also implement hooks, called when present: ``on_upload(policy, rows)``,
-    ``on_feedback(policy, rows_with_new_positive, now)``, ``on_weights(policy, weights, now)``,
-    ``log_features(policy, ctx, slate_rows, valid) -> {name: (n, S, ...)}`` (training features
-    logged at serve time), ``state() / load_state()`` (checkpoints).
+    A channel may also implement hooks, called when present: ``on_upload(policy, rows) -> targets | None``
+    (targets: {item id: [user ids]}, returned by the upload), ``on_feedback(policy, rows_with_new_positive,
+    now)``, ``on_weights(policy, weights, now)``, ``rerank(policy, ctx, cand, chan, valid, score) ->
+    (score, valid)`` (the final ranking), ``on_served(policy, ctx, slate_rows, slate_channels, valid)``,
+    ``log_features(policy, ctx, slate_rows, valid) -> {name: (n, S, ...)}`` (training features logged at
+    serve time), ``on_day_end(policy, ts) -> {metric: value}`` (daily work and diagnostics),
+    ``state() / load_state()`` (checkpoints).
     """
 
     name: str
@@ -98,8 +103,6 @@ class ArmPolicy:
     rk_cfg: RankerConfig
     seed: int
     channels: list = field(default_factory=list)
-    boosts: list = field(default_factory=list)  # callables (ctx, cand_rows (n,C), base score) -> (n,C)
-    upload_hooks: list = field(default_factory=list)  # callables (policy, item_rows) -> None
 
     def __post_init__(self):
         torch.manual_seed(self.seed)
@@ -113,6 +116,7 @@ class ArmPolicy:
         w = self.stack.rank_weights
         self.task_weights = np.array([w.get(t, 0.0) for t in RESPONSE_TYPES], np.float32)
         self.channel_names = [c.name for c in self.channels]
+        self.last_targets: dict[int, list[int]] = {}  # creator-side target users of the last upload's items
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -136,15 +140,15 @@ class ArmPolicy:
 
     # ------------------------------------------------------------------ uploads
     def upload_items(self, item_ids, creator_ids, upload_ts, category, dense) -> np.ndarray:
-        """New items enter the store and the item index (embedded with the current item tower)."""
+        """New items enter the store and the item index (embedded with the current item tower); channels'
+        upload work runs (creator-side matching, whose target users are left in ``last_targets``)."""
         known = self.store.items.contains(np.asarray(item_ids, np.int64))
         rows = self.store.add_items(item_ids, creator_ids, upload_ts, category, dense)
         new_rows = rows[~known]
         self.index.add(new_rows, self.item_vectors(new_rows))
+        self.last_targets = {}
         for ch in self._hooked("on_upload"):
-            ch.on_upload(self, new_rows)
-        for hook in self.upload_hooks:
-            hook(self, new_rows)
+            self.last_targets.update(ch.on_upload(self, new_rows) or {})
         return new_rows
 
     def _hooked(self, method: str) -> list:
@@ -184,8 +188,8 @@ class ArmPolicy:
         chan = np.concatenate(chans, 1) if chans else np.zeros((n, 0), np.int8)
         cand, chan, valid = self._filter(cand, chan, ctx)
         score, feats = self._score(cand, valid, ctx)
-        for boost in self.boosts:
-            score = score + np.where(valid, boost(ctx, cand, score), 0.0)
+        for ch in self._hooked("rerank"):
+            score, valid = ch.rerank(self, ctx, cand, chan, valid, score)
         score = np.where(valid, score, -np.inf)
         k = min(S, cand.shape[1])
         if k == 0:
@@ -212,6 +216,8 @@ class ArmPolicy:
             pair_dense=np.take_along_axis(pair_dense, top[:, :, None], 1),
             score=np.where(top_valid, take(score), -np.inf).astype(np.float32),
         )
+        for ch in self._hooked("on_served"):
+            ch.on_served(self, ctx, rows, out.channel, top_valid)
         for ch in self._hooked("log_features"):
             out.extra.update(ch.log_features(self, ctx, rows, top_valid))
         if pad:
@@ -279,6 +285,14 @@ class ArmPolicy:
             for ch in self._hooked("on_feedback"):
                 ch.on_feedback(self, rows, int(ts.max()))
         return rows
+
+    # ------------------------------------------------------------------ days
+    def end_day(self, ts: int) -> dict[str, float]:
+        """The end of a simulated day at ``ts``: channels' daily work; returns their diagnostics."""
+        out: dict[str, float] = {}
+        for ch in self._hooked("on_day_end"):
+            out.update(ch.on_day_end(self, ts))
+        return out
 
     # ------------------------------------------------------------------ checkpoint
     def snapshot(self) -> bytes:

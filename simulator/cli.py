@@ -72,11 +72,37 @@ def simulate(
         raise typer.Exit(code=2) from None
     res = out.result
     console.print(format_comparison_rich(res.comparison, res.scenario.control, res.scenario.metrics.ci_level))
+    _print_strategy_tables(res)
     t = res.timings
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.items())
     console.print(f"{res.events:,} simulated exposures in {out.wall_s:.1f}s ({res.events / max(out.wall_s, 1e-9):,.0f}/s); {stages}")
     if out.parent_run_id:
         console.print(f"MLflow: parent run [cyan]{out.parent_run_id}[/] at {tracking_uri} (`mlflow ui --backend-store-uri {tracking_uri}`)")
+
+
+def _print_strategy_tables(res) -> None:
+    """The ladder (each arm over the previous one) and each DualRec arm's UAC diagnostics, when the run has them."""
+    from simulator.diagnostics import auc_table, format_ladder_markdown, format_table_markdown, summarise
+    from simulator.session import ladder_metrics
+
+    if res.ladder is not None:
+        console.print("[bold]ladder[/] (each arm over the one before it)")
+        console.print(format_ladder_markdown(res.ladder, ladder_metrics(res), res.scenario.metrics.ci_level))
+    for arm, diag in res.diagnostics.items():
+        s = summarise(diag)
+        if "dualrec.hit_rate.actual" not in s:
+            continue
+        pct = lambda k: f"{s[k]:.1%}" if k in s else "-"  # noqa: E731
+        console.print(f"[cyan]{arm}[/] UAC: hit rate {pct('dualrec.hit_rate.actual')} (shadow without activity "
+                      f"prediction {pct('dualrec.hit_rate.no_activity')}, without the store "
+                      f"{pct('dualrec.hit_rate.no_store')}); users with empty M_u {pct('dualrec.msize.actual.share_zero')}"
+                      f" (without the store {pct('dualrec.msize.no_store.share_zero')}); new-item coverage creator-side "
+                      f"{pct('dualrec.coverage.creator_side.actual')} vs user-side {pct('dualrec.coverage.user_side')}; "
+                      f"matched items' share of exposures {pct('dualrec.expo_share')}")
+        table = auc_table(s)
+        if table is not None and table.height > 1:
+            console.print(f"[cyan]{arm}[/] creator-side ranker, progressive AUC (Table 4 layout):")
+            console.print(format_table_markdown(table))
 
 
 @app.command("list")

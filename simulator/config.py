@@ -92,6 +92,51 @@ class NextUserSpec(_Frozen):
     cold_max_age_hours: float = Field(72.0, gt=0, description="... and younger than this")
 
 
+class DualRecSpec(_Frozen):
+    """DualRec with UAC (papers/dualrec_creator_side.txt, SPEC section 5): creator-side matching on upload,
+    the available-user store, the result cache and the boosted combined ranking. ``for_version`` gives the
+    paper's v1..v5 ladder; the switches below are its steps and the UAC ablations."""
+
+    ranker_sa_ef: bool = Field(True, description="ranking with sample augmentation (item id dropped) and extra item features (v2+)")
+    item_sim: bool = Field(True, description="item-similarity retrieval: recent likers of content-similar items (v3+)")
+    user_sim: bool = Field(True, description="user-similarity retrieval: users similar to the creator's audience (v4+)")
+    user_bias: bool = Field(True, description="score integration divides by b_u, the user's interaction rate (eq. 10, v5)")
+    use_activity: bool = Field(True, description="UAC ablation switch: False matches users regardless of predicted activity")
+    use_store: bool = Field(True, description="UAC ablation switch: False = no available-user store (no cap, no activity)")
+    targets: int = Field(200, ge=1, description="T: users matched to each uploaded item")
+    cap: int = Field(10, ge=1, description="N: the per-user cap on the matching set M_u")
+    ttl_hours: float = Field(24.0, gt=0, description="expiry of a match in the result cache")
+    activity_threshold: float = Field(0.5, gt=0, lt=1, description="a_u = 1 when P(visit tomorrow) >= this")
+    alpha: float = Field(0.5, ge=0, description="eq. 14 weight of the creator-side score in the final ranking")
+    budget: float = Field(0.02, ge=0, le=1, description="at most this share of slate slots goes to matched items")
+    two_tower_k: int = Field(400, ge=1, description="candidate users from the creator-side two-tower (user ANN index)")
+    item_sim_items: int = Field(10, ge=1, description="content-similar items whose recent likers are candidates")
+    user_sim_seeds: int = Field(20, ge=1, description="seed users (the creator's recent audience) for user similarity")
+    user_sim_k: int = Field(10, ge=1, description="similar users per seed user")
+    recent_users: int = Field(10, ge=1, le=50, description="extra feature: the item's last interacted users")
+    rank_weights: dict[str, float] = Field(
+        default_factory=lambda: {"like": 1.0, "comment": 1.5, "follow": 2.0, "share": 0.5, "view": 0.1},
+        description="eq. 10 w_k: interactions the creator sees count more than watch signals")
+    negatives: int = Field(64, ge=1, description="random negative users per positive for the creator-side two-tower")
+    auc_table: bool = Field(False, description="also train the three other SA/EF ranker variants on the same stream "
+                            "and report their progressive AUC (paper Table 4)")
+    max_train_samples: int = Field(16_384, ge=16, description="exposures per tick the creator-side models train on")
+
+    @field_validator("rank_weights")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        return StackConfig._known_tasks(v)
+
+    @classmethod
+    def for_version(cls, version: int, **overrides) -> "DualRecSpec":
+        """The paper's ladder: v1 two-tower + ranking without SA/EF + UAC + combined; v2 + SA/EF;
+        v3 + item-similarity retrieval; v4 + user-similarity retrieval; v5 + user-bias score integration."""
+        if version not in (1, 2, 3, 4, 5):
+            raise ValueError(f"DualRec versions are 1..5, got {version}")
+        steps = dict(ranker_sa_ef=version >= 2, item_sim=version >= 3, user_sim=version >= 4, user_bias=version >= 5)
+        return cls(**(steps | overrides))
+
+
 class ArmSpec(_Frozen):
     """One arm of a scenario: a name, a registered kind, its traffic share, its stack and its strategy's settings."""
 
@@ -100,6 +145,7 @@ class ArmSpec(_Frozen):
     share: float = Field(gt=0, le=1)
     stack: StackConfig = StackConfig()
     next_user: NextUserSpec | None = None
+    dualrec: DualRecSpec | None = None
 
 
 class ModelConfig(_Frozen):
@@ -212,6 +258,8 @@ class Scenario(_Frozen):
     description: str
     arms: list[ArmSpec]
     control: str
+    ladder: list[str] = Field(default_factory=list, description="arms in ladder order: each is also compared with the "
+                              "one before it (DualRec's Table 2: every version over the previous one)")
     protocol: Literal["ab", "next_user_offline", "ihm_offline"] = "ab"
     offline: OfflineConfig = OfflineConfig()
     ihm_offline: IHMOfflineConfig = IHMOfflineConfig()
@@ -234,6 +282,9 @@ class Scenario(_Frozen):
             raise ValueError(f"arm names must be unique, got {names}")
         if self.control not in names:
             raise ValueError(f"control arm '{self.control}' is not one of the arms {names}")
+        unknown = [a for a in self.ladder if a not in names]
+        if unknown:
+            raise ValueError(f"ladder arms {unknown} are not arms of the scenario {names}")
         total = sum(a.share for a in self.arms)
         if total > 1.0 + 1e-9:
             raise ValueError(f"arm shares sum to {total:.3f} > 1")

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from simulator.config import Scenario
 from simulator.creators import CreatorDynamics
 from simulator.diversion import HOLDOUT, CoDiversion
-from simulator.metrics import ArmData, compare_arms, daily_metrics, exposures_by_age, overall_metrics
+from simulator.diagnostics import summarise
+from simulator.metrics import ArmData, compare_arms, daily_metrics, exposures_by_age, ladder_comparison, overall_metrics
 from simulator.replay import requests_of_day, tick_bounds, write_log
 from simulator.runtime import Runtime, RuntimeSpec
 from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
@@ -70,6 +71,8 @@ class SimulationResult:
     timings: dict[str, float]
     events: int
     run_dir: Path
+    diagnostics: dict[str, pl.DataFrame] = field(default_factory=dict)  # per arm, per day: strategy diagnostics, train.*
+    ladder: pl.DataFrame | None = None  # each ladder arm over the one before it (scenario.ladder)
 
 
 class Simulation:
@@ -117,6 +120,7 @@ class Simulation:
         self.n_events = 0
         self.start_day = 0
         self.train_stats: dict[str, dict[str, list[float]]] = {n: {} for n in self.names}  # since the last day logged
+        self.diagnostics: dict[str, list[dict[str, float]]] = {n: [] for n in self.names}  # one row per day
 
     # ------------------------------------------------------------------ helpers
     def _arm_of_items(self, item_ids: np.ndarray) -> np.ndarray:
@@ -265,13 +269,20 @@ class Simulation:
                 a.dynamics.observe(day, inter["creator_id"].to_numpy(), inter["n"].to_numpy().astype(np.float64))
         self.timings["world"] += time.perf_counter() - t
         t = time.perf_counter()
+        day_end = self.runtime.end_day(int(bounds[-1]))  # daily work of the arms (e.g. DualRec's activity model)
+        self.timings["serve"] += time.perf_counter() - t
+        t = time.perf_counter()
+        for a in self.arms:
+            row = {"day": float(day), **day_end.get(a.name, {})}
+            row.update({f"train.{k}": float(np.mean(v)) for k, v in self.train_stats[a.name].items()})
+            self.diagnostics[a.name].append(row)
         if self.tracker is not None:
             per_arm = {}
             for a in self.arms:
                 d = daily_metrics(a.data(self.arm_specs[a.index].share), self.sc.metrics, self.t0, day + 1)
                 row = d.filter(pl.col("day") == day).drop("day").row(0, named=True)
                 per_arm[a.name] = {k: float(v) for k, v in row.items()}
-                per_arm[a.name].update({f"train.{k}": float(np.mean(v)) for k, v in self.train_stats[a.name].items()})
+                per_arm[a.name].update({k: v for k, v in self.diagnostics[a.name][-1].items() if k != "day"})
             self.tracker.log_day(day, per_arm)
         self.train_stats = {n: {} for n in self.names}
         self.timings["metrics"] += time.perf_counter() - t
@@ -299,7 +310,7 @@ class Simulation:
                 pl.concat(day_frames).write_parquet(d / f"day={day:04d}.parquet")
         state = {
             "day": day, "world": self.world.state(), "runtime": self.runtime.snapshot(), "ready": self.ready,
-            "ats_actions": self.ats_actions, "n_events": self.n_events,
+            "ats_actions": self.ats_actions, "n_events": self.n_events, "diagnostics": self.diagnostics,
             "arms": {a.name: {"dynamics": a.dynamics.state(), "uploads": a.uploads, "visits": a.visits, "ats": a.ats}
                      for a in self.arms},
         }
@@ -321,6 +332,7 @@ class Simulation:
         self.world.load_state(st["world"])
         self.runtime.restore(st["runtime"])
         self.ready, self.ats_actions, self.n_events = st["ready"], st["ats_actions"], st["n_events"]
+        self.diagnostics = st["diagnostics"]
         day = st["day"]
         for a in self.arms:
             s = st["arms"][a.name]
@@ -362,8 +374,12 @@ class Simulation:
                 overall[a.name]["ats_model_p50_min"] = float(np.percentile(lat, 50) / 60)
                 overall[a.name]["ats_model_p95_min"] = float(np.percentile(lat, 95) / 60)
         comparison = compare_arms(data, self.sc.control, m, self.t0, self.days, self.sc.seed)
+        ladder = ladder_comparison(data, self.sc.ladder, m, self.t0, self.days, self.sc.seed) if self.sc.ladder else None
         age = {k: exposures_by_age(v, self.t0) for k, v in data.items()}
+        diagnostics = {k: pl.DataFrame(rows, infer_schema_length=None) for k, rows in self.diagnostics.items() if rows}
+        for k, diag in diagnostics.items():
+            overall[k].update({c: v for c, v in summarise(diag).items() if not c.startswith("train.") or ".auc." in c})
         self.timings["metrics"] += time.perf_counter() - t
         return SimulationResult(scenario=self.sc, days=self.days, t0=self.t0, daily=daily, overall=overall,
                                 comparison=comparison, age=age, timings=dict(self.timings), events=self.n_events,
-                                run_dir=self.run_dir)
+                                run_dir=self.run_dir, diagnostics=diagnostics, ladder=ladder)

@@ -456,3 +456,17 @@ def compare_arms(
         "ci_high": pl.Float64,
     }
     return pl.DataFrame(rows, schema=schema)
+
+
+def ladder_comparison(arms: dict[str, ArmData], order: list[str], cfg: MetricsConfig, t0: int, days: int,
+                      seed: int) -> pl.DataFrame:
+    """Each arm of ``order`` against the one before it (paper Table 2: every version over the previous one),
+    with the same bootstrap CIs as :func:`compare_arms`. Columns: those of compare_arms plus ``baseline``."""
+    missing = [a for a in order if a not in arms]
+    if missing:
+        raise ValueError(f"ladder arms {missing} are not arms of the run {list(arms)}")
+    frames = []
+    for prev, cur in zip(order, order[1:]):
+        c = compare_arms({prev: arms[prev], cur: arms[cur]}, prev, cfg, t0, days, seed)
+        frames.append(c.with_columns(pl.lit(prev).alias("baseline")))
+    return pl.concat(frames) if frames else pl.DataFrame()

@@ -82,6 +82,9 @@ class RayRuntime:
     def publish(self, weights, ts):
         self._all("set_weights", {arm: (v, w, ts) for arm, (v, w) in weights.items()})
 
+    def end_day(self, ts):
+        return self._all("end_day", {arm: (ts,) for arm in self.names})
+
     def snapshot(self):
         policies = self._all("snapshot", {arm: () for arm in self.names})
         learners = self.trainer.snapshot()

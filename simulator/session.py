@@ -195,6 +195,30 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
                           summary=rep.summary)
 
 
+def ladder_metrics(result: SimulationResult) -> list[str]:
+    ks = sorted(int(c.rsplit("_", 1)[1]) for c in result.comparison["metric"].unique() if c.startswith("expo_reach_"))
+    return [f"expo_reach_{k}" for k in ks] + ["dac", "publications", "interactions_per_exposure"]
+
+
+def write_result_tables(result: SimulationResult, out: Path) -> Path:
+    """Markdown/CSV tables of the run beyond the comparison: the ladder (Table 2 layout), and per strategy arm its
+    daily diagnostics, the ranker AUC table (Table 4 layout) and the |M_u| histogram (Fig. 9 as a table)."""
+    from simulator.diagnostics import auc_table, format_ladder_markdown, format_table_markdown, msize_table, summarise
+
+    out.mkdir(parents=True, exist_ok=True)
+    if result.ladder is not None:
+        result.ladder.write_csv(out / "ladder.csv")
+        (out / "ladder.md").write_text(format_ladder_markdown(result.ladder, ladder_metrics(result),
+                                                              result.scenario.metrics.ci_level))
+    for arm, diag in result.diagnostics.items():
+        diag.write_csv(out / f"diagnostics_{arm}.csv")
+        summary = summarise(diag)
+        for name, table in (("auc", auc_table(summary)), ("msize", msize_table(summary))):
+            if table is not None:
+                (out / f"{name}_{arm}.md").write_text(format_table_markdown(table))
+    return out
+
+
 def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
                  progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None,
                  before_shutdown=None) -> RunOutcome:
@@ -240,8 +264,14 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
             (run_dir / "scenario.json").write_text(sc.model_dump_json(indent=2))
             tracker.log_parent_metrics({f"time.{k}_s": v for k, v in result.timings.items()} |
                                        {"events": float(result.events)})
+            tables = write_result_tables(result, run_dir / "tables")
+            if result.ladder is not None:
+                tracker.log_parent_metrics({f"ladder.{r['arm']}.{r['metric']}{sfx}": r[col]
+                                            for r in result.ladder.iter_rows(named=True)
+                                            for sfx, col in (("", "lift"), (".ci_low", "ci_low"), (".ci_high", "ci_high"))
+                                            if r[col] is not None and r[col] == r[col]})
             tracker.finish(result.daily, result.overall, result.comparison, result.age, sc.control,
-                           extra_artifacts={"config/scenario.json": run_dir / "scenario.json"},
+                           extra_artifacts={"config/scenario.json": run_dir / "scenario.json", "tables": tables},
                            ci_level=sc.metrics.ci_level)
     except BaseException as exc:
         if tracker is not None:

@@ -1,4 +1,4 @@
-"""Docs that run: every ```python run block in docs/*.md is executed, each in a fresh namespace.
+"""Docs that run: every ```python run block in docs/ (and docs/models/) is executed, each in a fresh namespace.
 
 Blocks are marked with the info string ``python run``; plain ``python`` blocks are illustrations
 and are not run. A runnable block is self-contained, fast (well under 2 s) and starts no Ray.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-MUST_HAVE_RUNNABLE = ("architecture.md", "scenarios.md")
+MUST_HAVE_RUNNABLE = ("architecture.md", "scenarios.md", "models/dualrec.md")
 FENCE = re.compile(r"^```python run[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -22,7 +22,7 @@ def runnable_blocks(text: str) -> list[tuple[int, str]]:
 
 
 def _all_blocks() -> list[tuple[str, int, str]]:
-    return [(path.name, line, src) for path in sorted(DOCS.glob("*.md"))
+    return [(str(path.relative_to(DOCS)), line, src) for path in sorted(DOCS.rglob("*.md"))
             for line, src in runnable_blocks(path.read_text())]
 
 

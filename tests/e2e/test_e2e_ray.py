@@ -68,6 +68,12 @@ def ray_run(scenario, tracking, tmp_path_factory):
             seen["unknown_item"] = c.post(f"/arms/{arm}/feedback", json={"events": [
                 {"ts": day_end, "user_id": user, "item_id": 987654321, "event": "expose"}]})
             seen["unknown_arm"] = c.post("/arms/nope/recommend", json={"user_ids": [1]})
+            # DualRec: an upload through the Serve path returns the item's creator-side target users
+            dr = next(a for a in sim.arms if a.name.startswith("dualrec"))
+            seen["dualrec_upload"] = c.post(f"/arms/{dr.name}/upload", json={"items": [
+                {"item_id": 10**9 + 1, "creator_id": int(dr.creators[0]), "upload_ts": day_end - 60, "category": 1,
+                 "features": [0.5] * sim.world.item_dense.shape[1]}]})
+            seen["dualrec_users"] = set(dr.users.tolist())
 
     opts = RunOptions(scenario=scenario.name, runtime="ray", http=True, run_root=str(tmp_path_factory.mktemp("ray")))
     out = run_scenario(scenario, opts, tracking_uri=tracking, before_shutdown=probe)
@@ -111,6 +117,10 @@ def test_http_ingress(ray_run):
     assert seen["bad_ids"].status_code == 422
     assert seen["unknown_item"].status_code == 404 and "987654321" in seen["unknown_item"].text
     assert seen["unknown_arm"].status_code == 404 and "nope" in seen["unknown_arm"].text
+    dr = seen["dualrec_upload"]
+    assert dr.status_code == 200, dr.text
+    targets = dr.json()["targets"][str(10**9 + 1)]
+    assert 0 < len(targets) <= 200 and set(targets) <= seen["dualrec_users"]  # the arm's own users only
 
 
 def test_mlflow_parent_and_child_runs(ray_run, tracking, scenario):
@@ -128,6 +138,11 @@ def test_mlflow_parent_and_child_runs(ray_run, tracking, scenario):
     arts = {a.path for a in c.list_artifacts(out.parent_run_id)} | {a.path for a in c.list_artifacts(out.parent_run_id, "plots")}
     assert {"comparison.csv", "comparison.md", "plots/expo_reach.png", "plots/dac.png", "plots/exposures_by_age.png"} <= arts
     assert any(k.startswith("lift.next_user.") for k in parent.data.metrics)
+    dr = next(r for r in children if r.info.run_name.startswith("dualrec"))
+    assert [m.step for m in c.get_metric_history(dr.info.run_id, "dualrec.active_share")] == [0, 1]
+    assert "overall.dualrec.hit_rate.actual" in dr.data.metrics or "overall.dualrec.coverage.user_side" in dr.data.metrics
+    tables = {a.path for a in c.list_artifacts(out.parent_run_id, "tables")}
+    assert f"tables/diagnostics_{dr.info.run_name}.csv" in tables
 
 
 def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_factory):

@@ -373,3 +373,21 @@ def test_docs_snippets_run():
     assert blocks
     for code in blocks:
         exec(compile(code, str(doc), "exec"), {})
+
+
+def test_ladder_compares_each_arm_with_the_one_before_it():
+    arms = {
+        "a": synthetic_arm("a", 300, 600, seed=11, offset=0, pub_rate=1.0),
+        "b": synthetic_arm("b", 300, 600, seed=12, offset=10**6, pub_rate=1.2),
+        "c": synthetic_arm("c", 300, 600, seed=13, offset=2 * 10**6, pub_rate=1.2 * 1.1),
+    }
+    lad = metrics.ladder_comparison(arms, ["a", "b", "c"], BOOT_CFG, T0, 7, seed=0)
+    assert lad["arm"].unique(maintain_order=True).to_list() == ["b", "c"]
+    b, c = (lad.filter((pl.col("arm") == x) & (pl.col("metric") == "publications")).row(0, named=True) for x in "bc")
+    assert b["baseline"] == "a" and c["baseline"] == "b"
+    # each step is the pairwise comparison: c's lift is over b, not over a
+    assert c["lift"] == pytest.approx(c["arm_value"] / b["arm_value"] - 1)
+    pair = compare_arms({"b": arms["b"], "c": arms["c"]}, "b", BOOT_CFG, T0, 7, seed=0)
+    assert c["ci_low"] == _row(pair, "publications", "c")["ci_low"]
+    with pytest.raises(ValueError, match="ladder arms"):
+        metrics.ladder_comparison(arms, ["a", "zz"], BOOT_CFG, T0, 7, seed=0)

@@ -1,0 +1,107 @@
+"""Strategy diagnostics over a run: what the arms report at the end of each day, summarised and laid out as tables.
+
+The arms' daily rows (``SimulationResult.diagnostics``) hold, for DualRec arms, the UAC diagnostics
+(``dualrec.hit_rate.<kind>`` with ``dualrec.hit_pairs.<kind>``, the ``dualrec.msize.<kind>.bin<lo>``
+histogram of |M_u|, coverage, budget use) and the learner's per-day training statistics
+(``train.dualrec.auc.<variant>.<task>``: progressive-validation AUC of each SA/EF ranker variant).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import polars as pl
+
+VARIANT_LABELS = {"sa0_ef0": "w/o SA, w/o EF", "sa1_ef0": "with SA, w/o EF", "sa0_ef1": "w/o SA, with EF",
+                  "sa1_ef1": "with SA, with EF"}
+
+
+def _col(diag: pl.DataFrame, name: str) -> np.ndarray:
+    return diag[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def summarise(diag: pl.DataFrame) -> dict[str, float]:
+    """Run-level values: hit rates pooled over days (weighted by evaluated pairs), histogram bins summed over
+    days, everything else averaged over the days that reported it."""
+    out: dict[str, float] = {}
+    for c in diag.columns:
+        if c == "day" or ".hit_pairs." in c:
+            continue
+        v = _col(diag, c)
+        if ".hit_rate." in c:
+            w = _col(diag, c.replace(".hit_rate.", ".hit_pairs."))
+            ok = np.isfinite(v) & np.isfinite(w)
+            if ok.any() and w[ok].sum() > 0:
+                out[c] = float((v[ok] * w[ok]).sum() / w[ok].sum())
+                out[c.replace(".hit_rate.", ".hit_pairs.")] = float(w[ok].sum())
+        elif re.search(r"\.msize\..*\.bin\d+$", c):
+            out[c] = float(np.nansum(v))
+        elif np.isfinite(v).any():
+            out[c] = float(np.nanmean(v))
+    return out
+
+
+def auc_table(summary: dict[str, float], prefix: str = "train.dualrec.auc.") -> pl.DataFrame | None:
+    """Paper Table 4 layout: one row per SA/EF variant, the mean progressive AUC of each task."""
+    rows = {}
+    for k, v in summary.items():
+        if k.startswith(prefix):
+            variant, task = k[len(prefix):].split(".", 1)
+            rows.setdefault(variant, {})[task] = v
+    if not rows:
+        return None
+    tasks = sorted({t for r in rows.values() for t in r}, key=lambda t: (t != "like", t))
+    order = [v for v in VARIANT_LABELS if v in rows]
+    return pl.DataFrame({"model": [VARIANT_LABELS[v] for v in order],
+                         **{t: [rows[v].get(t, float("nan")) for v in order] for t in tasks}})
+
+
+def msize_table(summary: dict[str, float], prefix: str = "dualrec.msize.") -> pl.DataFrame | None:
+    """Paper Fig. 9 as a table: user-days per |M_u| bin, with the store and without it."""
+    bins: dict[str, dict[int, float]] = {}
+    for k, v in summary.items():
+        m = re.fullmatch(re.escape(prefix) + r"(\w+)\.bin(\d+)", k)
+        if m:
+            bins.setdefault(m.group(1), {})[int(m.group(2))] = v
+    if not bins:
+        return None
+    los = sorted({lo for b in bins.values() for lo in b})
+    labels = [_bin_label(lo, los[i + 1] if i + 1 < len(los) else None) for i, lo in enumerate(los)]
+    return pl.DataFrame({"|M_u|": labels, **{k: [bins[k].get(lo, 0.0) for lo in los] for k in bins}})
+
+
+def _bin_label(lo: int, nxt: int | None) -> str:
+    if nxt is None:
+        return f"{lo}+"
+    return str(lo) if nxt == lo + 1 else f"{lo}-{nxt - 1}"
+
+
+def format_ladder_markdown(ladder: pl.DataFrame, metrics: list[str], ci_level: float = 0.95) -> str:
+    """Paper Table 2 layout: one row per arm, its lift over the arm before it, per metric, with the CI."""
+    if ladder.is_empty():
+        return ""
+    head = "| arm | over | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    for arm in ladder["arm"].unique(maintain_order=True):
+        sub = ladder.filter(pl.col("arm") == arm)
+        cells = []
+        for m in metrics:
+            r = sub.filter(pl.col("metric") == m)
+            if r.is_empty() or r["lift"][0] is None or not np.isfinite(r["lift"][0]):
+                cells.append("-")
+                continue
+            lift, lo, hi = r["lift"][0], r["ci_low"][0], r["ci_high"][0]
+            mark = "*" if (lo > 0 or hi < 0) else ""
+            cells.append(f"{lift:+.1%}{mark} [{lo:+.1%}, {hi:+.1%}]")
+        lines.append(f"| {arm} | {sub['baseline'][0]} | " + " | ".join(cells) + " |")
+    lines.append(f"\n`*`: the {ci_level:.0%} bootstrap interval excludes 0.")
+    return "\n".join(lines)
+
+
+def format_table_markdown(df: pl.DataFrame, digits: int = 4) -> str:
+    cols = df.columns
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.iter_rows():
+        lines.append("| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)

@@ -104,7 +104,7 @@ def build_dualrec(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
 
 def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
     dr, tt, rk = dualrec_configs(spec, ctx)
-    return [DualRecTask(tt, rk, sa_ef=dr.ranker_sa_ef, lr=lr, batch_size=batch_size, seed=ctx.seed + 4,
+    return [DualRecTask(tt, rk, sa_ef=dr.ranker_sa_ef, lr=lr, batch_size=dr.train_batch_size, seed=ctx.seed + 4,
                         negatives=dr.negatives, max_samples=dr.max_train_samples, auc_table=dr.auc_table)]
 
 

@@ -121,6 +121,8 @@ class DualRecSpec(_Frozen):
     auc_table: bool = Field(False, description="also train the three other SA/EF ranker variants on the same stream "
                             "and report their progressive AUC (paper Table 4)")
     max_train_samples: int = Field(16_384, ge=16, description="exposures per tick the creator-side models train on")
+    train_batch_size: int = Field(256, ge=8, description="minibatch of the creator-side models: a tick of a few thousand "
+                                  "exposures must still give them tens of optimiser steps")
 
     @field_validator("rank_weights")
     @classmethod

@@ -160,3 +160,17 @@ def test_snapshot_restore_gives_the_same_matches():
     b = _policy(use_activity=False)
     b.restore(a.snapshot())
     assert _upload(a, [700], T0 + DAY + 5) == _upload(b, [700], T0 + DAY + 5)
+
+
+def test_without_the_store_users_pile_up_matches_beyond_the_cap():
+    users = np.arange(1000, 1006)
+    counts = {}
+    for use_store in (True, False):
+        p = _policy(use_store=use_store, targets=6, cap=2)
+        _day0(p, users)
+        p.channels[0].store.set_active(np.zeros(6, bool))  # nobody predicted active: matters only with the store
+        for k in range(5):
+            _upload(p, [800 + k], T0 + DAY + 10 + k)
+        counts[use_store] = p.channels[0].store.cache.size(T0 + DAY + 100)
+    assert counts[True].max() == 0  # the store: no active user, no match
+    assert counts[False].max() == 5 > 2  # no store: every item to every user, past N

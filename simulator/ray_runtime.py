@@ -35,8 +35,11 @@ class RayRuntime:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+            # MALLOC_ARENA_MAX: glibc gives every thread its own malloc arena; the Serve replicas and the Train
+            # worker run many threads and grow by hundreds of MB of arena slack each (docs/performance.md)
             kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                          configure_logging=True, logging_level="ERROR")
+                          configure_logging=True, logging_level="ERROR",
+                          runtime_env={"env_vars": {"MALLOC_ARENA_MAX": "2"}})
             if address:
                 ray.init(address=address, **kwargs)
             else:

@@ -23,13 +23,29 @@ def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
     return new
 
 
+def _ring_append(buf: np.ndarray, buf_ts: np.ndarray | None, count: np.ndarray, keys: np.ndarray,
+                 values: np.ndarray, ts: np.ndarray) -> None:
+    """Append ``values`` to the per-key ring buffers ``buf[key]`` (and their times to ``buf_ts``) in time order."""
+    order = np.lexsort((ts, keys))
+    k, v, t = keys[order], values[order], ts[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(k)) + 1]
+    counts = np.diff(np.r_[starts, len(k)])
+    rank = np.arange(len(k)) - np.repeat(starts, counts)
+    slot = (count[k] + rank) % buf.shape[1]
+    buf[k, slot] = v
+    if buf_ts is not None:
+        buf_ts[k, slot] = t
+    np.add.at(count, k[starts], counts)
+
+
 class FeatureStore:
-    """Items, users and their counters for one arm; ``max_seq`` positive users kept per item."""
+    """Items, users and their counters for one arm; ``max_seq`` positive users kept per item and
+    ``max_user_seq`` positive items (item rows) per user (the sequential user towers' input)."""
 
     N_USER_DENSE = 3
     N_PAIR_DENSE = 3
 
-    def __init__(self, n_item_dense: int, max_seq: int = 50):
+    def __init__(self, n_item_dense: int, max_seq: int = 50, max_user_seq: int = 50):
         self.items = IdMap(what="item")
         self.users = IdMap(what="user")
         self.n_item_dense = max(1, n_item_dense)
@@ -49,6 +65,9 @@ class FeatureStore:
         self.user_expo = z(0, np.int64)
         self.user_inter = z(0, np.float64)
         self.seen = z(0, np.int64)  # sorted keys user_row << 32 | item_row
+        self.max_user_seq = max_user_seq
+        self.user_seq = np.full((0, max_user_seq), -1, np.int64)  # ring buffer of item rows
+        self.user_seq_count = z(0, np.int64)
         self._by_upload: np.ndarray | None = None
 
     # ---- items
@@ -94,8 +113,9 @@ class FeatureStore:
     def ensure_users(self, user_ids: np.ndarray) -> np.ndarray:
         rows = self.users.add(np.asarray(user_ids, np.int64))
         n = len(self.users)
-        for name in ("user_requests", "user_expo", "user_inter"):
+        for name in ("user_requests", "user_expo", "user_inter", "user_seq_count"):
             setattr(self, name, _grow(getattr(self, name), n))
+        self.user_seq = _grow(self.user_seq, n, fill=-1)
         return rows
 
     def user_dense(self, rows: np.ndarray) -> np.ndarray:
@@ -145,18 +165,11 @@ class FeatureStore:
         pos = labels[:, list(SEQ_EVENTS)].any(1)
         if pos.any():
             self._append_sequences(ir[pos], np.asarray(user_ids, np.int64)[pos], np.asarray(ts, np.int64)[pos])
+            _ring_append(self.user_seq, None, self.user_seq_count, ur[pos], ir[pos], np.asarray(ts, np.int64)[pos])
         return np.unique(ir[pos])
 
     def _append_sequences(self, item_rows: np.ndarray, user_ids: np.ndarray, ts: np.ndarray) -> None:
-        order = np.lexsort((ts, item_rows))
-        ir, uid, t = item_rows[order], user_ids[order], ts[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(ir)) + 1]
-        counts = np.diff(np.r_[starts, len(ir)])
-        rank = np.arange(len(ir)) - np.repeat(starts, counts)
-        slot = (self.item_seq_count[ir] + rank) % self.max_seq
-        self.item_seq[ir, slot] = uid
-        self.item_seq_ts[ir, slot] = t
-        np.add.at(self.item_seq_count, ir[starts], counts)
+        _ring_append(self.item_seq, self.item_seq_ts, self.item_seq_count, item_rows, user_ids, ts)
 
     def sequences(self, item_rows: np.ndarray, with_ts: bool = False):
         """Each item's last ``max_seq`` positive users in time order: ((n, L) ids with -1 padding at the end, lengths)
@@ -171,6 +184,17 @@ class FeatureStore:
         if with_ts:
             return seq, length, np.where(valid, np.take_along_axis(self.item_seq_ts[item_rows], idx, 1), 0)
         return seq, length
+
+    def user_sequences(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's last ``max_user_seq`` positive (like/comment) items in time order: ((n, L) item rows,
+        -1 padding at the end; (n,) lengths)."""
+        L = self.max_user_seq
+        cnt = self.user_seq_count[user_rows]
+        length = np.minimum(cnt, L)
+        start = np.where(cnt > L, cnt % L, 0)
+        idx = (start[:, None] + np.arange(L)[None, :]) % L
+        valid = np.arange(L)[None, :] < length[:, None]
+        return np.where(valid, np.take_along_axis(self.user_seq[user_rows], idx, 1), -1), length
 
     # ---- checkpoint
     def state(self) -> dict:

@@ -154,3 +154,23 @@ def test_state_round_trip():
     np.testing.assert_array_equal(t.sequences(np.arange(3))[0], s.sequences(np.arange(3))[0])
     np.testing.assert_array_equal(t.item_expo, s.item_expo)
     np.testing.assert_array_equal(t.seen, s.seen)
+
+
+def test_user_sequences_keep_each_users_last_positive_items_in_time_order():
+    s = FeatureStore(n_item_dense=2, max_user_seq=2)
+    s.add_items(np.array([100, 101, 102]), np.zeros(3), np.zeros(3), np.zeros(3), np.zeros((3, 2), np.float32))
+    # user 5 likes 102 then 100 (out of order within the batch), views 101; user 6 comments on 101
+    s.record(np.array([5, 5, 5, 6]), np.array([100, 101, 102, 101]), np.array([30, 20, 10, 5]),
+             np.stack([LIKE, VIEW, LIKE, COMMENT]))
+    rows = s.users.rows(np.array([5, 6]))
+    seq, n = s.user_sequences(rows)
+    np.testing.assert_array_equal(seq, [[2, 0], [1, -1]])  # item rows, oldest first, -1 padded
+    np.testing.assert_array_equal(n, [2, 1])
+    s.record(np.array([5]), np.array([101]), np.array([40]), LIKE[None])  # the ring drops the oldest
+    np.testing.assert_array_equal(s.user_sequences(rows[:1])[0], [[0, 1]])
+    s.ensure_users(np.array([7]))
+    seq, n = s.user_sequences(s.users.rows(np.array([7])))
+    assert (seq == -1).all() and n.tolist() == [0]
+    t = FeatureStore(n_item_dense=2, max_user_seq=2)
+    t.load_state(s.state())
+    np.testing.assert_array_equal(t.user_sequences(rows)[0], s.user_sequences(rows)[0])

@@ -7,16 +7,20 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.config import ArmSpec, DualRecSpec, ModelConfig, NextUserSpec
+from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, ModelConfig, NextUserSpec
 from serving.channels.basic import FreshChannel, PopularChannel, TwoTowerChannel
 from serving.channels.dualrec import DualRecChannel
+from serving.channels.ihm import IHMChannel
 from serving.channels.next_user import NextUserChannel
 from serving.features import FeatureStore
 from serving.stack import ArmPolicy
 from trainers.dualrec_task import DualRecTask
+from trainers.ihm_online_task import IHMTask
 from trainers.models.creator_ranker import CreatorRankerConfig
+from trainers.models.ihm import IHMConfig
 from trainers.models.next_user import NextUserConfig
 from trainers.models.ranker import RankerConfig
+from trainers.models.sasrec import SASRecConfig
 from trainers.models.two_tower import TwoTowerConfig
 from trainers.next_user_loss import NextUserLossConfig
 from trainers.next_user_task import NextUserTask
@@ -108,6 +112,36 @@ def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) ->
                         negatives=dr.negatives, max_samples=dr.max_train_samples, auc_table=dr.auc_table)]
 
 
+def ihm_configs(spec: ArmSpec, ctx: ArmContext) -> tuple[IHMArmSpec, IHMConfig, SASRecConfig]:
+    """The IHM item tower and the SASRec user tower at the arm's model dimension."""
+    ih = spec.ihm or IHMArmSpec()
+    m = ih.model
+    item = IHMConfig(dim=ctx.model.dim, heads=m.heads, max_history=m.max_history,
+                     id_buckets=ctx.model.id_buckets, n_item_dense=max(1, ctx.n_item_dense),
+                     static_only=ih.static_only, history_dropout=m.history_dropout)
+    user = SASRecConfig(dim=ctx.model.dim, layers=m.layers, heads=m.attn_heads, ff=2 * ctx.model.dim,
+                        dropout=m.dropout, seq_len=m.seq_len)
+    return ih, item, user
+
+
+def build_ihm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
+    """Base stack plus the IHM channel (HNSW over cold items' IHM embeddings, re-inferred in real time)."""
+    tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+    ih, item, user = ihm_configs(spec, ctx)
+    st = spec.stack
+    channel = IHMChannel(ih, item, user, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction, ef=st.hnsw_ef,
+                         seed=ctx.seed + 5)
+    return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
+                     channels=user_side_channels(spec) + [channel])
+
+
+def ihm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+    """The IHM task starts from the serving channel's weights (same seed)."""
+    ih, item, user = ihm_configs(spec, ctx)
+    return [IHMTask(item, user, tau=ih.model.tau, lr=ih.lr, batch_size=ih.train_batch_size, seed=ctx.seed + 5,
+                    max_samples=ih.max_train_samples, train_days=ih.train_days, periodic_retrain=ih.periodic_retrain)]
+
+
 @dataclass(frozen=True)
 class ArmKind:
     """How to build an arm of this kind: its serving policy and the extra training tasks of its learner."""
@@ -120,6 +154,7 @@ ARM_KINDS: dict[str, ArmKind] = {
     "base": ArmKind(build_base),
     "next_user": ArmKind(build_next_user, next_user_tasks),
     "dualrec": ArmKind(build_dualrec, dualrec_tasks),
+    "ihm": ArmKind(build_ihm, ihm_tasks),
 }
 
 

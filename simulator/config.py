@@ -139,6 +139,45 @@ class DualRecSpec(_Frozen):
         return cls(**(steps | overrides))
 
 
+class IHMSpec(_Frozen):
+    """The Item History Model two-tower (papers/item_history_model_ihm.txt section 3) and its SASRec user tower."""
+
+    heads: int = Field(1, ge=1, description="H experts of eq. (1)-(3) (the paper's grid search found 1 best)")
+    max_history: int = Field(50, ge=1, description="most recent interacting users an item embedding reads")
+    seq_len: int = Field(50, ge=1, description="most recent items the sequential user tower reads")
+    layers: int = Field(2, ge=1, description="SASRec blocks (the paper follows SASRec: 2 blocks, 1 head)")
+    attn_heads: int = Field(1, ge=1, description="attention heads of the SASRec blocks")
+    dropout: float = Field(0.2, ge=0, lt=1, description="SASRec dropout (0.2 on MovieLens in the paper)")
+    tau: float = Field(0.1, gt=0, description="softmax temperature on cosine scores")
+    history_dropout: float = Field(0.5, ge=0, lt=1, description="training only: each history user is masked "
+                                   "with this probability (without it the user-id embeddings memorise training co-likes)")
+
+
+class IHMArmSpec(_Frozen):
+    """IHM as an arm of the A/B platform (papers/item_history_model_ihm.txt section 4; docs/models/ihm.md):
+    the retrieval channel over cold items' IHM embeddings, real-time re-inference and the training schedule.
+    ``realtime=False`` is the "no real-time serving" ablation (daily batch inference), ``static_only=True``
+    the "no inductive structure" one (e_i = E_S)."""
+
+    realtime: bool = Field(True, description="re-infer an item's embedding on a like/comment or every "
+                           "impressions_trigger impressions (False: every cold item once a day, at the day's end)")
+    static_only: bool = Field(False, description="ablation: e_i = E_S(x_i), histories are ignored (trained so too)")
+    rate_limit_s: float = Field(300.0, ge=0, description="minimum simulated seconds between two inferences of an "
+                                "item; triggers inside the gap are queued until it expires")
+    impressions_trigger: int = Field(50, ge=0, description="X: also re-infer every X impressions (0: off)")
+    train_days: int = Field(2, ge=1, description="the IHM weights train on the arm's first train_days days, then freeze")
+    periodic_retrain: bool = Field(False, description="keep training and loading new weights after train_days "
+                                   "(the paper's section 4 extension)")
+    k: int = Field(40, ge=1, description="candidates the ihm channel adds per request")
+    cold_max_exposures: int = Field(200, ge=1, description="items under this many exposures are in the channel's index")
+    cold_max_age_hours: float = Field(72.0, gt=0, description="... and younger than this")
+    max_train_samples: int = Field(8192, ge=16, description="positives trained on per tick (a random subset beyond that)")
+    train_batch_size: int = Field(256, ge=8, description="positives per optimiser step (in-batch negatives)")
+    lr: float = Field(1e-3, gt=0)
+    model: IHMSpec = Field(IHMSpec(seq_len=20), description="towers; the user tower reads the user's last seq_len "
+                           "positives (20 online: they are feature-logged with every exposure)")
+
+
 class ArmSpec(_Frozen):
     """One arm of a scenario: a name, a registered kind, its traffic share, its stack and its strategy's settings."""
 
@@ -148,6 +187,7 @@ class ArmSpec(_Frozen):
     stack: StackConfig = StackConfig()
     next_user: NextUserSpec | None = None
     dualrec: DualRecSpec | None = None
+    ihm: IHMArmSpec | None = None
 
 
 class ModelConfig(_Frozen):
@@ -209,20 +249,6 @@ class OfflineConfig(_Frozen):
                                           "(a deterministic subsample; the CE term's negatives)")
     max_eval: int = Field(4000, ge=10, description="held-out next-user events evaluated (deterministic sample)")
     recall_k: list[int] = Field(default_factory=lambda: [20, 50])
-
-
-class IHMSpec(_Frozen):
-    """The Item History Model two-tower (papers/item_history_model_ihm.txt section 3) and its SASRec user tower."""
-
-    heads: int = Field(1, ge=1, description="H experts of eq. (1)-(3) (the paper's grid search found 1 best)")
-    max_history: int = Field(50, ge=1, description="most recent interacting users an item embedding reads")
-    seq_len: int = Field(50, ge=1, description="most recent items the sequential user tower reads")
-    layers: int = Field(2, ge=1, description="SASRec blocks (the paper follows SASRec: 2 blocks, 1 head)")
-    attn_heads: int = Field(1, ge=1, description="attention heads of the SASRec blocks")
-    dropout: float = Field(0.2, ge=0, lt=1, description="SASRec dropout (0.2 on MovieLens in the paper)")
-    tau: float = Field(0.1, gt=0, description="softmax temperature on cosine scores")
-    history_dropout: float = Field(0.5, ge=0, lt=1, description="training only: each history user is masked "
-                                   "with this probability (without it the user-id embeddings memorise training co-likes)")
 
 
 class IHMOfflineConfig(_Frozen):

@@ -3,7 +3,9 @@
 The arms' daily rows (``SimulationResult.diagnostics``) hold, for DualRec arms, the UAC diagnostics
 (``dualrec.hit_rate.<kind>`` with ``dualrec.hit_pairs.<kind>``, the ``dualrec.msize.<kind>.bin<lo>``
 histogram of |M_u|, coverage, budget use) and the learner's per-day training statistics
-(``train.dualrec.auc.<variant>.<task>``: progressive-validation AUC of each SA/EF ranker variant).
+(``train.dualrec.auc.<variant>.<task>``: progressive-validation AUC of each SA/EF ranker variant); for IHM
+arms, the real-time serving figures (``ihm.ats_p50_min``, ``ihm.inferences``, ..., and the run-so-far
+``ihm.run.ats_p50_min`` / ``ihm.run.ats_p95_min``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def _col(diag: pl.DataFrame, name: str) -> np.ndarray:
 
 def summarise(diag: pl.DataFrame) -> dict[str, float]:
     """Run-level values: hit rates pooled over days (weighted by evaluated pairs), histogram bins summed over
-    days, everything else averaged over the days that reported it."""
+    days, cumulative values (a ``.run.`` in the name: e.g. ``ihm.run.ats_p50_min``, the percentile over every
+    sample so far) taken from the last day that reported them, everything else averaged over the days that
+    reported it."""
     out: dict[str, float] = {}
     for c in diag.columns:
         if c == "day" or ".hit_pairs." in c:
@@ -37,6 +41,9 @@ def summarise(diag: pl.DataFrame) -> dict[str, float]:
                 out[c.replace(".hit_rate.", ".hit_pairs.")] = float(w[ok].sum())
         elif re.search(r"\.msize\..*\.bin\d+$", c):
             out[c] = float(np.nansum(v))
+        elif ".run." in c:
+            if np.isfinite(v).any():
+                out[c] = float(v[np.isfinite(v)][-1])
         elif np.isfinite(v).any():
             out[c] = float(np.nanmean(v))
     return out

@@ -1,0 +1,79 @@
+"""IHMTask on hand-made logged batches: positives only, the loss falls, the freeze after train_days, weights and state."""
+
+import io
+
+import numpy as np
+import torch
+
+from trainers.ihm_online_task import IHMTask, split_weights
+from trainers.models.ihm import IHMConfig
+from trainers.models.sasrec import SASRecConfig
+
+torch.set_num_threads(1)
+DAY = 86_400
+
+
+def _task(**kw) -> IHMTask:
+    args = {"tau": 0.1, "lr": 1e-2, "batch_size": 16, "seed": 0, "max_samples": 64, "train_days": 1,
+            "periodic_retrain": False} | kw
+    return IHMTask(IHMConfig(dim=8, id_buckets=256, n_item_dense=1), SASRecConfig(dim=8, ff=16, seq_len=4), **args)
+
+
+def _batch(n: int = 40, day: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Users 0..9 like items of their own group (user % 4 == item % 4): a learnable pattern."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 10, n)
+    item = (rng.integers(0, 5, n) * 4 + user % 4).astype(np.int64)
+    labels = np.zeros((n, 5), bool)
+    labels[: n // 2 * 2 : 2, 0] = True  # every other row is a like
+    useq = (rng.integers(0, 5, (n, 4)) * 4 + (user % 4)[:, None]).astype(np.int64)
+    return {"user_id": user, "item_id": item, "creator_id": item % 3, "category": item % 4,
+            "item_dense": np.ones((n, 1), np.float32), "labels": labels,
+            "ihm_hist": np.where(np.arange(3)[None, :] < 2, (user[:, None] + 1) % 10, -1), "ihm_hlen": np.full(n, 2),
+            "ihm_useq": useq, "ihm_useq_creator": useq % 3, "ihm_useq_cat": useq % 4,
+            "ihm_useq_dense": np.ones((n, 4, 1), np.float32), "ihm_ulen": np.full(n, 3), "ihm_day": np.full(n, day)}
+
+
+def test_trains_on_logged_positives_only():
+    b = _batch()
+    b["ihm_ulen"][0] = -1  # a slot that is not a sample (e.g. frozen days)
+    rows = IHMTask.select(b, 1000, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(rows, np.flatnonzero(b["labels"][:, 0])[1:])
+    st = _task().train(b, tick_seed=0)
+    assert st["samples"] == len(rows) and np.isfinite(st["loss"]) and st["frozen"] == 0.0
+
+
+def test_loss_falls_on_a_repeated_batch():
+    task, b = _task(), _batch(n=64)
+    first = task.train(b, 0)["loss"]
+    for s in range(1, 30):
+        last = task.train(b, s)["loss"]
+    assert last < first
+
+
+def test_freezes_after_train_days_unless_periodic():
+    frozen, periodic = _task(train_days=2), _task(train_days=2, periodic_retrain=True)
+    for day in (10, 11):
+        assert frozen.train(_batch(day=day), day)["frozen"] == 0.0
+    steps, w = frozen.steps, frozen.weights()
+    st = frozen.train(_batch(day=12), 12)
+    assert st == {"samples": 0.0, "frozen": 1.0} and frozen.steps == steps
+    for k, v in frozen.weights().items():
+        np.testing.assert_array_equal(v, w[k])
+    for day in (10, 11, 12):
+        periodic.train(_batch(day=day), day)
+    assert periodic.steps > steps
+
+
+def test_weights_and_state_round_trip():
+    a = _task()
+    a.train(_batch(), 0)
+    item, user, steps = split_weights(a.weights())
+    assert steps == a.steps > 0 and "static.proj.weight" in item and "item_emb.proj.weight" in user
+    buf = io.BytesIO()
+    torch.save(a.state(), buf)  # as OnlineLearner.state_bytes does
+    b = _task(seed=1)
+    b.load_state(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
+    assert (b.first_day, b.steps) == (a.first_day, a.steps)
+    sa, sb = a.train(_batch(seed=2), 5), b.train(_batch(seed=2), 5)
+    assert sa == sb

@@ -1,0 +1,137 @@
+"""IHMTask: the online training step of an IHM arm on its own positives, feature-logged at serve time (pure torch).
+
+A sample is one exposure that got a like or comment. What serving saw is logged with every
+exposure by the IHM channel (``serving.channels.ihm.IHMChannel.log_features``): the item's
+positive-user history at exposure time (``ihm_hist``, ``ihm_hlen``), the requesting user's last
+positive items at request time (``ihm_useq_*``, ``ihm_ulen``; ``ihm_ulen = -1`` marks slots that
+are not samples) and the request's day (``ihm_day``).
+
+Loss: the two-tower retrieval loss of :mod:`trainers.ihm_task`, in-batch sampled softmax with logQ
+correction (q = each item's share of the tick's positives), the SASRec user tower over E_S of the
+user's items against the IHM item tower on the item's features and history.
+
+Inductive serving (paper section 4): the weights train during the arm's first ``train_days`` days
+(counted from the first day it logs) and then freeze; after that ``train`` returns at once and
+``weights()`` stays the same, so the channel has nothing new to load and later embeddings change
+only through new interactions. ``periodic_retrain`` keeps training (the paper's extension).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trainers.ihm_task import sampled_softmax_logq
+from trainers.models.ihm import IHMConfig, ItemHistoryModel
+from trainers.models.sasrec import SASRecConfig, SASRecUserTower
+
+POSITIVE_COLS = (0, 1)  # like, comment
+USER_SEQ_KEYS = {"item_id": "ihm_useq", "creator_id": "ihm_useq_creator", "category": "ihm_useq_cat",
+                 "item_dense": "ihm_useq_dense"}
+"""User-tower input key -> the logged batch column holding it."""
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.float() if t.is_floating_point() else t
+
+
+class IHMTask:
+    """Owns the IHM item tower, the SASRec user tower (sharing E_S) and their optimiser."""
+
+    name = "ihm"
+
+    def __init__(self, item_cfg: IHMConfig, user_cfg: SASRecConfig, tau: float, lr: float, batch_size: int,
+                 seed: int, max_samples: int, train_days: int, periodic_retrain: bool):
+        torch.manual_seed(seed)
+        self.item_tower = ItemHistoryModel(item_cfg)
+        self.user_tower = SASRecUserTower(user_cfg, self.item_tower.static)
+        params = {id(p): p for m in (self.item_tower, self.user_tower) for p in m.parameters()}  # E_S once
+        self.opt = torch.optim.Adam(list(params.values()), lr=lr)
+        self.tau = tau
+        self.batch_size = batch_size
+        self.max_samples = max_samples
+        self.train_days = train_days
+        self.periodic_retrain = periodic_retrain
+        self.first_day: int | None = None
+        self.steps = 0  # optimiser steps so far: the weights' version as the channel sees it
+
+    def frozen(self, day: int) -> bool:
+        return (not self.periodic_retrain and self.first_day is not None
+                and day >= self.first_day + self.train_days)
+
+    @staticmethod
+    def select(batch: dict[str, np.ndarray], max_samples: int, g: torch.Generator) -> np.ndarray:
+        """Rows to train on: logged positives (like/comment), a random ``max_samples`` of them when more."""
+        pos = np.flatnonzero((batch["ihm_ulen"] >= 0) & batch["labels"][:, list(POSITIVE_COLS)].any(1))
+        if len(pos) > max_samples:
+            pos = np.sort(pos[torch.randperm(len(pos), generator=g)[:max_samples].numpy()])
+        return pos
+
+    def train(self, batch: dict[str, np.ndarray], tick_seed: int) -> dict[str, float]:
+        if "ihm_day" not in batch or len(batch["ihm_day"]) == 0:
+            return {"samples": 0.0}
+        day = int(batch["ihm_day"].min())
+        if self.first_day is None:
+            self.first_day = day
+        if self.frozen(day):
+            return {"samples": 0.0, "frozen": 1.0}
+        # dropout and history dropout draw from torch's global generator: seed it by tick (a function of the
+        # position in the run, so a resumed run draws the same) and leave the caller's generator as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tick_seed)
+            return self._train(batch, torch.Generator().manual_seed(tick_seed))
+
+    def _train(self, batch: dict[str, np.ndarray], g: torch.Generator) -> dict[str, float]:
+        rows = self.select(batch, self.max_samples, g)
+        if len(rows) < 2:
+            return {"samples": float(len(rows)), "frozen": 0.0}
+        seq = {k: _t(batch[col][rows]) for k, col in USER_SEQ_KEYS.items()}
+        seq["seq_len"] = _t(batch["ihm_ulen"][rows])
+        item = {k: _t(batch[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
+        item["hist_users"] = _t(batch["ihm_hist"][rows])
+        item["hist_len"] = _t(np.maximum(batch["ihm_hlen"][rows], 0))
+        _, inv, counts = np.unique(batch["item_id"][rows], return_inverse=True, return_counts=True)
+        key = torch.from_numpy(inv.astype(np.int64))  # (P,) item identity for the accidental-hit mask
+        log_q = torch.from_numpy(np.log(counts[inv] / len(rows)).astype(np.float32))  # (P,)
+        self.item_tower.train()
+        self.user_tower.train()
+        losses = []
+        perm = torch.randperm(len(rows), generator=g)
+        for s in range(0, len(rows), self.batch_size):
+            idx = perm[s : s + self.batch_size]
+            if len(idx) < 2:
+                continue
+            u = self.user_tower({k: v[idx] for k, v in seq.items()})  # (B, d)
+            v = self.item_tower({k: t[idx] for k, t in item.items()})  # (B, d)
+            loss = sampled_softmax_logq(u, v, key[idx], log_q[idx], self.tau)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            self.steps += 1
+            losses.append(float(loss.detach()))
+        return {"loss": float(np.mean(losses)) if losses else float("nan"), "samples": float(len(rows)),
+                "frozen": 0.0}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        w = {f"item.{k}": v.detach().numpy().copy() for k, v in self.item_tower.state_dict().items()}
+        w.update({f"user.{k}": v.detach().numpy().copy() for k, v in self.user_tower.state_dict().items()})
+        w["meta.steps"] = np.array(self.steps, np.int64)
+        return w
+
+    def state(self) -> dict:
+        return {"item": self.item_tower.state_dict(), "user": self.user_tower.state_dict(), "opt": self.opt.state_dict(),
+                "first_day": self.first_day, "steps": self.steps}
+
+    def load_state(self, st: dict) -> None:
+        self.item_tower.load_state_dict(st["item"])
+        self.user_tower.load_state_dict(st["user"])
+        self.opt.load_state_dict(st["opt"])
+        self.first_day, self.steps = st["first_day"], st["steps"]
+
+
+def split_weights(w: dict[str, np.ndarray]) -> tuple[dict, dict, int]:
+    """(item-tower state dict, user-tower state dict, optimiser steps) from :meth:`IHMTask.weights`."""
+    item = {k[len("item."):]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("item.")}
+    user = {k[len("user."):]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("user.")}
+    return item, user, int(w["meta.steps"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 from simulator.config import Scenario
 from scenarios.boost_ab import SCENARIO as BOOST_AB
 from scenarios.coldstart_ab import SCENARIO as COLDSTART_AB
+from scenarios.ihm_ab import SCENARIO as IHM_AB
 from scenarios.ihm_decay import SCENARIO as IHM_DECAY
 from scenarios.dualrec_ladder import SCENARIO as DUALREC_LADDER
 from scenarios.next_user_ablation import SCENARIO as NEXT_USER_ABLATION
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (COLDSTART_AB, DUALREC_LADDER, NEXT_USER_ABLATION, BOOST_AB, IHM_DECAY)}
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (COLDSTART_AB, DUALREC_LADDER, NEXT_USER_ABLATION, BOOST_AB, IHM_DECAY,
+                                                  IHM_AB)}
 
 
 def get_scenario(name: str) -> Scenario:

@@ -19,7 +19,10 @@ Real-time serving, in simulated (event) time:
 * **ATS.** For every like/comment on an indexed (cold) item, the simulated time until an inference
   whose history includes it has updated the index: inference time minus action time. Per day
   ``ihm.ats_p50_min`` / ``ihm.ats_p95_min`` and over the run so far ``ihm.run.ats_p50_min`` /
-  ``ihm.run.ats_p95_min`` (pooled over every sample, not averaged over days).
+  ``ihm.run.ats_p95_min`` (pooled over every sample, not averaged over days). An action the arm sees only
+  after an inference of its item timed later than the action (the driver serves a tick in rounds, not
+  in time order) is *late*: it waits for the next allowed inference; ``ihm.late`` counts them and the
+  ``ats_ontime_*`` percentiles leave them out.
 
 Model weights come from the arm's :class:`trainers.ihm_online_task.IHMTask` through ``on_weights``; a
 weight load re-infers every cold item and rebuilds the index. The task freezes after its
@@ -98,8 +101,9 @@ class IHMChannel:
         # ATS: positives (item row, time) the index does not reflect yet; samples (seconds)
         self.pos_item = np.zeros(0, np.int64)
         self.pos_ts = np.zeros(0, np.int64)
-        self.ats_day: list[np.ndarray] = []
-        self.ats_run = np.zeros(0, np.int64)
+        self.pos_late = np.zeros(0, bool)  # seen after a later-timed inference of its item (round order)
+        self.ats_day: list[np.ndarray] = []  # (2, m): seconds, late flag
+        self.ats_run = np.zeros((2, 0), np.int64)
         self.counts = dict.fromkeys(("inferences", "deferred", "late", "batch_inferences", "upload_inferences",
                                      "index_updates", "weight_loads"), 0)  # today's
         self.run_inferences = 0
@@ -179,8 +183,11 @@ class IHMChannel:
         i = np.minimum(np.searchsorted(jk, pk, side="left"), len(jk) - 1)
         hit = (ji[i] == self.pos_item) & (jt[i] >= self.pos_ts)
         if hit.any():
-            self.ats_day.append(jt[i[hit]] - self.pos_ts[hit])
-        self.pos_item, self.pos_ts = self.pos_item[~hit], self.pos_ts[~hit]
+            self.ats_day.append(np.stack([jt[i[hit]] - self.pos_ts[hit], self.pos_late[hit]]))
+        self._keep_pending(~hit)
+
+    def _keep_pending(self, keep: np.ndarray) -> None:
+        self.pos_item, self.pos_ts, self.pos_late = self.pos_item[keep], self.pos_ts[keep], self.pos_late[keep]
 
     def _schedule(self, items: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rate-limited inference jobs (item, time) for triggers (item, time); updates the queue."""
@@ -200,8 +207,6 @@ class IHMChannel:
                     last, due = due, NEVER
                 if due != NEVER:
                     continue  # merged into the queued inference
-                if t < last:
-                    self.counts["late"] += 1  # older than the item's last inference: round order, not time order
                 if t >= last + gap:
                     ji.append(r), jt.append(t)
                     last = t
@@ -278,7 +283,10 @@ class IHMChannel:
         item, ts = self._new_positives(policy, rows)
         cold = self.cold(policy, item, ts)
         item, ts = item[cold], ts[cold]
+        late = ts < self.last_infer[item]  # an inference later than the action ran before it was seen
+        self.counts["late"] += int(late.sum())
         self.pos_item, self.pos_ts = np.concatenate([self.pos_item, item]), np.concatenate([self.pos_ts, ts])
+        self.pos_late = np.concatenate([self.pos_late, late])
         if not self.spec.realtime:
             return
         X = self.spec.impressions_trigger
@@ -329,22 +337,22 @@ class IHMChannel:
             self.index.build(cold, self.kv_vec[cold])  # compaction: the still-cold items, no inference
             self.seconds["index"] += time.perf_counter() - t
         # positives of items that left the index will never be reflected
-        keep = self.cold(policy, self.pos_item, self.clock)
-        self.pos_item, self.pos_ts = self.pos_item[keep], self.pos_ts[keep]
+        self._keep_pending(self.cold(policy, self.pos_item, self.clock))
         return {f"ihm.{k}": v for k, v in self._diagnostics().items()}
 
     def _diagnostics(self) -> dict[str, float]:
-        day = np.concatenate(self.ats_day) if self.ats_day else np.zeros(0, np.int64)
-        self.ats_run = np.concatenate([self.ats_run, day])
+        day = np.concatenate(self.ats_day, 1) if self.ats_day else np.zeros((2, 0), np.int64)
+        self.ats_run = np.concatenate([self.ats_run, day], 1)
         self.run_inferences += self.counts["inferences"]
         out = {k: float(v) for k, v in self.counts.items()}
         out.update({"index_size": float(len(self.index)), "pending_positives": float(len(self.pos_item)),
-                    "ats_samples": float(len(day)), "run.ats_samples": float(len(self.ats_run)),
+                    "ats_samples": float(day.shape[1]), "run.ats_samples": float(self.ats_run.shape[1]),
                     "run.inferences": float(self.run_inferences)})
         for name, a in (("", day), ("run.", self.ats_run)):
-            if len(a):
-                out[f"{name}ats_p50_min"] = float(np.percentile(a, 50) / 60)
-                out[f"{name}ats_p95_min"] = float(np.percentile(a, 95) / 60)
+            for sub, x in (("", a[0]), ("ontime_", a[0, a[1] == 0])):  # ontime: without the round-order late ones
+                if len(x):
+                    out[f"{name}ats_{sub}p50_min"] = float(np.percentile(x, 50) / 60)
+                    out[f"{name}ats_{sub}p95_min"] = float(np.percentile(x, 95) / 60)
         self.ats_day = []
         self.counts = dict.fromkeys(self.counts, 0)
         return out

@@ -321,3 +321,14 @@ def test_learner_trains_the_ihm_task_on_a_driver_style_tick():
     assert np.isfinite(st["ihm.loss"]) and st["ihm.samples"] == len(batch["user_id"])
     w = learner.weights()["ihm"]
     assert int(w["meta.steps"]) == learner.extra_tasks[0].steps > 0
+
+
+def test_a_like_seen_after_a_later_inference_of_its_item_is_late_and_reported_apart():
+    p = _policy(rate_limit_s=300)
+    _feedback(p, [7], [2], [T0 + 500])  # inferred at 500
+    _feedback(p, [8], [2], [T0 + 100])  # round order: an earlier like arrives later; queued for 800
+    _feedback(p, [5], [3], [T0 + 900], like=False)
+    d = p.end_day(T0 + DAY)
+    assert d["ihm.late"] == 1 and d["ihm.ats_samples"] == 2
+    assert d["ihm.ats_p95_min"] == pytest.approx(np.percentile([0, 700], 95) / 60)
+    assert d["ihm.ats_ontime_p95_min"] == 0.0 and d["ihm.run.ats_ontime_p50_min"] == 0.0

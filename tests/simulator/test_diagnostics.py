@@ -28,6 +28,14 @@ def test_summary_pools_hit_rates_by_pairs_sums_bins_and_averages_the_rest():
     assert m["|M_u|"].to_list() == ["0", "1+"] and m["actual"].to_list() == [10.0, 5.0]
 
 
+def test_cumulative_run_values_are_taken_from_the_last_day_that_reported_them():
+    diag = pl.DataFrame({"day": [0.0, 1.0, 2.0], "ihm.ats_p95_min": [1.0, 3.0, None],
+                         "ihm.run.ats_p95_min": [1.0, 2.5, None], "ihm.run.ats_samples": [10.0, 30.0, 30.0]})
+    s = summarise(diag)
+    assert s["ihm.ats_p95_min"] == 2.0  # daily values: the mean over the days
+    assert s["ihm.run.ats_p95_min"] == 2.5 and s["ihm.run.ats_samples"] == 30.0  # pooled so far: the last value
+
+
 def test_ladder_markdown_marks_significant_steps():
     lad = pl.DataFrame({"metric": ["dac", "dac"], "arm": ["v1", "v2"], "baseline": ["base", "v1"],
                         "control_value": [1.0, 1.1], "arm_value": [1.1, 1.1], "lift": [0.1, 0.0],

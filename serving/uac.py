@@ -53,8 +53,8 @@ class ActivityPredictor:
             raise ValueError("ActivityPredictor.fit needs at least two observed days")
         X = np.concatenate([activity_features(visits, interactions, d - 1, weekday_of_day0) for d in range(1, last_day + 1)])
         y = np.concatenate([visits[:, d] for d in range(1, last_day + 1)]).astype(np.int32)
-        if y.min() == y.max():
-            self.model = float(y[0])  # a constant history: predict it
+        if y.size == 0 or y.min() == y.max():
+            self.model = float(y[0]) if y.size else 0.0  # a constant (or empty) history: predict it
             return self
         self.model = lgb.LGBMClassifier(n_estimators=self.n_estimators, num_leaves=15, learning_rate=0.1,
                                         random_state=self.seed, n_jobs=1, deterministic=True, force_row_wise=True,

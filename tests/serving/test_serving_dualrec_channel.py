@@ -174,3 +174,12 @@ def test_without_the_store_users_pile_up_matches_beyond_the_cap():
         counts[use_store] = p.channels[0].store.cache.size(T0 + DAY + 100)
     assert counts[True].max() == 0  # the store: no active user, no match
     assert counts[False].max() == 5 > 2  # no store: every item to every user, past N
+
+
+def test_days_without_any_user_are_fine():
+    p = _policy()
+    _upload(p, np.arange(5), T0 - DAY)
+    for d in range(1, 4):  # nobody ever visits this arm
+        diag = p.end_day(T0 + d * DAY)
+        assert diag["dualrec.active_share"] == 0.0
+    assert _upload(p, [50], T0 + 3 * DAY + 1) == {}

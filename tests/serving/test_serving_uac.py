@@ -71,3 +71,11 @@ def test_activity_model_learns_weekly_and_heterogeneous_users():
     hit_active = truth[model.active(visits, inter, day=D - 2)].mean()
     assert hit_active > truth.mean() + 0.2  # users it calls active visit far more often than users overall
     assert prob[p == 0.95].mean() > prob[p == 0.05].mean() + 0.5
+
+
+def test_activity_model_without_users_or_with_a_constant_history():
+    empty = np.zeros((0, 3), int)
+    m = ActivityPredictor().fit(empty, empty, last_day=2)
+    assert m.active(empty, empty, day=2).shape == (0,)
+    ones = np.ones((4, 3), int)
+    assert ActivityPredictor().fit(ones, ones, last_day=2).active(ones, ones, day=2).all()

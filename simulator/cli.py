@@ -35,12 +35,14 @@ def simulate(
     http: bool = typer.Option(False, help="also expose the arms over HTTP (FastAPI ingress on 127.0.0.1)"),
     run_root: str = typer.Option("coldsim_runs", help="where run directories (log partitions, checkpoints) go"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    replicates: int = typer.Option(1, min=1, help="run the scenario with this many consecutive seeds and pool the "
+                                   "lifts over seeds (t interval): training variance between arms included"),
 ):
     """Run a scenario and print arms vs control with lifts and confidence intervals."""
     if ctx.invoked_subcommand is not None:
         return
     from scenarios import get_scenario
-    from simulator.session import RunOptions, options_of_run, run_offline, run_scenario
+    from simulator.session import RunOptions, options_of_run, run_offline, run_replicates, run_scenario
     from simulator.tracking import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -64,6 +66,19 @@ def simulate(
             console.print(f"{off.summary}\n{off.wall_s:.1f}s")
             if off.parent_run_id:
                 console.print(f"MLflow: parent run [cyan]{off.parent_run_id}[/] at {tracking_uri}")
+            return
+        if replicates > 1:
+            if resume:
+                raise ValueError("--replicates cannot be combined with --resume (resume each replicate's run instead)")
+            rep = run_replicates(sc, opts, replicates, tracking_uri=tracking_uri,
+                                 progress_factory=_progress if progress else None)
+            for seed, run in zip(rep.seeds, rep.runs):
+                console.print(f"seed {seed}: {run.result.events:,} simulated exposures in {run.wall_s:.1f}s"
+                              + (f", MLflow parent run {run.parent_run_id}" if run.parent_run_id else ""))
+            console.print(f"[bold]lifts over control '{sc.control}' pooled over {replicates} seeds[/]")
+            console.print(rep.markdown)
+            if rep.parent_run_id:
+                console.print(f"MLflow: pooled table in run [cyan]{rep.parent_run_id}[/] at {tracking_uri}")
             return
         out = run_scenario(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None,
                            resume_run_id=resume)

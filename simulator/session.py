@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+import polars as pl
 
 from simulator.config import RuntimeKind, Scenario, SyntheticConfig
 from simulator.loop import Simulation, SimulationResult
@@ -221,7 +224,7 @@ def write_result_tables(result: SimulationResult, out: Path) -> Path:
 
 def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
                  progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None,
-                 before_shutdown=None) -> RunOutcome:
+                 before_shutdown=None, tags: dict[str, str] | None = None) -> RunOutcome:
     """Run (or resume) ``scenario``; records it in MLflow when ``tracking_uri`` is given.
 
     ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume);
@@ -252,7 +255,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
                 params = flatten_params(sc, exclude={"scales"})
                 params.update({"log": opts.log or "synthetic", "runtime": opts.runtime, "scale": opts.scale or "default"})
                 parent = tracker.start(sc.name, params, [a.name for a in sc.arms],
-                                       tags={RUN_DIR_TAG: str(run_dir.resolve()), OPTIONS_TAG: json.dumps(opts.__dict__)})
+                                       tags={RUN_DIR_TAG: str(run_dir.resolve()), OPTIONS_TAG: json.dumps(opts.__dict__),
+                                             **(tags or {})})
         if resume_run_id is not None:
             sim.restore_latest()
         if stop_after_day is not None:
@@ -280,6 +284,58 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
     finally:
         sim.runtime.shutdown()
     return RunOutcome(result=result, parent_run_id=parent, wall_s=time.perf_counter() - t_start)
+
+
+REPLICATE_GROUP_TAG = "coldsim.replicate_group"
+
+
+@dataclass
+class ReplicatesOutcome:
+    runs: list[RunOutcome]
+    seeds: list[int]
+    table: "object"  # polars DataFrame, simulator.replicates.aggregate_lifts
+    markdown: str
+    parent_run_id: str | None  # the MLflow run holding the pooled table
+
+
+def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
+                   tracking_uri: str | None = DEFAULT_TRACKING_URI, progress_factory=None) -> ReplicatesOutcome:
+    """Run ``scenario`` with ``replicates`` consecutive seeds (from ``opts.seed`` or the scenario's) and pool the
+    lifts over seeds (:mod:`simulator.replicates`). Each replicate is an ordinary run (MLflow parent run tagged
+    with the group id); the pooled table goes to one more run, ``<scenario>-replicates``."""
+    from simulator.replicates import aggregate_lifts, format_replicates_markdown
+
+    if replicates < 1:
+        raise ValueError(f"--replicates must be >= 1, got {replicates}")
+    if scenario.protocol != "ab":
+        raise ValueError(f"scenario '{scenario.name}' is an offline protocol; replicates apply to A/B runs")
+    base = opts.seed if opts.seed is not None else scenario.seed
+    seeds = [base + i for i in range(replicates)]
+    group = uuid.uuid4().hex[:12]
+    runs = [run_scenario(scenario, replace(opts, seed=s), tracking_uri, progress_factory,
+                         tags={REPLICATE_GROUP_TAG: group, "coldsim.replicate_seed": str(s)}) for s in seeds]
+    sc = resolve_scenario(scenario, opts)
+    table = aggregate_lifts([r.result.comparison for r in runs], sc.metrics.ci_level)
+    md = format_replicates_markdown(table, seeds, sc.metrics.ci_level)
+    parent = None
+    if tracking_uri is not None:
+        from simulator.tracking import RunTracker
+
+        tracker = RunTracker(tracking_uri, opts.experiment)
+        arms = sorted(set(table["arm"].to_list()))
+        parent = tracker.start(f"{sc.name}-replicates", {"replicates": replicates, "seeds": ",".join(map(str, seeds)),
+                                                         "scenario": sc.name, "scale": opts.scale or "default"},
+                               arms, tags={REPLICATE_GROUP_TAG: group})
+        per_arm = {a: {} for a in arms}
+        for r in table.iter_rows(named=True):
+            for k in ("mean_lift", "ci_low", "ci_high", "sign_agreement"):
+                if r[k] is not None and np.isfinite(r[k]):
+                    per_arm[r["arm"]][f"{r['metric']}.{k}"] = r[k]
+        tracker.finish_tables(per_arm, {"replicates": float(replicates)},
+                              {"replicates.md": md, "replicates.csv": table.with_columns(
+                                  pl.col("lifts").list.eval(pl.element().round(6)).cast(pl.List(pl.String))
+                                  .list.join(" ")).write_csv()})
+    return ReplicatesOutcome(runs=runs, seeds=seeds, table=table, markdown=md, parent_run_id=parent)
 
 
 def options_of_run(tracking_uri: str, run_id: str) -> RunOptions:

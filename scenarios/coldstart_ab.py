@@ -8,11 +8,14 @@ cold-start strategy is an arm of its own: ``next_user`` adds the Next-User Retri
 publications); ``dualrec_v5`` is DualRec with UAC (papers/dualrec_creator_side.txt: every uploaded
 item matched to 200 available users, boosted combined ranking under a 2% exposure budget; the paper
 reports ExpoReach gains at every version and +2.9% DAC after 21 days; ``dualrec_ladder`` runs
-its versions). IHM joins here as it lands. ``boost_ab`` compares base with a stronger new-item
-boost instead.
+its versions); ``ihm`` adds the Item History Model channel (papers/item_history_model_ihm.txt: cold
+items' inductive embeddings re-inferred on every like under a 5-minute rate limit, weights frozen after
+2 days; the paper reports gains on fresh and tail content and a 15-minute action-to-serving latency;
+``ihm_ab`` runs its ablations). Each arm has a quarter of the creators and users. ``boost_ab``
+compares base with a stronger new-item boost instead.
 """
 
-from simulator.config import ArmSpec, DualRecSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(
@@ -29,9 +32,10 @@ SCENARIO = Scenario(
     name="coldstart_ab",
     description="Base user-side recommender (control) vs the cold-start strategies, co-diverted by creator and user.",
     arms=[
-        ArmSpec(name="base", kind="base", share=1 / 3),
-        ArmSpec(name="next_user", kind="next_user", share=1 / 3, next_user=NextUserSpec()),
-        ArmSpec(name="dualrec_v5", kind="dualrec", share=1 / 3, dualrec=DualRecSpec.for_version(5)),
+        ArmSpec(name="base", kind="base", share=0.25),
+        ArmSpec(name="next_user", kind="next_user", share=0.25, next_user=NextUserSpec()),
+        ArmSpec(name="dualrec_v5", kind="dualrec", share=0.25, dualrec=DualRecSpec.for_version(5)),
+        ArmSpec(name="ihm", kind="ihm", share=0.25, ihm=IHMArmSpec()),
     ],
     control="base",
     days=14,

@@ -45,4 +45,4 @@ def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):
     assert res.exit_code == 0, res.output
     assert "expo_reach_5" in res.output and "simulated exposures" in res.output
     runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("coldsim").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["base", "coldstart_ab", "dualrec_v5", "next_user"]
+    assert sorted(r.info.run_name for r in runs) == ["base", "coldstart_ab", "dualrec_v5", "ihm", "next_user"]

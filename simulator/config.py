@@ -171,8 +171,10 @@ class IHMArmSpec(_Frozen):
     k: int = Field(40, ge=1, description="candidates the ihm channel adds per request")
     cold_max_exposures: int = Field(200, ge=1, description="items under this many exposures are in the channel's index")
     cold_max_age_hours: float = Field(72.0, gt=0, description="... and younger than this")
-    max_train_samples: int = Field(8192, ge=16, description="positives trained on per tick (a random subset beyond that)")
-    train_batch_size: int = Field(256, ge=8, description="positives per optimiser step (in-batch negatives)")
+    replay_size: int = Field(8192, ge=0, description="the latest logged positives kept for training (0: the tick's only)")
+    max_train_samples: int = Field(4096, ge=16, description="positives drawn from the replay buffer per tick")
+    train_epochs: int = Field(4, ge=1, description="passes over them per tick")
+    train_batch_size: int = Field(128, ge=8, description="positives per optimiser step (in-batch negatives)")
     lr: float = Field(1e-3, gt=0)
     model: IHMSpec = Field(IHMSpec(seq_len=20), description="towers; the user tower reads the user's last seq_len "
                            "positives (20 online: they are feature-logged with every exposure)")
@@ -201,7 +203,9 @@ class ModelConfig(_Frozen):
 class TrainConfig(_Frozen):
     """The online learning loop (one long-lived Ray TorchTrainer per run)."""
 
-    batch_size: int = Field(2048, ge=8)
+    batch_size: int = Field(256, ge=8, description="minibatch of the online updates: a tick of a few thousand exposures "
+                            "per arm must still give tens of optimiser steps (at 2,048 the user-side ranker stayed at "
+                            "chance for most of a run, docs/performance.md)")
     lr: float = Field(3e-3, gt=0)
     epochs_per_tick: int = Field(1, ge=1)
     publish_delay_ticks: int = Field(1, ge=0, description="ticks between the end of a training tick and serving its weights")

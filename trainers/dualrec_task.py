@@ -49,7 +49,7 @@ class DualRecTask:
                  auc_table: bool = False):
         torch.manual_seed(seed)
         self.two_tower = TwoTower(tt_cfg)
-        self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr)
+        self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr, fused=True)
         self.main = variant_name(sa_ef, sa_ef)
         combos = [(sa, ef) for sa in (False, True) for ef in (False, True)] if auc_table else [(sa_ef, sa_ef)]
         self.rankers: dict[str, CreatorRanker] = {}
@@ -58,7 +58,7 @@ class DualRecTask:
             name = variant_name(sa, ef)
             self.rankers[name] = CreatorRanker(CreatorRankerConfig(**{**rk_cfg.__dict__, "extra_features": ef}))
             self.sa[name] = sa
-        self.opt_rk = {k: torch.optim.Adam(m.parameters(), lr=lr) for k, m in self.rankers.items()}
+        self.opt_rk = {k: torch.optim.Adam(m.parameters(), lr=lr, fused=True) for k, m in self.rankers.items()}
         self.batch_size = batch_size
         self.negatives = negatives
         self.temperature = temperature

@@ -47,8 +47,10 @@ class OnlineLearner:
         torch.manual_seed(seed)
         self.two_tower = TwoTower(tt_cfg)
         self.ranker = Ranker(rk_cfg)
-        self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr)
-        self.opt_rk = torch.optim.Adam(self.ranker.parameters(), lr=lr)
+        # fused Adam: one kernel over every parameter; the dense step over the hashed-id tables dominated a
+        # minibatch (docs/performance.md, "Training throughput")
+        self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr, fused=True)
+        self.opt_rk = torch.optim.Adam(self.ranker.parameters(), lr=lr, fused=True)
         self.batch_size = batch_size
         self.temperature = temperature
         self.epochs = epochs

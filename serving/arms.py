@@ -139,7 +139,8 @@ def ihm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> lis
     """The IHM task starts from the serving channel's weights (same seed)."""
     ih, item, user = ihm_configs(spec, ctx)
     return [IHMTask(item, user, tau=ih.model.tau, lr=ih.lr, batch_size=ih.train_batch_size, seed=ctx.seed + 5,
-                    max_samples=ih.max_train_samples, train_days=ih.train_days, periodic_retrain=ih.periodic_retrain)]
+                    max_samples=ih.max_train_samples, train_days=ih.train_days, periodic_retrain=ih.periodic_retrain,
+                    epochs=ih.train_epochs, replay_size=ih.replay_size)]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,13 @@ positive items at request time (``ihm_useq_*``, ``ihm_ulen``; ``ihm_ulen = -1`` 
 are not samples) and the request's day (``ihm_day``).
 
 Loss: the two-tower retrieval loss of :mod:`trainers.ihm_task`, in-batch sampled softmax with logQ
-correction (q = each item's share of the tick's positives), the SASRec user tower over E_S of the
+correction (q = each item's share of the positives trained on), the SASRec user tower over E_S of the
 user's items against the IHM item tower on the item's features and history.
+
+A tick holds few positives (tens to a few thousand per arm), so the task keeps the last
+``replay_size`` of them and each tick makes ``epochs`` passes over up to ``max_samples`` drawn from
+that buffer: by the end of the training days the model has seen them all several times, as a
+"train once" checkpoint would.
 
 Inductive serving (paper section 4): the weights train during the arm's first ``train_days`` days
 (counted from the first day it logs) and then freeze; after that ``train`` returns at once and
@@ -29,6 +34,9 @@ POSITIVE_COLS = (0, 1)  # like, comment
 USER_SEQ_KEYS = {"item_id": "ihm_useq", "creator_id": "ihm_useq_creator", "category": "ihm_useq_cat",
                  "item_dense": "ihm_useq_dense"}
 """User-tower input key -> the logged batch column holding it."""
+TRAIN_KEYS = ("item_id", "creator_id", "category", "item_dense", "ihm_hist", "ihm_hlen", *USER_SEQ_KEYS.values(),
+              "ihm_ulen")
+"""The columns of a positive the task trains on (and keeps in its replay buffer)."""
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -42,7 +50,8 @@ class IHMTask:
     name = "ihm"
 
     def __init__(self, item_cfg: IHMConfig, user_cfg: SASRecConfig, tau: float, lr: float, batch_size: int,
-                 seed: int, max_samples: int, train_days: int, periodic_retrain: bool):
+                 seed: int, max_samples: int, train_days: int, periodic_retrain: bool, epochs: int = 1,
+                 replay_size: int = 0):
         torch.manual_seed(seed)
         self.item_tower = ItemHistoryModel(item_cfg)
         self.user_tower = SASRecUserTower(user_cfg, self.item_tower.static)
@@ -53,6 +62,9 @@ class IHMTask:
         self.max_samples = max_samples
         self.train_days = train_days
         self.periodic_retrain = periodic_retrain
+        self.epochs = epochs
+        self.replay_size = replay_size
+        self.replay: dict[str, np.ndarray] = {}  # the latest logged positives (TRAIN_KEYS), oldest first
         self.first_day: int | None = None
         self.steps = 0  # optimiser steps so far: the weights' version as the channel sees it
 
@@ -67,6 +79,16 @@ class IHMTask:
         if len(pos) > max_samples:
             pos = np.sort(pos[torch.randperm(len(pos), generator=g)[:max_samples].numpy()])
         return pos
+
+    def _remember(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The tick's positives joined to the replay buffer (the last ``replay_size`` kept); returns what to train on."""
+        new = {k: batch[k][rows] for k in TRAIN_KEYS}
+        if self.replay_size <= 0:
+            return new
+        if self.replay:
+            new = {k: np.concatenate([self.replay[k], v]) for k, v in new.items()}
+        self.replay = {k: v[-self.replay_size :] for k, v in new.items()}
+        return self.replay
 
     def train(self, batch: dict[str, np.ndarray], tick_seed: int) -> dict[str, float]:
         if "ihm_day" not in batch or len(batch["ihm_day"]) == 0:
@@ -83,35 +105,41 @@ class IHMTask:
             return self._train(batch, torch.Generator().manual_seed(tick_seed))
 
     def _train(self, batch: dict[str, np.ndarray], g: torch.Generator) -> dict[str, float]:
-        rows = self.select(batch, self.max_samples, g)
+        new = self.select(batch, self.max_samples, g)
+        data = self._remember(batch, new)
+        n = len(data["item_id"])
+        rows = np.arange(n)
+        if n > self.max_samples:
+            rows = np.sort(torch.randperm(n, generator=g)[: self.max_samples].numpy())
         if len(rows) < 2:
-            return {"samples": float(len(rows)), "frozen": 0.0}
-        seq = {k: _t(batch[col][rows]) for k, col in USER_SEQ_KEYS.items()}
-        seq["seq_len"] = _t(batch["ihm_ulen"][rows])
-        item = {k: _t(batch[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
-        item["hist_users"] = _t(batch["ihm_hist"][rows])
-        item["hist_len"] = _t(np.maximum(batch["ihm_hlen"][rows], 0))
-        _, inv, counts = np.unique(batch["item_id"][rows], return_inverse=True, return_counts=True)
+            return {"samples": float(len(new)), "trained": float(len(rows)), "frozen": 0.0}
+        seq = {k: _t(data[col][rows]) for k, col in USER_SEQ_KEYS.items()}
+        seq["seq_len"] = _t(data["ihm_ulen"][rows])
+        item = {k: _t(data[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
+        item["hist_users"] = _t(data["ihm_hist"][rows])
+        item["hist_len"] = _t(np.maximum(data["ihm_hlen"][rows], 0))
+        _, inv, counts = np.unique(data["item_id"][rows], return_inverse=True, return_counts=True)
         key = torch.from_numpy(inv.astype(np.int64))  # (P,) item identity for the accidental-hit mask
         log_q = torch.from_numpy(np.log(counts[inv] / len(rows)).astype(np.float32))  # (P,)
         self.item_tower.train()
         self.user_tower.train()
         losses = []
-        perm = torch.randperm(len(rows), generator=g)
-        for s in range(0, len(rows), self.batch_size):
-            idx = perm[s : s + self.batch_size]
-            if len(idx) < 2:
-                continue
-            u = self.user_tower({k: v[idx] for k, v in seq.items()})  # (B, d)
-            v = self.item_tower({k: t[idx] for k, t in item.items()})  # (B, d)
-            loss = sampled_softmax_logq(u, v, key[idx], log_q[idx], self.tau)
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            self.steps += 1
-            losses.append(float(loss.detach()))
-        return {"loss": float(np.mean(losses)) if losses else float("nan"), "samples": float(len(rows)),
-                "frozen": 0.0}
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(rows), generator=g)
+            for s in range(0, len(rows), self.batch_size):
+                idx = perm[s : s + self.batch_size]
+                if len(idx) < 2:
+                    continue
+                u = self.user_tower({k: v[idx] for k, v in seq.items()})  # (B, d)
+                v = self.item_tower({k: t[idx] for k, t in item.items()})  # (B, d)
+                loss = sampled_softmax_logq(u, v, key[idx], log_q[idx], self.tau)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                self.steps += 1
+                losses.append(float(loss.detach()))
+        return {"loss": float(np.mean(losses)) if losses else float("nan"), "samples": float(len(new)),
+                "trained": float(len(rows)), "frozen": 0.0}
 
     def weights(self) -> dict[str, np.ndarray]:
         w = {f"item.{k}": v.detach().numpy().copy() for k, v in self.item_tower.state_dict().items()}
@@ -121,13 +149,13 @@ class IHMTask:
 
     def state(self) -> dict:
         return {"item": self.item_tower.state_dict(), "user": self.user_tower.state_dict(), "opt": self.opt.state_dict(),
-                "first_day": self.first_day, "steps": self.steps}
+                "first_day": self.first_day, "steps": self.steps, "replay": self.replay}
 
     def load_state(self, st: dict) -> None:
         self.item_tower.load_state_dict(st["item"])
         self.user_tower.load_state_dict(st["user"])
         self.opt.load_state_dict(st["opt"])
-        self.first_day, self.steps = st["first_day"], st["steps"]
+        self.first_day, self.steps, self.replay = st["first_day"], st["steps"], st["replay"]
 
 
 def split_weights(w: dict[str, np.ndarray]) -> tuple[dict, dict, int]:

@@ -77,3 +77,15 @@ def test_weights_and_state_round_trip():
     assert (b.first_day, b.steps) == (a.first_day, a.steps)
     sa, sb = a.train(_batch(seed=2), 5), b.train(_batch(seed=2), 5)
     assert sa == sb
+
+
+def test_replay_buffer_keeps_the_latest_positives_and_trains_on_them_each_tick():
+    task = _task(replay_size=30, epochs=3, max_samples=25, batch_size=8)
+    st = task.train(_batch(n=40, seed=0), 0)  # 20 positives
+    assert (st["samples"], st["trained"]) == (20.0, 20.0) and len(task.replay["item_id"]) == 20
+    steps = task.steps
+    assert steps == 3 * 3  # 3 epochs of ceil(20 / 8) minibatches
+    b = _batch(n=40, seed=1)
+    st = task.train(b, 1)
+    assert len(task.replay["item_id"]) == 30 and st["trained"] == 25.0  # capped buffer; a draw of max_samples
+    np.testing.assert_array_equal(task.replay["item_id"][-20:], b["item_id"][b["labels"][:, 0]])  # newest last

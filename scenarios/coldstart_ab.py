@@ -12,7 +12,8 @@ its versions); ``ihm`` adds the Item History Model channel (papers/item_history_
 items' inductive embeddings re-inferred on every like under a 5-minute rate limit, weights frozen after
 2 days; the paper reports gains on fresh and tail content and a 15-minute action-to-serving latency;
 ``ihm_ab`` runs its ablations). Each arm has a quarter of the creators and users. ``boost_ab``
-compares base with a stronger new-item boost instead.
+compares base with a stronger new-item boost instead. Every arm trains its own models and their
+learning differs between runs: read effects over seeds, ``simulate --scenario coldstart_ab --replicates 3``.
 """
 
 from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig

@@ -13,18 +13,8 @@ under each IHM arm (``ihm.ats_p50_min``, ``ihm.ats_p95_min``; run-level ``overal
 minutes for ``ihm`` (the paper reports 15 minutes end to end), about half a day for ``ihm_daily``.
 """
 
-from simulator.config import ArmSpec, IHMArmSpec, Scenario, ScaleConfig, SyntheticConfig
-
-SCALES = {
-    "tiny": ScaleConfig(
-        synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3, mean_daily_visit_prob=0.3),
-        ticks_per_day=2, expo_k=[5, 20, 50], train_batch_size=512,
-    ),
-    "small": ScaleConfig(
-        synthetic=SyntheticConfig(n_users=5_000, n_creators=500, days=7),
-        expo_k=[10, 30, 100],
-    ),
-}
+from simulator.config import ArmSpec, IHMArmSpec, Scenario, SyntheticConfig
+from scenarios.coldstart_ab import SCALES  # the same tiny / small sizes
 
 SCENARIO = Scenario(
     name="ihm_ab",

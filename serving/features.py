@@ -15,7 +15,8 @@ SEQ_EVENTS = (0, 1)  # like, comment: the positive interactions that extend an i
 INTERACTION_COLS = (0, 1, 2)  # like, comment, follow
 
 
-def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+def grow_rows(a: np.ndarray, n: int, fill=0) -> np.ndarray:
+    """``a`` with at least ``n`` rows (new rows = ``fill``), reallocated geometrically: amortised O(1) per row."""
     if len(a) >= n:
         return a
     new = np.full((max(n, 2 * len(a), 64),) + a.shape[1:], fill, dtype=a.dtype)
@@ -86,10 +87,10 @@ class FeatureStore:
             new = ~known
             for name in ("item_creator", "item_upload_ts", "item_category", "item_expo", "item_inter",
                          "item_recent", "item_seq_count"):
-                setattr(self, name, _grow(getattr(self, name), n))
-            self.item_dense = _grow(self.item_dense, n)
-            self.item_seq = _grow(self.item_seq, n, fill=-1)
-            self.item_seq_ts = _grow(self.item_seq_ts, n)
+                setattr(self, name, grow_rows(getattr(self, name), n))
+            self.item_dense = grow_rows(self.item_dense, n)
+            self.item_seq = grow_rows(self.item_seq, n, fill=-1)
+            self.item_seq_ts = grow_rows(self.item_seq_ts, n)
             r = rows[new]
             self.item_creator[r] = np.asarray(creator_ids, np.int64)[new]
             self.item_upload_ts[r] = np.asarray(upload_ts, np.int64)[new]
@@ -114,8 +115,8 @@ class FeatureStore:
         rows = self.users.add(np.asarray(user_ids, np.int64))
         n = len(self.users)
         for name in ("user_requests", "user_expo", "user_inter", "user_seq_count"):
-            setattr(self, name, _grow(getattr(self, name), n))
-        self.user_seq = _grow(self.user_seq, n, fill=-1)
+            setattr(self, name, grow_rows(getattr(self, name), n))
+        self.user_seq = grow_rows(self.user_seq, n, fill=-1)
         return rows
 
     def user_dense(self, rows: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch
 from simulator.config import DualRecSpec
 from simulator.schema import RESPONSE_TYPES, SECONDS_PER_DAY
 from serving.dualrec import budget_mask, combined_scores, integrate_scores
+from serving.features import grow_rows
 from serving.index import ANNIndex
 from serving.stack import RequestContext
 from serving.uac import ActivityPredictor, AvailableUserStore, MatchingCache
@@ -42,14 +43,6 @@ CONTENT_NEIGHBOURS = 50  # content neighbours fetched per item before keeping th
 NO_STORE_CAP = 256  # slots per user when the store is ablated (M_u is then bounded only by this)
 MSIZE_BINS = (0, 1, 2, 3, 6, 11, 21, 51)  # |M_u| histogram bins: 0, 1, 2, 3-5, 6-10, 11-20, 21-50, 51+
 ITEM_CHUNK = 64
-
-
-def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
-    if len(a) >= n:
-        return a
-    new = np.full((max(n, 2 * len(a), 64),) + a.shape[1:], fill, dtype=a.dtype)
-    new[: len(a)] = a
-    return new
 
 
 def _dedupe_rows(c: np.ndarray) -> np.ndarray:
@@ -239,8 +232,8 @@ class DualRecChannel:
 
     def on_upload(self, policy, rows: np.ndarray) -> dict[int, list[int]]:
         s = policy.store
-        self.sim_items = _grow(self.sim_items, s.n_items, fill=-1)
-        self.user_retrieved = _grow(self.user_retrieved, s.n_items)
+        self.sim_items = grow_rows(self.sim_items, s.n_items, fill=-1)
+        self.user_retrieved = grow_rows(self.user_retrieved, s.n_items)
         if len(rows) == 0:
             return {}
         up = s.item_upload_ts[rows]
@@ -289,7 +282,7 @@ class DualRecChannel:
         """M_u of each requesting user (unexpired matches); also records the visit for the activity model."""
         s = ctx.policy.store
         n_users = len(s.users)
-        self.today = _grow(self.today, n_users)
+        self.today = grow_rows(self.today, n_users)
         self.today[ctx.user_rows] = 1
         if ctx.n:
             self.clock = max(self.clock, int(ctx.ts.max()))
@@ -313,8 +306,7 @@ class DualRecChannel:
         valid = valid & budget_mask(np.where(valid, score, -np.inf), from_cache, self.slate_size, self.spec.budget)
         # user-side retrieval coverage of today's new items (Fig. 8)
         other = valid & ~mine
-        self.user_retrieved = _grow(self.user_retrieved, policy.store.n_items)
-        self.user_retrieved[cand[other], 0] = True
+        self.user_retrieved[cand[other], 0] = True  # (grown with the store in on_upload)
         if "two_tower" in policy.channel_names:
             self.user_retrieved[cand[valid & (chan == policy.channel_names.index("two_tower"))], 1] = True
         return score, valid
@@ -335,7 +327,6 @@ class DualRecChannel:
             return {"dr_recent": np.full((n, S, self.spec.recent_users), -1, np.int64),
                     "dr_sim": np.zeros((n, S, 2), np.float32)}
         flat = rows.reshape(-1)
-        self.sim_items = _grow(self.sim_items, policy.store.n_items, fill=-1)
         return {"dr_recent": self.recent_users(policy, flat).reshape(n, S, -1),
                 "dr_sim": self.sim_dense(policy, flat).reshape(n, S, -1)}
 
@@ -353,8 +344,8 @@ class DualRecChannel:
             self.first_day = day
         d = day - self.first_day
         # 1. today's visits and interactions join the history
-        self.today = _grow(self.today, U)
-        self.inter_at_day_start = _grow(self.inter_at_day_start, U)
+        self.today = grow_rows(self.today, U)
+        self.inter_at_day_start = grow_rows(self.inter_at_day_start, U)
         visits = np.zeros((U, d + 1), np.uint8)
         inter = np.zeros((U, d + 1), np.float32)
         visits[: len(self.visits), : self.visits.shape[1]] = self.visits

@@ -46,6 +46,7 @@ import torch
 
 from simulator.config import IHMArmSpec
 from simulator.schema import SECONDS_PER_DAY
+from serving.features import grow_rows
 from serving.index import ANNIndex
 from serving.stack import RequestContext
 from trainers.ihm_online_task import split_weights
@@ -55,14 +56,6 @@ from trainers.models.sasrec import SASRecConfig, SASRecUserTower
 NEVER = np.iinfo(np.int64).min // 4  # "no time": never inferred / nothing queued
 CHUNK = 4096
 OVERFETCH = 2  # index neighbours fetched per candidate kept (items that stopped being cold are skipped)
-
-
-def _grow(a: np.ndarray, n: int, fill=0) -> np.ndarray:
-    if len(a) >= n:
-        return a
-    new = np.full((max(n, 2 * len(a), 64),) + a.shape[1:], fill, dtype=a.dtype)
-    new[: len(a)] = a
-    return new
 
 
 def _last(seq: np.ndarray, length: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +108,12 @@ class IHMChannel:
 
     # ------------------------------------------------------------------ helpers
     def _grow_items(self, n: int) -> None:
-        self.kv_vec = _grow(self.kv_vec, n)
-        self.kv_ts = _grow(self.kv_ts, n, NEVER)
-        self.last_infer = _grow(self.last_infer, n, NEVER)
-        self.due = _grow(self.due, n, NEVER)
-        self.expo_seen = _grow(self.expo_seen, n)
-        self.seq_seen = _grow(self.seq_seen, n)
+        self.kv_vec = grow_rows(self.kv_vec, n)
+        self.kv_ts = grow_rows(self.kv_ts, n, NEVER)
+        self.last_infer = grow_rows(self.last_infer, n, NEVER)
+        self.due = grow_rows(self.due, n, NEVER)
+        self.expo_seen = grow_rows(self.expo_seen, n)
+        self.seq_seen = grow_rows(self.seq_seen, n)
 
     def _tick(self, now: int) -> None:
         self.clock = max(self.clock, int(now))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulator.config import Scenario
+from scenarios.aa import SCENARIO as AA
 from scenarios.boost_ab import SCENARIO as BOOST_AB
 from scenarios.coldstart_ab import SCENARIO as COLDSTART_AB
 from scenarios.ihm_ab import SCENARIO as IHM_AB
@@ -11,7 +12,7 @@ from scenarios.dualrec_ladder import SCENARIO as DUALREC_LADDER
 from scenarios.next_user_ablation import SCENARIO as NEXT_USER_ABLATION
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (COLDSTART_AB, DUALREC_LADDER, NEXT_USER_ABLATION, BOOST_AB, IHM_DECAY,
-                                                  IHM_AB)}
+                                                  IHM_AB, AA)}
 
 
 def get_scenario(name: str) -> Scenario:

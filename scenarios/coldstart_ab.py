@@ -12,8 +12,10 @@ its versions); ``ihm`` adds the Item History Model channel (papers/item_history_
 items' inductive embeddings re-inferred on every like under a 5-minute rate limit, weights frozen after
 2 days; the paper reports gains on fresh and tail content and a 15-minute action-to-serving latency;
 ``ihm_ab`` runs its ablations). Each arm has a quarter of the creators and users. ``boost_ab``
-compares base with a stronger new-item boost instead. Every arm trains its own models and their
-learning differs between runs: read effects over seeds, ``simulate --scenario coldstart_ab --replicates 3``.
+compares base with a stronger new-item boost instead. The user-side base models (two-tower, ranker)
+are shared: one learner on all arms' traffic serves every arm, so arms differ only by their strategy
+(``train.base_models``, docs/metrics.md). Read effects over seeds too:
+``simulate --scenario coldstart_ab --replicates 3``; ``simulate --scenario aa`` checks the read-out's calibration.
 """
 
 from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig
@@ -21,7 +23,7 @@ from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, Sce
 SCALES = {
     "tiny": ScaleConfig(
         synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3, mean_daily_visit_prob=0.3),
-        ticks_per_day=2, expo_k=[5, 20, 50], train_batch_size=512,
+        ticks_per_day=2, expo_k=[5, 20, 50], expo_window_days=1.0, train_batch_size=512,
     ),
     "small": ScaleConfig(
         synthetic=SyntheticConfig(n_users=5_000, n_creators=500, days=7),

@@ -16,7 +16,7 @@ from simulator.config import ArmSpec, DualRecSpec, Scenario, ScaleConfig, Synthe
 SCALES = {
     "tiny": ScaleConfig(
         synthetic=SyntheticConfig(n_users=1_800, n_creators=180, days=3, mean_daily_visit_prob=0.3),
-        ticks_per_day=2, expo_k=[5, 20, 50], train_batch_size=512,
+        ticks_per_day=2, expo_k=[5, 20, 50], expo_window_days=1.0, train_batch_size=512,
     ),
     "small": ScaleConfig(
         synthetic=SyntheticConfig(n_users=6_000, n_creators=600, days=7),

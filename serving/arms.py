@@ -34,6 +34,8 @@ class ArmContext:
     slate_size: int
     n_item_dense: int
     seed: int
+    shared_base: bool = False  # the base models are one learner's (TrainConfig.base_models != 'per_arm')
+    model_seed: int | None = None  # initial weights of the arm's base models (arm_context sets it)
 
 
 def model_configs(model: ModelConfig, n_item_dense: int) -> tuple[TwoTowerConfig, RankerConfig]:
@@ -55,7 +57,7 @@ def build_base(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     """The base arm: two-tower + fresh + popular channels, multi-task ranker, FairRec-like new-item boost."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
     return ArmPolicy(name=spec.name, stack=spec.stack, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk,
-                     seed=ctx.seed, channels=user_side_channels(spec))
+                     seed=ctx.seed, model_seed=ctx.model_seed, channels=user_side_channels(spec))
 
 
 def next_user_configs(spec: ArmSpec, ctx: ArmContext) -> tuple[NextUserSpec, NextUserConfig, NextUserLossConfig]:
@@ -76,7 +78,7 @@ def build_next_user(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     channel = NextUserChannel(nu, cfg, tt, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction, ef=st.hnsw_ef,
                               seed=ctx.seed + 1)
     return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
-                     channels=user_side_channels(spec) + [channel])
+                     model_seed=ctx.model_seed, channels=user_side_channels(spec) + [channel])
 
 
 def next_user_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
@@ -103,7 +105,7 @@ def build_dualrec(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     channel = DualRecChannel(dr, dtt, drk, ctx.slate_size, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction,
                              ef=st.hnsw_ef, seed=ctx.seed + 3)
     return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
-                     channels=[channel] + user_side_channels(spec))
+                     model_seed=ctx.model_seed, channels=[channel] + user_side_channels(spec))
 
 
 def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
@@ -132,7 +134,7 @@ def build_ihm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     channel = IHMChannel(ih, item, user, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction, ef=st.hnsw_ef,
                          seed=ctx.seed + 5)
     return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
-                     channels=user_side_channels(spec) + [channel])
+                     model_seed=ctx.model_seed, channels=user_side_channels(spec) + [channel])
 
 
 def ihm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
@@ -171,9 +173,17 @@ def arm_seed(base: int, arm_index: int) -> int:
     return int(np.random.SeedSequence([base, arm_index, 0xA12]).generate_state(1)[0])
 
 
+def base_model_seed(run_seed: int) -> int:
+    """The seed of the shared base models: the same for every arm, so all arms start from the same weights."""
+    return int(np.random.SeedSequence([run_seed, 0xBA5E]).generate_state(1)[0])
+
+
 def arm_context(ctx: ArmContext, arm_index: int) -> ArmContext:
-    return ArmContext(model=ctx.model, slate_size=ctx.slate_size, n_item_dense=ctx.n_item_dense,
-                      seed=arm_seed(ctx.seed, arm_index))
+    """The context of the arm at ``arm_index`` of a run whose context is ``ctx``: its own seed, and the initial
+    base-model weights either shared by every arm or its own."""
+    seed = arm_seed(ctx.seed, arm_index)
+    return ArmContext(model=ctx.model, slate_size=ctx.slate_size, n_item_dense=ctx.n_item_dense, seed=seed,
+                      shared_base=ctx.shared_base, model_seed=base_model_seed(ctx.seed) if ctx.shared_base else seed)
 
 
 def build_arm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:

@@ -103,9 +103,10 @@ class ArmPolicy:
     rk_cfg: RankerConfig
     seed: int
     channels: list = field(default_factory=list)
+    model_seed: int | None = None  # initial base-model weights (shared by every arm when the base models are); None: seed
 
     def __post_init__(self):
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed if self.model_seed is None else self.model_seed)
         self.store = FeatureStore(n_item_dense=self.tt_cfg.n_item_dense)
         self.two_tower = TwoTower(self.tt_cfg).eval()
         self.ranker = Ranker(self.rk_cfg).eval()

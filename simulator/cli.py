@@ -86,7 +86,8 @@ def simulate(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
     res = out.result
-    console.print(format_comparison_rich(res.comparison, res.scenario.control, res.scenario.metrics.ci_level))
+    console.print(format_comparison_rich(res.comparison, res.scenario.control, res.scenario.metrics.ci_level,
+                                         expo_k=res.expo_k))
     _print_strategy_tables(res)
     t = res.timings
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.items())

@@ -212,16 +212,63 @@ class TrainConfig(_Frozen):
     num_workers: int = Field(1, ge=1, le=1, description="Ray Train workers: one worker holds every arm's learner "
                              "(data-parallel training across workers is not implemented)")
     temperature: float = Field(0.1, gt=0)
+    base_models: Literal["shared", "control", "per_arm"] = Field(
+        "shared", description="the user-side base models (two-tower, multi-task ranker). 'shared': one learner "
+        "trained on the pooled traffic of all arms serves the same weights to every arm, and arms differ only by "
+        "their strategy (an industrial co-diverted test); 'control': the same, trained on the control arm's "
+        "traffic only (no treatment traffic reaches the base models); 'per_arm': every arm trains its own on its "
+        "own traffic from its own initialisation (arms then also differ in model quality by chance; "
+        "docs/metrics.md, 'Base models')")
 
 
 class MetricsConfig(_Frozen):
-    """Thresholds of the metrics (docs/metrics.md) and the bootstrap behind the confidence intervals."""
+    """Thresholds of the metrics (docs/metrics.md) and the bootstrap behind the confidence intervals.
 
-    expo_k: list[int] = Field(default_factory=lambda: [10, 50, 200])
+    ExpoReach thresholds are either fixed (``expo_k``, metrics ``expo_reach_<K>``) or derived from the
+    control arm after the run (``expo_k=None``: one per ``expo_quantiles``, metrics ``expo_reach_q<pct>``);
+    :func:`simulator.metrics.resolve_expo_k` fixes derived ones into ``expo_thresholds``.
+    """
+
+    expo_k: list[int] | None = Field(None, description="fixed ExpoReach thresholds; None = derived from the control arm")
+    expo_quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.9, 0.99], description="derived K_q: the "
+                                        "q-quantile of the control arm's per-item exposures within the window")
+    expo_k_min: int | None = Field(None, ge=1, description="floor of a derived K; None = the caller's default "
+                                   "(the simulation: the largest DualRec target count + 1)")
+    expo_window_days: float = Field(3.0, gt=0, description="an item counts its exposures within this many days "
+                                    "after upload; items whose window ends after the run are censored")
+    expo_thresholds: dict[str, int] | None = Field(None, description="resolved derived thresholds, metric name -> "
+                                                   "K; set by resolve_expo_k, not by hand")
     cold_age_hours: float = Field(24.0, gt=0)
     cold_max_exposures: int = Field(100, ge=1)
     bootstrap_samples: int = Field(500, ge=50)
+    bootstrap_two_way: bool = Field(True, description="sums over exposures resample users and creators together "
+                                    "(False: one side only, as the metric's unit)")
     ci_level: float = Field(0.95, gt=0, lt=1)
+
+    @field_validator("expo_k")
+    @classmethod
+    def _positive_unique_k(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(k < 1 for k in v) or len(set(v)) != len(v)):
+            raise ValueError(f"expo_k must be distinct integers >= 1, got {v}")
+        return v
+
+    @field_validator("expo_quantiles")
+    @classmethod
+    def _quantiles(cls, v: list[float]) -> list[float]:
+        if any(not 0 < q <= 1 for q in v) or len({round(q, 8) for q in v}) != len(v):
+            raise ValueError(f"expo_quantiles must be distinct values in (0, 1], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _resolved_thresholds(self) -> "MetricsConfig":
+        t = self.expo_thresholds
+        if t is not None:
+            if self.expo_k is not None:
+                raise ValueError("expo_thresholds resolves derived thresholds: it cannot be set with a fixed expo_k")
+            bad = {n: k for n, k in t.items() if not n.startswith("expo_reach_") or k < 1}
+            if bad:
+                raise ValueError(f"expo_thresholds maps 'expo_reach_*' names to K >= 1, got {bad}")
+        return self
 
 
 class ServeConfig(_Frozen):
@@ -239,6 +286,8 @@ class ScaleConfig(_Frozen):
     days: int | None = None
     ticks_per_day: int | None = Field(None, ge=1, le=96)
     expo_k: list[int] | None = None
+    expo_window_days: float | None = Field(None, gt=0, description="ExpoReach's age window at this scale (a run of a "
+                                           "few days needs a window shorter than the default's)")
     train_batch_size: int | None = Field(None, ge=8)
 
 
@@ -333,8 +382,9 @@ class Scenario(_Frozen):
         upd["days"] = s.days or s.synthetic.days
         if s.ticks_per_day:
             upd["ticks_per_day"] = s.ticks_per_day
-        if s.expo_k:
-            upd["metrics"] = self.metrics.model_copy(update={"expo_k": s.expo_k})
+        metrics = {k: v for k, v in (("expo_k", s.expo_k), ("expo_window_days", s.expo_window_days)) if v}
+        if metrics:
+            upd["metrics"] = self.metrics.model_copy(update=metrics)
         if s.train_batch_size:
             upd["train"] = self.train.model_copy(update={"batch_size": s.train_batch_size})
         return self._revalidated(upd)

@@ -24,11 +24,12 @@ from simulator.config import Scenario
 from simulator.creators import CreatorDynamics
 from simulator.diversion import HOLDOUT, CoDiversion
 from simulator.diagnostics import summarise
-from simulator.metrics import ArmData, compare_arms, daily_metrics, exposures_by_age, ladder_comparison, overall_metrics
+from simulator.metrics import (ArmData, compare_arms, daily_metrics, expo_thresholds, exposures_by_age, ladder_comparison,
+                               overall_metrics, resolve_expo_k)
 from simulator.replay import requests_of_day, tick_bounds, write_log
 from simulator.runtime import Runtime, RuntimeSpec
 from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
-from simulator.world import World, creator_reference
+from simulator.world import World, creator_covariates, creator_reference
 from serving.arms import ArmContext
 from trainers.learner import concat_batches
 
@@ -51,12 +52,21 @@ class ArmRun:
     visits: list[pl.DataFrame] = field(default_factory=list)
     ats: list[np.ndarray] = field(default_factory=list)
 
-    def data(self, share: float) -> ArmData:
+    def data(self, share: float, covariates: tuple[np.ndarray, np.ndarray] | None = None) -> ArmData:
+        """What the arm produced so far; ``covariates`` = (creator ids, (C, p) matrix) of
+        :func:`~simulator.world.creator_covariates`, aligned here to the arm's creators (0 for unknown ones)."""
         def cat(frames, schema):
             return pl.concat(frames) if frames else pl.from_arrow(schema.empty_table())
+        cov = None
+        if covariates is not None:
+            ids, matrix = covariates
+            pos = np.minimum(np.searchsorted(ids, self.creators), max(len(ids) - 1, 0))
+            found = (ids[pos] == self.creators) if len(ids) else np.zeros(len(self.creators), bool)
+            cov = np.zeros((len(self.creators), matrix.shape[1]))
+            cov[found] = matrix[pos[found]]
         return ArmData(name=self.name, exposures=cat(self.exposures, EXPOSURES_SCHEMA),
                        uploads=cat(self.uploads, UPLOADS_SCHEMA), visits=cat(self.visits, VISITS_SCHEMA),
-                       creators=self.creators, users=self.users, share=share)
+                       creators=self.creators, users=self.users, share=share, creator_covariates=cov)
 
 
 @dataclass
@@ -73,14 +83,17 @@ class SimulationResult:
     run_dir: Path
     diagnostics: dict[str, pl.DataFrame] = field(default_factory=dict)  # per arm, per day: strategy diagnostics, train.*
     ladder: pl.DataFrame | None = None  # each ladder arm over the one before it (scenario.ladder)
+    expo_k: dict[str, int] = field(default_factory=dict)  # ExpoReach metric name -> the K it used (derived or fixed)
 
 
 class Simulation:
     """Wires a scenario, a log, the world, the co-diversion and a runtime; ``run`` plays the days."""
 
     def __init__(self, scenario: Scenario, log: Log, runtime_factory: Callable[[RuntimeSpec], Runtime],
-                 run_dir: Path, tracker=None, progress: bool = True):
+                 run_dir: Path, tracker=None, progress: bool = True, checkpoints: bool = True):
+        """``checkpoints=False`` writes no daily checkpoint (a run that will never be resumed, e.g. A/A sweeps)."""
         self.sc = scenario
+        self.checkpoints = checkpoints
         self.log = log
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,8 +122,10 @@ class Simulation:
             self.arms.append(ArmRun(a.name, i, all_creators[m], users[u_arm == i], dyn))
         self.timings["setup"] += time.perf_counter() - t
         spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
+                           control=scenario.control,
                            arm_ctx=ArmContext(model=scenario.model, slate_size=self.S,
-                                              n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed))
+                                              n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed,
+                                              shared_base=scenario.train.base_models != "per_arm"))
         t = time.perf_counter()
         self.runtime = runtime_factory(spec)
         self.timings["runtime_start"] += time.perf_counter() - t
@@ -278,8 +293,11 @@ class Simulation:
             self.diagnostics[a.name].append(row)
         if self.tracker is not None:
             per_arm = {}
+            live = self.sc.metrics
+            if live.expo_k is None:  # derived K is known only at the end: results() has the ExpoReach curves
+                live = live.model_copy(update={"expo_k": []})
             for a in self.arms:
-                d = daily_metrics(a.data(self.arm_specs[a.index].share), self.sc.metrics, self.t0, day + 1)
+                d = daily_metrics(a.data(self.arm_specs[a.index].share), live, self.t0, day + 1)
                 row = d.filter(pl.col("day") == day).drop("day").row(0, named=True)
                 per_arm[a.name] = {k: float(v) for k, v in row.items()}
                 per_arm[a.name].update({k: v for k, v in self.diagnostics[a.name][-1].items() if k != "day"})
@@ -300,6 +318,8 @@ class Simulation:
 
     def _checkpoint(self, day: int) -> None:
         self._collect_all()
+        if not self.checkpoints:
+            return
         ck = self.run_dir / "checkpoints"
         ck.mkdir(exist_ok=True)
         for a in self.arms:
@@ -364,8 +384,11 @@ class Simulation:
 
     def results(self) -> SimulationResult:
         t = time.perf_counter()
-        m = self.sc.metrics
-        data = {a.name: a.data(self.arm_specs[a.index].share) for a in self.arms}
+        covariates = creator_covariates(self.log, self.t0, self.days)
+        data = {a.name: a.data(self.arm_specs[a.index].share, covariates) for a in self.arms}
+        targets = [s.dualrec.targets for s in self.arm_specs if s.dualrec is not None]
+        # derived K sits above the creator-side push (docs/metrics.md); a fixed expo_k resolves to itself
+        m = resolve_expo_k(data[self.sc.control], self.sc.metrics, self.t0, self.days, k_min=max(targets, default=0) + 1)
         daily = {k: daily_metrics(v, m, self.t0, self.days) for k, v in data.items()}
         overall = {k: overall_metrics(v, m, self.t0, self.days) for k, v in data.items()}
         for a in self.arms:
@@ -382,4 +405,4 @@ class Simulation:
         self.timings["metrics"] += time.perf_counter() - t
         return SimulationResult(scenario=self.sc, days=self.days, t0=self.t0, daily=daily, overall=overall,
                                 comparison=comparison, age=age, timings=dict(self.timings), events=self.n_events,
-                                run_dir=self.run_dir, diagnostics=diagnostics, ladder=ladder)
+                                run_dir=self.run_dir, diagnostics=diagnostics, ladder=ladder, expo_k=expo_thresholds(m))

@@ -1,17 +1,21 @@
 """Per-arm metrics of a co-diverted A/B run (ExpoReach-K, DAC, ...) and bootstrap lifts with CIs.
 
-Pure numpy/polars: no Ray or MLflow here. Reads only an arm's exposures, uploads and visits
-(:mod:`simulator.schema`) plus its bucket of creators and users. Definitions, the normalisation
-across arms of different shares and the bootstrap are written up in ``docs/metrics.md``.
+Pure numpy/polars (plus scipy.sparse for the two-way bootstrap): no Ray or MLflow here. Reads only
+an arm's exposures, uploads and visits (:mod:`simulator.schema`) plus its bucket of creators and
+users and, for CUPED, per-creator pre-treatment covariates. Definitions, the ExpoReach window and
+thresholds, the normalisation across arms of different shares, the bootstraps and CUPED are written
+up in ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from simulator.config import MetricsConfig
 from simulator.schema import (
@@ -23,7 +27,7 @@ from simulator.schema import (
 )
 
 CREATOR_METRICS: tuple[str, ...] = ("dac", "publications", "cold_interactions", "new_item_coverage")
-"""Creator-side metrics besides ``expo_reach_<K>`` (bootstrapped over creators)."""
+"""Creator-side metrics besides ``expo_reach_*`` (per bucket creator)."""
 
 USER_METRICS: tuple[str, ...] = (
     "exposures",
@@ -34,14 +38,63 @@ USER_METRICS: tuple[str, ...] = (
     "dau",
     "engaged_users",
 )
-"""User-side guard-rails (bootstrapped over users)."""
+"""User-side guard-rails (per bucket user)."""
 
-_BOOTSTRAP_CHUNK_BYTES = 48 * 2**20  # weight-matrix chunk; peak memory is about 2x this
+_CELL_VALUES: tuple[str, ...] = ("exposures", "interactions", "shares", "views", "cold", "engaged", "active")
+"""Sums over exposures kept per (user, creator) cell for the two-way bootstrap. ``active`` credits each day a user
+was served to the creators of that day's exposures, in proportion to them, over the run's days; ``engaged``
+does the same for the days the user interacted, in proportion to the interactions. Summed over creators they
+are the user's served days and its ``engaged_users`` value."""
+
+_TWO_WAY: dict[str, tuple[str, str]] = {
+    "interactions": ("interactions", "exposures"),  # times the users-only replicate of exposures per user
+    "interactions_per_exposure": ("interactions", "exposures"),
+    "share_rate": ("shares", "exposures"),
+    "view_rate": ("views", "exposures"),
+    "cold_interactions": ("cold", "per_creator"),
+    "engaged_users": ("engaged", "active"),  # times the users-only replicate of served days per user
+}
+"""Sums over exposures: (numerator cell value, denominator: a cell value or ``per_creator``, the creator count)."""
+
+_RATE_TIMES_EXPOSURES: tuple[str, ...] = ("interactions",)
+"""Per-user counts read as a two-way rate times exposures per user: the users' requests fix their exposures,
+so only the rate may depend on the bucket's creators."""
+
+TWO_WAY_METRICS: tuple[str, ...] = tuple(_TWO_WAY)
+"""Bootstrapped over users and creators together (product weights); the others over their unit only."""
+
+CUPED_METRICS: tuple[str, ...] = ("dac", "publications", "cold_interactions")
+"""Creator metrics with one unit per creator in the denominator that get a CUPED lift (with every ``expo_reach_*``)."""
+
+_BOOTSTRAP_CHUNK_BYTES = 48 * 2**20  # weight-matrix chunk; peak memory is a few times this
+
+
+def expo_metric_name(q: float) -> str:
+    """Name of the ExpoReach metric whose K derives from the ``q``-quantile.
+
+    0.9 -> ``expo_reach_q90``, 0.995 -> ``expo_reach_q99.5`` (percent, no trailing zeros).
+    """
+    return f"expo_reach_q{round(q * 100, 6):g}"
+
+
+def expo_thresholds(cfg: MetricsConfig) -> dict[str, int]:
+    """ExpoReach metric name -> K of a resolved config (fixed ``expo_k``, or fixed by :func:`resolve_expo_k`).
+
+    Raises ``ValueError`` for derived thresholds that were not resolved yet.
+    """
+    if cfg.expo_thresholds is not None:
+        return dict(cfg.expo_thresholds)
+    if cfg.expo_k is not None:
+        return {f"expo_reach_{k}": int(k) for k in cfg.expo_k}
+    raise ValueError(
+        "ExpoReach thresholds are derived from the control arm (MetricsConfig.expo_k is None) and not resolved: "
+        "pass the config returned by resolve_expo_k(control, cfg, t0, days, k_min) to the metric functions"
+    )
 
 
 def metric_names(cfg: MetricsConfig) -> list[str]:
-    """All metric names, in the column order of :func:`daily_metrics`."""
-    return [f"expo_reach_{k}" for k in cfg.expo_k] + list(CREATOR_METRICS) + list(USER_METRICS)
+    """All metric names, in the column order of :func:`daily_metrics` (``cfg`` must be resolved)."""
+    return list(expo_thresholds(cfg)) + list(CREATOR_METRICS) + list(USER_METRICS)
 
 
 @dataclass(frozen=True)
@@ -52,6 +105,8 @@ class ArmData:
     :data:`~simulator.schema.UPLOADS_SCHEMA` and :data:`~simulator.schema.VISITS_SCHEMA`;
     ``uploads`` holds only items uploaded during the run. ``creators``/``users`` are all ids of
     the arm's buckets, including creators that never upload and users that never visit.
+    ``creator_covariates`` (optional, ``(n_creators, p)``, rows aligned with ``creators``) are
+    pre-treatment covariates for CUPED (:func:`simulator.world.creator_covariates`).
     """
 
     name: str
@@ -61,6 +116,7 @@ class ArmData:
     creators: np.ndarray
     users: np.ndarray
     share: float
+    creator_covariates: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for label, frame, schema in (
@@ -76,13 +132,21 @@ class ArmData:
             if np.unique(ids).size != ids.size:
                 raise ValueError(f"arm '{self.name}': duplicated ids in {label}")
             object.__setattr__(self, label, ids)
+        if self.creator_covariates is not None:
+            cov = np.asarray(self.creator_covariates, dtype=np.float64)
+            if cov.ndim != 2 or cov.shape[0] != self.creators.size:
+                raise ValueError(
+                    f"arm '{self.name}': creator_covariates has shape {cov.shape}, expected ({self.creators.size}, p)"
+                )
+            object.__setattr__(self, "creator_covariates", cov)
 
 
 # --------------------------------------------------------------------------- per-row tables
 
 
 def _ordered_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.DataFrame:
-    """The run's exposures with ``day``, ``n_prior`` (earlier exposures of the item), ``inter`` and ``cold``.
+    """The run's exposures with ``day``, ``n_prior`` (earlier exposures of the item), ``inter``, ``cold``
+    and ``in_window`` (within ``cfg.expo_window_days`` of the item's upload).
 
     Time order is ``(ts, user_id, position)``; ``n_prior`` counts earlier rows of the same item.
     """
@@ -99,20 +163,24 @@ def _ordered_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> 
             inter=inter,
         )
         .with_columns(
-            cold=((pl.col("ts") - pl.col("upload_ts")) < cold_age_s) | (pl.col("n_prior") < cfg.cold_max_exposures)
+            cold=((pl.col("ts") - pl.col("upload_ts")) < cold_age_s) | (pl.col("n_prior") < cfg.cold_max_exposures),
+            in_window=(pl.col("ts") - pl.col("upload_ts")) < cfg.expo_window_days * SECONDS_PER_DAY,
         )
         .collect()
     )
 
 
-def _run_uploads(arm: ArmData, t0: int, days: int) -> pl.DataFrame:
-    """Items uploaded in days ``0..days-1``, with ``day`` taken from ``upload_ts``."""
+def _run_uploads(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.DataFrame:
+    """Items uploaded in days ``0..days-1``, with ``day`` taken from ``upload_ts`` and ``eligible`` (not
+    censored: the item's ExpoReach window ends by the end of the run)."""
+    window_s = cfg.expo_window_days * SECONDS_PER_DAY
     return (
         arm.uploads.lazy()
         .select("item_id", "creator_id", "upload_ts")
         .with_columns(day=((pl.col("upload_ts") - t0) // SECONDS_PER_DAY).cast(pl.Int32))
         .filter((pl.col("day") >= 0) & (pl.col("day") < days))
         .unique("item_id", keep="first", maintain_order=True)
+        .with_columns(eligible=pl.col("upload_ts") + window_s <= t0 + days * SECONDS_PER_DAY)
         .collect()
     )
 
@@ -122,7 +190,8 @@ def _run_visits(arm: ArmData, days: int) -> pl.DataFrame:
 
 
 def _item_reach(ex: pl.DataFrame, up: pl.DataFrame, ks: list[int]) -> pl.DataFrame:
-    """Per run-uploaded item: its creator, upload day, first-exposure day and the day it reached each K."""
+    """Per run-uploaded item: its creator, upload day, first-exposure day and, for each K, the day of its K-th
+    exposure if that exposure is within the window and the item is not censored (null otherwise)."""
     marks = sorted({0, *(k - 1 for k in ks)})  # n_prior of the first and of each K-th exposure
     hits = (
         ex.lazy()
@@ -130,10 +199,44 @@ def _item_reach(ex: pl.DataFrame, up: pl.DataFrame, ks: list[int]) -> pl.DataFra
         .group_by("item_id")
         .agg(
             first_day=pl.col("day").filter(pl.col("n_prior") == 0).first(),
-            **{f"reach_{k}": pl.col("day").filter(pl.col("n_prior") == k - 1).first() for k in ks},
+            **{
+                f"reach_{k}": pl.col("day").filter((pl.col("n_prior") == k - 1) & pl.col("in_window")).first()
+                for k in ks
+            },
         )
     )
-    return up.lazy().join(hits, on="item_id", how="left").collect()
+    return (
+        up.lazy()
+        .join(hits, on="item_id", how="left")
+        .with_columns(*[pl.when(pl.col("eligible")).then(pl.col(f"reach_{k}")).alias(f"reach_{k}") for k in ks])
+        .collect()
+    )
+
+
+def item_window_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> np.ndarray:
+    """Exposures within the ExpoReach window of each eligible (uncensored) run-uploaded item, zeros included."""
+    ex = _ordered_exposures(arm, cfg, t0, days)
+    counts = ex.lazy().filter(pl.col("in_window")).group_by("item_id").agg(n=pl.len())
+    up = _run_uploads(arm, cfg, t0, days).lazy().filter(pl.col("eligible")).select("item_id")
+    return up.join(counts, on="item_id", how="left").collect()["n"].fill_null(0).to_numpy().astype(np.int64)
+
+
+def resolve_expo_k(control: ArmData, cfg: MetricsConfig, t0: int, days: int, k_min: int = 1) -> MetricsConfig:
+    """``cfg`` with its ExpoReach thresholds fixed; a fixed ``expo_k`` (or a resolved config) is returned as is.
+
+    Derived thresholds: for each ``q`` of ``cfg.expo_quantiles``, ``K_q = max(ceil(quantile_q(n)), floor, 1)`` where
+    ``n`` are the control arm's :func:`item_window_exposures` (``np.quantile``, linear interpolation) and ``floor``
+    is ``cfg.expo_k_min``, or ``k_min`` when that is None. The metrics are named by quantile (:func:`expo_metric_name`).
+    """
+    if cfg.expo_k is not None or cfg.expo_thresholds is not None:
+        return cfg
+    floor = max(cfg.expo_k_min if cfg.expo_k_min is not None else int(k_min), 1)
+    counts = item_window_exposures(control, cfg, t0, days)
+    thresholds = {}
+    for q in cfg.expo_quantiles:
+        k = math.ceil(round(float(np.quantile(counts, q)), 9)) if counts.size else 0
+        thresholds[expo_metric_name(q)] = max(k, floor)
+    return MetricsConfig.model_validate({**cfg.model_dump(), "expo_thresholds": thresholds})
 
 
 # --------------------------------------------------------------------------- daily / overall
@@ -141,9 +244,10 @@ def _item_reach(ex: pl.DataFrame, up: pl.DataFrame, ks: list[int]) -> pl.DataFra
 
 def _daily_counts(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.DataFrame:
     """One row per day with the public metrics plus the raw ``shares``/``views`` counts."""
-    ks = list(cfg.expo_k)
+    thresholds = expo_thresholds(cfg)
+    ks = sorted(set(thresholds.values()))
     ex = _ordered_exposures(arm, cfg, t0, days)
-    up = _run_uploads(arm, t0, days)
+    up = _run_uploads(arm, cfg, t0, days)
     items = _item_reach(ex, up, ks)
     frame = pl.DataFrame({"day": np.arange(days, dtype=np.int32)})
 
@@ -175,7 +279,7 @@ def _daily_counts(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.Da
     cum_pub = pl.col("publications").cum_sum()
     return frame.select(
         "day",
-        *[pl.col(f"reach_new_{k}").cum_sum().alias(f"expo_reach_{k}") for k in ks],
+        *[pl.col(f"reach_new_{k}").cum_sum().alias(name) for name, k in thresholds.items()],
         "dac",
         "publications",
         "cold_interactions",
@@ -196,7 +300,8 @@ def daily_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.Da
     """One row per day ``0..days-1``: ``day`` and every metric of :func:`metric_names` (0 where nothing happened).
 
     ExpoReach-K and new-item coverage are cumulative up to the end of the day; the others are
-    that day's values.
+    that day's values. ExpoReach counts an eligible item from the day of its K-th exposure within
+    the window; items censored at the end of the run (``days``) are not counted on any day.
     """
     return _daily_counts(arm, cfg, t0, days).select("day", *metric_names(cfg))
 
@@ -207,8 +312,8 @@ def overall_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> dic
     d = _daily_counts(arm, cfg, t0, days)
     last = d.row(days - 1, named=True) if days > 0 else {}
     out: dict[str, float] = {}
-    for k in cfg.expo_k:
-        out[f"expo_reach_{k}"] = float(last.get(f"expo_reach_{k}", 0))
+    for name in expo_thresholds(cfg):
+        out[name] = float(last.get(name, 0))
     out["new_item_coverage"] = float(last.get("new_item_coverage", 0.0))
     for name in ("publications", "cold_interactions", "exposures", "interactions"):
         out[name] = float(d[name].sum())
@@ -274,32 +379,37 @@ class _UnitTable:
             return self.num.sum(0) / self.den.sum(0)
 
 
-def _scatter(units: np.ndarray, frame: pl.DataFrame, key: str, arm: str) -> dict[str, np.ndarray]:
-    """Columns of ``frame`` (one row per unit id in ``key``) as dense float arrays aligned with ``units``.
-
-    Units absent from ``frame`` get 0; ids in ``frame`` that are not in ``units`` are an error
-    (an arm's data leaking outside its bucket).
-    """
-    cols = [c for c in frame.columns if c != key]
-    out = {c: np.zeros(units.size) for c in cols}
-    keys = frame[key].to_numpy()
+def _unit_rows(units: np.ndarray, keys: np.ndarray, key: str, arm: str) -> np.ndarray:
+    """Row of each id of ``keys`` in ``units``; ids that are not in ``units`` are an error (an arm's data
+    leaking outside its bucket)."""
     if keys.size == 0:
-        return out
+        return np.empty(0, dtype=np.int64)
     order = np.argsort(units)
     sorted_units = units[order]
     pos = np.minimum(np.searchsorted(sorted_units, keys), max(units.size - 1, 0))
     bad = np.ones(keys.size, dtype=bool) if units.size == 0 else sorted_units[pos] != keys
     if bad.any():
         raise ValueError(f"arm '{arm}': {int(bad.sum())} {key} value(s) in the data are not in the arm's bucket")
-    rows = order[pos]  # keys are unique (frame is grouped by key)
+    return order[pos]
+
+
+def _scatter(units: np.ndarray, frame: pl.DataFrame, key: str, arm: str) -> dict[str, np.ndarray]:
+    """Columns of ``frame`` (one row per unit id in ``key``) as dense float arrays aligned with ``units``.
+
+    Units absent from ``frame`` get 0; ids in ``frame`` that are not in ``units`` are an error.
+    """
+    cols = [c for c in frame.columns if c != key]
+    out = {c: np.zeros(units.size) for c in cols}
+    rows = _unit_rows(units, frame[key].to_numpy(), key, arm)  # keys are unique (frame is grouped by key)
     for c in cols:
         out[c][rows] = frame[c].cast(pl.Float64).to_numpy()
     return out
 
 
 def _creator_table(arm: ArmData, cfg: MetricsConfig, t0: int, days: int, ex: pl.DataFrame) -> _UnitTable:
-    ks = list(cfg.expo_k)
-    items = _item_reach(ex, _run_uploads(arm, t0, days), ks)
+    thresholds = expo_thresholds(cfg)
+    ks = sorted(set(thresholds.values()))
+    items = _item_reach(ex, _run_uploads(arm, cfg, t0, days), ks)
     up = _scatter(
         arm.creators,
         items.group_by("creator_id").agg(
@@ -318,7 +428,7 @@ def _creator_table(arm: ArmData, cfg: MetricsConfig, t0: int, days: int, ex: pl.
         arm.name,
     )
     one = np.ones(arm.creators.size)
-    ratios = {f"expo_reach_{k}": (up[f"reach_{k}"], one) for k in ks}
+    ratios = {name: (up[f"reach_{k}"], one) for name, k in thresholds.items()}
     ratios["dac"] = (up["active_days"] / max(days, 1), one)
     ratios["publications"] = (up["publications"], one)
     ratios["cold_interactions"] = (cold["cold"], one)
@@ -356,10 +466,106 @@ def _user_table(arm: ArmData, days: int, ex: pl.DataFrame) -> _UnitTable:
     return _UnitTable.from_ratios("user", ratios)
 
 
+@dataclass(frozen=True)
+class _CellTable:
+    """An arm's sums over exposures per (user, creator) cell (:data:`_CELL_VALUES`), for the two-way bootstrap.
+
+    ``matrix`` stacks one sparse ``(n_small, n_large)`` matrix per cell value, the small side being the one
+    with fewer units, so that a chunk of replicates costs one sparse-dense product.
+    """
+
+    matrix: sp.csr_matrix  # (V * n_small, n_large)
+    users_small: bool
+    n_users: int
+    n_creators: int
+    active_per_user: np.ndarray  # (n_users,) served days over the run's days: the users-only side of engaged_users
+
+    def sums(self, w_user: np.ndarray, w_creator: np.ndarray) -> np.ndarray:
+        """(b, V) replicate sums ``w_u^T X_v w_c`` of every cell value, for weights (b, n_users) and (b, n_creators)."""
+        w_small, w_large = (w_user, w_creator) if self.users_small else (w_creator, w_user)
+        b, n_small = w_small.shape
+        partial = np.asarray(self.matrix @ np.ascontiguousarray(w_large.T))  # (V * n_small, b)
+        return np.einsum("vsb,bs->bv", partial.reshape(len(_CELL_VALUES), n_small, b), w_small)
+
+
+def _cell_table(arm: ArmData, ex: pl.DataFrame, days: int) -> _CellTable:
+    # one row per exposure, in the frame's (deterministic) order: scipy sums the duplicates of a cell in that
+    # order, so the float sums and the CIs are the same on every run (a polars group-by sums in thread order)
+    user_day_inter = pl.col("inter").sum().over("user_id", "day")
+    cells = ex.select(
+        "user_id", "creator_id",
+        exposures=pl.lit(1.0),
+        interactions=pl.col("inter"),
+        shares=pl.col("share"),
+        views=pl.col("view"),
+        cold=pl.when(pl.col("cold")).then(pl.col("inter")).otherwise(0),
+        engaged=pl.when(user_day_inter > 0).then(pl.col("inter") / user_day_inter).otherwise(0.0) / max(days, 1),
+        active=1.0 / pl.len().over("user_id", "day") / max(days, 1),
+    )
+    user_rows = _unit_rows(arm.users, cells["user_id"].to_numpy(), "user_id", arm.name)
+    creator_rows = _unit_rows(arm.creators, cells["creator_id"].to_numpy(), "creator_id", arm.name)
+    n_users, n_creators = arm.users.size, arm.creators.size
+    users_small = n_users <= n_creators
+    small, large = (user_rows, creator_rows) if users_small else (creator_rows, user_rows)
+    n_small, n_large = (n_users, n_creators) if users_small else (n_creators, n_users)
+    n_values = len(_CELL_VALUES)
+    matrix = sp.coo_matrix(
+        (
+            np.concatenate([cells[v].cast(pl.Float64).to_numpy() for v in _CELL_VALUES]),
+            (np.concatenate([v * n_small + small for v in range(n_values)]), np.tile(large, n_values)),
+        ),
+        shape=(n_values * n_small, n_large),
+    ).tocsr()
+    active = np.zeros(n_users)
+    np.add.at(active, user_rows, cells["active"].to_numpy())
+    return _CellTable(matrix, users_small, n_users, n_creators, active)
+
+
+def _two_way_values(
+    sums: np.ndarray, w_user_total: np.ndarray, w_creator_total: np.ndarray, cells: _CellTable
+) -> np.ndarray:
+    """(b, len(TWO_WAY_METRICS)) replicate ratios from the (b, V) cell sums (before :data:`_RATE_TIMES_EXPOSURES`).
+
+    A rate divides by the replicate's exposures; the per-creator count by the replicate's cell mass
+    ``(sum w_u)(sum w_c)`` over the number of users (at unit weights: the number of creators).
+    """
+    col = {v: i for i, v in enumerate(_CELL_VALUES)}
+    out = np.empty((sums.shape[0], len(_TWO_WAY)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, (num, den) in enumerate(_TWO_WAY.values()):
+            if den == "per_creator":
+                d = w_user_total * w_creator_total / cells.n_users if cells.n_users else np.full(sums.shape[0], np.nan)
+            else:
+                d = sums[:, col[den]]
+            out[:, j] = sums[:, col[num]] / d
+    return out
+
+
+@dataclass(frozen=True)
+class _ArmTables:
+    """Everything the comparison needs from one arm: the one-way per-unit tables and the two-way cell table."""
+
+    creator: _UnitTable
+    user: _UnitTable
+    cells: _CellTable
+
+    @property
+    def names(self) -> list[str]:
+        return self.creator.names + self.user.names
+
+    def point(self) -> np.ndarray:
+        return np.concatenate([self.creator.point(), self.user.point()])
+
+
 def _unit_tables(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> tuple[_UnitTable, _UnitTable]:
     """Creator-side and user-side per-unit (numerator, denominator) tables of one arm."""
     ex = _ordered_exposures(arm, cfg, t0, days)
     return _creator_table(arm, cfg, t0, days, ex), _user_table(arm, days, ex)
+
+
+def _arm_tables(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> _ArmTables:
+    ex = _ordered_exposures(arm, cfg, t0, days)
+    return _ArmTables(_creator_table(arm, cfg, t0, days, ex), _user_table(arm, days, ex), _cell_table(arm, ex, days))
 
 
 def normalised_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> dict[str, float]:
@@ -370,23 +576,85 @@ def normalised_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> 
     return {name: out[name] for name in metric_names(cfg)}
 
 
-# --------------------------------------------------------------------------- bootstrap
+# --------------------------------------------------------------------------- bootstrap and CUPED
 
 
-def _bootstrap(table: _UnitTable, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, M) Poisson-bootstrap replicates of sum(w * num) / sum(w * den), w ~ Poisson(1) per unit."""
-    n, m = table.num.shape
-    if n == 0:
-        return np.full((n_samples, m), np.nan)
-    values = np.concatenate([table.num, table.den], axis=1)  # (n, 2M)
-    sums = np.empty((n_samples, 2 * m))
-    chunk = max(1, _BOOTSTRAP_CHUNK_BYTES // (8 * n))
+def _arm_replicates(
+    tables: _ArmTables, adjust: np.ndarray, cfg: MetricsConfig, rng_creators: np.random.Generator,
+    rng_users: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, M) Poisson-bootstrap replicates of every metric (``tables.names`` order) and (B, m) of the CUPED term.
+
+    Each replicate draws ``w_c ~ Poisson(1)`` per creator and ``w_u ~ Poisson(1)`` per user, from one stream
+    per side (so chunking does not change the draws). One-way metrics are ``sum(w * num) / sum(w * den)`` over
+    their unit; :data:`TWO_WAY_METRICS` (with ``cfg.bootstrap_two_way``) weight each exposure by ``w_u * w_c``
+    (:func:`_two_way_values`; :data:`_RATE_TIMES_EXPOSURES` then times the replicate's exposures per user);
+    the CUPED term is ``sum_c w_c * adjust_c / sum_c w_c`` for each column of ``adjust`` (n_creators, m).
+    """
+    n_samples = cfg.bootstrap_samples
+    c, u = tables.creator, tables.user
+    n_c, n_u = c.num.shape[0], u.num.shape[0]
+    m_c, m_u, m_adj = len(c.names), len(u.names), adjust.shape[1]
+    c_values = np.concatenate([c.num, c.den, adjust], axis=1)  # (n_c, 2 m_c + m_adj)
+    u_values = np.concatenate([u.num, u.den], axis=1)  # (n_u, 2 m_u)
+    two_way = [tables.names.index(n) for n in TWO_WAY_METRICS] if cfg.bootstrap_two_way else []
+    exposures_col = tables.names.index("exposures")
+    width = max(n_c, n_u, len(_CELL_VALUES) * min(n_c, n_u) if two_way else 0, 1)
+    chunk = max(1, _BOOTSTRAP_CHUNK_BYTES // (8 * width))
+    out = np.empty((n_samples, m_c + m_u))
+    adj = np.empty((n_samples, m_adj))
     for start in range(0, n_samples, chunk):
-        b = min(chunk, n_samples - start)
-        w = rng.poisson(1.0, size=(b, n)).astype(np.float64)  # (b, n)
-        sums[start : start + b] = w @ values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return sums[:, :m] / sums[:, m:]
+        rows = slice(start, min(start + chunk, n_samples))
+        b = rows.stop - rows.start
+        w_c = rng_creators.poisson(1.0, size=(b, n_c)).astype(np.float64)  # (b, n_c)
+        w_u = rng_users.poisson(1.0, size=(b, n_u)).astype(np.float64)  # (b, n_u)
+        sum_c, sum_u = w_c @ c_values, w_u @ u_values
+        w_c_total, w_u_total = w_c.sum(1), w_u.sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[rows, :m_c] = sum_c[:, :m_c] / sum_c[:, m_c : 2 * m_c]
+            out[rows, m_c:] = sum_u[:, :m_u] / sum_u[:, m_u:]
+            adj[rows] = sum_c[:, 2 * m_c :] / w_c_total[:, None]
+        if two_way:
+            values = _two_way_values(tables.cells.sums(w_u, w_c), w_u_total, w_c_total, tables.cells)
+            for j, name in enumerate(TWO_WAY_METRICS):
+                if name in _RATE_TIMES_EXPOSURES:
+                    values[:, j] *= out[rows, exposures_col]  # users-only replicate of exposures per user
+                elif name == "engaged_users":  # users-only replicate of served days per user
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        values[:, j] *= (w_u @ tables.cells.active_per_user) / w_u_total
+            out[rows, two_way] = values
+    return out, adj
+
+
+def _cuped_theta(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(p, m) least-squares slopes of ``y`` (n, m) on ``x`` (n, p), both centred (minimum-norm if rank-deficient)."""
+    return np.linalg.lstsq(x - x.mean(0), y - y.mean(0), rcond=None)[0]
+
+
+def _cuped_terms(
+    arms: dict[str, ArmData], tables: dict[str, _ArmTables], names: list[str]
+) -> dict[str, np.ndarray] | None:
+    """Per arm, the (n_creators, m) CUPED terms ``(X - Xbar) @ theta`` of ``names``; None without covariates.
+
+    ``theta`` is one pooled OLS over the creators of all ``arms``, and ``Xbar`` their pooled mean, so the
+    adjusted value ``mean(Y - (X - Xbar) @ theta)`` of every arm is centred on the same covariate level.
+    """
+    covs = {a: arms[a].creator_covariates for a in tables}
+    missing = [a for a, c in covs.items() if c is None]
+    if missing:
+        if len(missing) < len(covs):
+            raise ValueError(f"arms {missing} lack creator_covariates that the other arms have")
+        return None
+    widths = {c.shape[1] for c in covs.values()}
+    if len(widths) != 1:
+        raise ValueError(f"creator_covariates of the arms have different widths {sorted(widths)}")
+    x = np.concatenate(list(covs.values()))
+    if not names or x.shape[0] == 0 or x.shape[1] == 0:
+        return None
+    y = np.concatenate([t.creator.num[:, [t.creator.names.index(n) for n in names]] for t in tables.values()])
+    theta = _cuped_theta(x, y)
+    x_mean = x.mean(0)
+    return {a: (covs[a] - x_mean) @ theta for a in tables}
 
 
 def _percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -400,40 +668,99 @@ def _percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.nd
     return lo, hi
 
 
+def _lift_ci(
+    control: np.ndarray, arm: np.ndarray, control_b: np.ndarray, arm_b: np.ndarray, level: float, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lift, ci_low, ci_high) per metric; NaN where the lift is undefined.
+
+    Undefined: not ``valid``, a point value of 0 (or non-finite) in either arm, more than half of the
+    replicate lifts non-finite, or all finite replicate lifts equal (a degenerate bootstrap).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = arm / control - 1.0
+        lift_b = arm_b / control_b - 1.0
+    finite = np.isfinite(lift_b)
+    spread = np.where(finite, lift_b, -np.inf).max(0) - np.where(finite, lift_b, np.inf).min(0)
+    defined = (
+        valid
+        & np.isfinite(lift)
+        & (control != 0)
+        & (arm != 0)
+        & (finite.mean(0) >= 0.5)
+        & (spread > 1e-12)
+    )
+    lo, hi = _percentile_ci(lift_b, level)
+    nan = np.full(lift.shape, np.nan)
+    return np.where(defined, lift, nan), np.where(defined, lo, nan), np.where(defined, hi, nan)
+
+
+_COMPARISON_SCHEMA = {
+    "metric": pl.String,
+    "arm": pl.String,
+    "control_value": pl.Float64,
+    "arm_value": pl.Float64,
+    "lift": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "significant": pl.Boolean,
+    "lift_cuped": pl.Float64,
+    "ci_low_cuped": pl.Float64,
+    "ci_high_cuped": pl.Float64,
+    "significant_cuped": pl.Boolean,
+}
+
+
 def compare_arms(
     arms: dict[str, ArmData], control: str, cfg: MetricsConfig, t0: int, days: int, seed: int
 ) -> pl.DataFrame:
-    """Relative lift of every non-control arm over ``control``, per metric, with bootstrap CIs.
+    """Relative lift of every non-control arm over ``control``, per metric, with bootstrap CIs and CUPED lifts.
 
     Values are share-invariant (per bucket creator / per bucket user / ratios of sums, see
-    ``docs/metrics.md``). Creators are resampled for creator-side metrics and users for
-    user-side ones, each arm independently (Poisson bootstrap, ``cfg.bootstrap_samples``
-    replicates, ``np.random.default_rng(seed)``); the CI is the percentile interval of
-    ``arm_b / control_b - 1`` at ``cfg.ci_level``. Columns: ``metric, arm, control_value,
-    arm_value, lift, ci_low, ci_high``.
+    ``docs/metrics.md``). Each arm is resampled independently with a Poisson bootstrap
+    (``cfg.bootstrap_samples`` replicates): creators for creator-side metrics, users for user-side ones,
+    both at once for sums over exposures (:data:`TWO_WAY_METRICS`); the CI is the percentile interval of
+    ``arm_b / control_b - 1`` at ``cfg.ci_level``. The weights of the arm at position ``i`` of
+    ``[control, *others]`` come from ``np.random.default_rng([seed, i, 0])`` (creators) and ``[seed, i, 1]``
+    (users). Creator metrics with one unit per creator (every ``expo_reach_*`` and :data:`CUPED_METRICS`) also
+    get a CUPED lift when the arms carry ``creator_covariates`` (NaN otherwise). Undefined lifts are NaN
+    (:func:`_lift_ci`). Columns: ``metric, arm, control_value, arm_value, lift, ci_low, ci_high, significant,
+    lift_cuped, ci_low_cuped, ci_high_cuped, significant_cuped``.
     """
     if control not in arms:
         raise ValueError(f"control arm '{control}' is not one of {list(arms)}")
     names = metric_names(cfg)
-    rng = np.random.default_rng(seed)
-    order = [control, *[a for a in arms if a != control]]  # fixed draw order -> deterministic
+    order = [control, *[a for a in arms if a != control]]  # fixed positions -> deterministic
+    tables = {a: _arm_tables(arms[a], cfg, t0, days) for a in order}
+    cuped_names = [n for n in names if n.startswith("expo_reach_") or n in CUPED_METRICS]
+    terms = _cuped_terms(arms, tables, cuped_names)
     point: dict[str, np.ndarray] = {}
     boot: dict[str, np.ndarray] = {}
-    for arm_name in order:
-        tables = _unit_tables(arms[arm_name], cfg, t0, days)
-        pos = {n: i for i, n in enumerate(n for t in tables for n in t.names)}
-        idx = [pos[n] for n in names]  # back to metric_names order
-        point[arm_name] = np.concatenate([t.point() for t in tables])[idx]
-        boot[arm_name] = np.concatenate([_bootstrap(t, cfg.bootstrap_samples, rng) for t in tables], axis=1)[:, idx]
+    adj_point: dict[str, np.ndarray] = {}
+    adj_boot: dict[str, np.ndarray] = {}
+    for i, arm_name in enumerate(order):
+        t = tables[arm_name]
+        idx = [t.names.index(n) for n in names]  # back to metric_names order
+        adjust = terms[arm_name] if terms is not None else np.zeros((t.creator.num.shape[0], 0))
+        rng_c, rng_u = (np.random.default_rng([seed, i, side]) for side in (0, 1))
+        replicates, adj_replicates = _arm_replicates(t, adjust, cfg, rng_c, rng_u)
+        point[arm_name], boot[arm_name] = t.point()[idx], replicates[:, idx]
+        adj_point[arm_name] = adjust.mean(0) if adjust.shape[0] else np.zeros(adjust.shape[1])
+        adj_boot[arm_name] = adj_replicates
 
+    cuped_pos = [names.index(n) for n in cuped_names]
     rows: list[dict] = []
     c_val = point[control]
     for arm_name in order[1:]:
         a_val = point[arm_name]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lift = np.where(c_val != 0, a_val / c_val - 1.0, np.nan)
-            lift_b = boot[arm_name] / boot[control] - 1.0
-        lo, hi = _percentile_ci(lift_b, cfg.ci_level)
+        lift, lo, hi = _lift_ci(c_val, a_val, boot[control], boot[arm_name], cfg.ci_level, np.ones(len(names), bool))
+        cuped = np.full((3, len(names)), np.nan)
+        if terms is not None and cuped_pos:
+            c_adj, a_adj = c_val[cuped_pos] - adj_point[control], a_val[cuped_pos] - adj_point[arm_name]
+            valid = (c_val[cuped_pos] != 0) & (a_val[cuped_pos] != 0) & (c_adj > 0) & (a_adj > 0)
+            cuped[:, cuped_pos] = _lift_ci(
+                c_adj, a_adj, boot[control][:, cuped_pos] - adj_boot[control],
+                boot[arm_name][:, cuped_pos] - adj_boot[arm_name], cfg.ci_level, valid,
+            )
         for j, metric in enumerate(names):
             rows.append(
                 {
@@ -444,24 +771,21 @@ def compare_arms(
                     "lift": float(lift[j]),
                     "ci_low": float(lo[j]),
                     "ci_high": float(hi[j]),
+                    "significant": bool(lo[j] > 0 or hi[j] < 0),
+                    "lift_cuped": float(cuped[0, j]),
+                    "ci_low_cuped": float(cuped[1, j]),
+                    "ci_high_cuped": float(cuped[2, j]),
+                    "significant_cuped": bool(cuped[1, j] > 0 or cuped[2, j] < 0),
                 }
             )
-    schema = {
-        "metric": pl.String,
-        "arm": pl.String,
-        "control_value": pl.Float64,
-        "arm_value": pl.Float64,
-        "lift": pl.Float64,
-        "ci_low": pl.Float64,
-        "ci_high": pl.Float64,
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=_COMPARISON_SCHEMA)
 
 
 def ladder_comparison(arms: dict[str, ArmData], order: list[str], cfg: MetricsConfig, t0: int, days: int,
                       seed: int) -> pl.DataFrame:
     """Each arm of ``order`` against the one before it (paper Table 2: every version over the previous one),
-    with the same bootstrap CIs as :func:`compare_arms`. Columns: those of compare_arms plus ``baseline``."""
+    with the same bootstrap CIs and CUPED lifts as :func:`compare_arms` (CUPED's theta pooled over the pair).
+    Columns: those of compare_arms plus ``baseline``."""
     missing = [a for a in order if a not in arms]
     if missing:
         raise ValueError(f"ladder arms {missing} are not arms of the run {list(arms)}")

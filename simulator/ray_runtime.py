@@ -58,7 +58,7 @@ class RayRuntime:
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
-        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), self._storage)
+        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage)
 
     def read_day(self, day: int):
         return self.reader.read_day(day)
@@ -89,13 +89,11 @@ class RayRuntime:
         return self._all("end_day", {arm: (ts,) for arm in self.names})
 
     def snapshot(self):
-        policies = self._all("snapshot", {arm: () for arm in self.names})
-        learners = self.trainer.snapshot()
-        return {arm: {"policy": policies[arm], "learner": learners[arm]} for arm in self.names}
+        return {"policies": self._all("snapshot", {arm: () for arm in self.names}), "learners": self.trainer.snapshot()}
 
     def restore(self, state):
-        self._all("restore", {arm: (state[arm]["policy"],) for arm in self.names})
-        self.trainer.restore({arm: state[arm]["learner"] for arm in self.names})
+        self._all("restore", {arm: (state["policies"][arm],) for arm in self.names})
+        self.trainer.restore(state["learners"])
 
     def stats(self) -> dict:
         return self._all("stats", {arm: () for arm in self.names})

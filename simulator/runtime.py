@@ -19,7 +19,7 @@ from simulator.config import ArmSpec, TrainConfig
 from simulator.replay import ArrowDayReader
 from serving.arms import ArmContext, arm_context, build_arm
 from serving.stack import ArmPolicy, Slates
-from trainers.online import make_learner, tick_seed
+from trainers.online import ArmLearners
 
 ItemBatch = dict[str, np.ndarray]  # item_id, creator_id, upload_ts, category, dense
 TrainBatch = dict[str, np.ndarray]
@@ -34,6 +34,7 @@ class RuntimeSpec:
     train: TrainConfig
     events_root: Path
     t0: int = 0
+    control: str = ""  # the control arm (trains the shared base models when train.base_models == 'control')
 
 
 def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy:
@@ -51,7 +52,7 @@ class Runtime(Protocol):
     def collect_weights(self, tick_id: int) -> dict[str, tuple[int, dict, dict]]: ...
     def publish(self, weights: dict[str, tuple[int, dict]], ts: int) -> None: ...
     def end_day(self, ts: int) -> dict[str, dict[str, float]]: ...
-    def snapshot(self) -> dict[str, dict[str, bytes]]: ...
+    def snapshot(self) -> dict[str, dict[str, bytes]]: ...  # {"policies": {arm: bytes}, "learners": {name: bytes}}
     def restore(self, state: dict[str, dict[str, bytes]]) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -64,7 +65,7 @@ class LocalRuntime:
         self.spec = spec
         self.names = [a.name for a in spec.arms]
         self.policies = {a.name: make_policy(spec, i) for i, a in enumerate(spec.arms)}
-        self.learners = {a.name: make_learner(a, spec.arm_ctx, spec.train, i) for i, a in enumerate(spec.arms)}
+        self.learners = ArmLearners(list(spec.arms), spec.arm_ctx, spec.train, spec.control)
         self.reader = ArrowDayReader(spec.events_root)
         self._trained: dict[int, dict[str, tuple[int, dict, dict]]] = {}
 
@@ -83,12 +84,7 @@ class LocalRuntime:
             self.policies[arm].feedback(u, i, t, y)
 
     def submit_training(self, tick_id, batches):
-        out = {}
-        for arm, b in batches.items():
-            learner = self.learners[arm]
-            stats = learner.train_tick(b, tick_seed=tick_seed(learner.seed, tick_id))
-            out[arm] = (learner.version, learner.weights(), stats)
-        self._trained[tick_id] = out
+        self._trained[tick_id] = self.learners.train_tick(tick_id, batches)
 
     def collect_weights(self, tick_id):
         return self._trained.pop(tick_id)
@@ -101,13 +97,12 @@ class LocalRuntime:
         return {arm: p.end_day(ts) for arm, p in self.policies.items()}
 
     def snapshot(self):
-        return {arm: {"policy": self.policies[arm].snapshot(), "learner": self.learners[arm].state_bytes()}
-                for arm in self.names}
+        return {"policies": {arm: p.snapshot() for arm, p in self.policies.items()}, "learners": self.learners.state()}
 
     def restore(self, state):
         for arm in self.names:
-            self.policies[arm].restore(state[arm]["policy"])
-            self.learners[arm].load_state_bytes(state[arm]["learner"])
+            self.policies[arm].restore(state["policies"][arm])
+        self.learners.load_state(state["learners"])
 
     def shutdown(self):
         pass

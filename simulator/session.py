@@ -199,8 +199,9 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
 
 
 def ladder_metrics(result: SimulationResult) -> list[str]:
-    ks = sorted(int(c.rsplit("_", 1)[1]) for c in result.comparison["metric"].unique() if c.startswith("expo_reach_"))
-    return [f"expo_reach_{k}" for k in ks] + ["dac", "publications", "interactions_per_exposure"]
+    """ExpoReach metrics in the comparison's order (fixed K or derived, ``expo_reach_q90``), then DAC, publications, IPE."""
+    expo = [c for c in result.comparison["metric"].unique(maintain_order=True) if c.startswith("expo_reach_")]
+    return expo + ["dac", "publications", "interactions_per_exposure"]
 
 
 def write_result_tables(result: SimulationResult, out: Path) -> Path:
@@ -276,7 +277,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
                                             if r[col] is not None and r[col] == r[col]})
             tracker.finish(result.daily, result.overall, result.comparison, result.age, sc.control,
                            extra_artifacts={"config/scenario.json": run_dir / "scenario.json", "tables": tables},
-                           ci_level=sc.metrics.ci_level)
+                           ci_level=sc.metrics.ci_level, expo_k=result.expo_k)
     except BaseException as exc:
         if tracker is not None:
             tracker.fail(f"{type(exc).__name__}: {exc} (checkpoints in {run_dir}; resume with --resume {parent})")
@@ -319,7 +320,10 @@ def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
     md = format_replicates_markdown(table, seeds, sc.metrics.ci_level)
     parent = None
     if tracking_uri is not None:
-        from simulator.tracking import RunTracker
+        import tempfile
+
+        from simulator.replicates import as_comparison
+        from simulator.tracking import RunTracker, plot_forest
 
         tracker = RunTracker(tracking_uri, opts.experiment)
         arms = sorted(set(table["arm"].to_list()))
@@ -331,10 +335,13 @@ def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
             for k in ("mean_lift", "ci_low", "ci_high", "sign_agreement"):
                 if r[k] is not None and np.isfinite(r[k]):
                     per_arm[r["arm"]][f"{r['metric']}.{k}"] = r[k]
-        tracker.finish_tables(per_arm, {"replicates": float(replicates)},
-                              {"replicates.md": md, "replicates.csv": table.with_columns(
-                                  pl.col("lifts").list.eval(pl.element().round(6)).cast(pl.List(pl.String))
-                                  .list.join(" ")).write_csv()})
+        with tempfile.TemporaryDirectory(prefix="coldsim-replicates-") as tmp:
+            forest = plot_forest(as_comparison(table), sc.control, Path(tmp) / "forest.png", sc.metrics.ci_level)
+            tracker.finish_tables(per_arm, {"replicates": float(replicates)},
+                                  {"replicates.md": md, "replicates.csv": table.with_columns(
+                                      pl.col("lifts").list.eval(pl.element().round(6)).cast(pl.List(pl.String))
+                                      .list.join(" ")).write_csv()},
+                                  plots={"forest.png": forest} if forest is not None else None)
     return ReplicatesOutcome(runs=runs, seeds=seeds, table=table, markdown=md, parent_run_id=parent)
 
 

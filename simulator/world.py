@@ -15,7 +15,7 @@ from simulator.config import WorldConfig
 from simulator.ids import IdMap
 from simulator.oracle import fit_oracle, pair_labels
 from simulator.response import ResponseModel
-from simulator.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log
+from simulator.schema import INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, Log
 
 
 class World:
@@ -131,3 +131,31 @@ def creator_reference(log: Log, t0: int, days: int) -> tuple[np.ndarray, np.ndar
         rate[np.searchsorted(creators, cnt["creator_id"].to_numpy())] = cnt["len"].to_numpy() / days
     rate = np.maximum(rate, 0.1 * max(rate.mean(), 1e-3))  # silent creators can still come back
     return creators, ref, rate
+
+
+CREATOR_COVARIATES: tuple[str, ...] = ("pre_uploads", "pre_interactions", "scheduled_uploads")
+"""Columns of :func:`creator_covariates`."""
+
+
+def creator_covariates(log: Log, t0: int, days: int) -> tuple[np.ndarray, np.ndarray]:
+    """(creator ids, (C, 3) covariates) for CUPED, fixed before treatment (columns :data:`CREATOR_COVARIATES`).
+
+    Per creator of ``log.items``: items uploaded before ``t0``; likes/comments/follows in the log on the
+    creator's items before ``t0``; items the replayed log schedules for upload in days ``0..days-1`` (the
+    same schedule in every arm, so exogenous to the treatment).
+    """
+    items = pl.from_arrow(log.items.select(["item_id", "creator_id", "upload_ts"]))
+    creators = np.unique(items["creator_id"].to_numpy()).astype(np.int64)
+    end = t0 + days * SECONDS_PER_DAY
+    ev = pl.from_arrow(log.events.select(["ts", "item_id", "event"])).filter(
+        pl.col("event").is_in(list(INTERACTION_TYPES)) & (pl.col("ts") < t0))
+    counts = (
+        items.filter(pl.col("upload_ts") < t0).group_by("creator_id").len(),
+        ev.join(items.select(["item_id", "creator_id"]), on="item_id").group_by("creator_id").len(),
+        items.filter((pl.col("upload_ts") >= t0) & (pl.col("upload_ts") < end)).group_by("creator_id").len(),
+    )
+    cov = np.zeros((len(creators), len(CREATOR_COVARIATES)))
+    for j, cnt in enumerate(counts):
+        if cnt.height:
+            cov[np.searchsorted(creators, cnt["creator_id"].to_numpy()), j] = cnt["len"].to_numpy()
+    return creators, cov

@@ -38,19 +38,25 @@ def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
 
 
 class OnlineLearner:
-    """Holds one arm's two-tower and ranker with their optimisers; trains on ticks, exports weights."""
+    """Holds one arm's two-tower and ranker with their optimisers; trains on ticks, exports weights.
+
+    With ``base_models=False`` it holds only the arm's own strategy models (``extra_tasks``): the base models
+    are then one shared learner's (:class:`trainers.online.ArmLearners`)."""
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
-                 temperature: float, epochs: int, seed: int, extra_tasks: list | None = None):
+                 temperature: float, epochs: int, seed: int, extra_tasks: list | None = None,
+                 base_models: bool = True):
         """``extra_tasks``: the arm's own models (e.g. :class:`trainers.next_user_task.NextUserTask`), each with
         ``name``, ``train(batch, tick_seed) -> stats``, ``weights()``, ``state()`` and ``load_state()``."""
-        torch.manual_seed(seed)
-        self.two_tower = TwoTower(tt_cfg)
-        self.ranker = Ranker(rk_cfg)
-        # fused Adam: one kernel over every parameter; the dense step over the hashed-id tables dominated a
-        # minibatch (docs/performance.md, "Training throughput")
-        self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr, fused=True)
-        self.opt_rk = torch.optim.Adam(self.ranker.parameters(), lr=lr, fused=True)
+        self.base_models = base_models
+        if base_models:
+            torch.manual_seed(seed)
+            self.two_tower = TwoTower(tt_cfg)
+            self.ranker = Ranker(rk_cfg)
+            # fused Adam: one kernel over every parameter; the dense step over the hashed-id tables dominated a
+            # minibatch (docs/performance.md, "Training throughput")
+            self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr, fused=True)
+            self.opt_rk = torch.optim.Adam(self.ranker.parameters(), lr=lr, fused=True)
         self.batch_size = batch_size
         self.temperature = temperature
         self.epochs = epochs
@@ -63,7 +69,15 @@ class OnlineLearner:
         """One pass (``epochs``) over a tick's exposures: ranker on all, two-tower on positives."""
         self.version += 1
         if not batch or len(batch["user_id"]) == 0:
-            return {"ranker_loss": float("nan"), "two_tower_loss": float("nan"), "samples": 0.0}
+            return {"ranker_loss": float("nan"), "two_tower_loss": float("nan"), "samples": 0.0} if self.base_models else {}
+        self.samples_seen += len(batch["user_id"])
+        stats = self._train_base(batch, tick_seed) if self.base_models else {}
+        for i, task in enumerate(self.extra_tasks):
+            sub_seed = int(np.random.SeedSequence([tick_seed, i + 1]).generate_state(1)[0])
+            stats.update({f"{task.name}.{k}": v for k, v in task.train(batch, sub_seed).items()})
+        return stats
+
+    def _train_base(self, batch: dict[str, np.ndarray], tick_seed: int) -> dict[str, float]:
         g = torch.Generator().manual_seed(tick_seed)
         t = to_tensors({k: v for k, v in batch.items() if k in BATCH_KEYS})
         labels = t["labels"].float()
@@ -98,46 +112,39 @@ class OnlineLearner:
                 loss.backward()
                 self.opt_tt.step()
                 tt_losses.append(loss.item())
-        self.samples_seen += n
-        stats = {
+        return {
             "ranker_loss": float(np.mean(rk_losses)) if rk_losses else float("nan"),
             "two_tower_loss": float(np.mean(tt_losses)) if tt_losses else float("nan"),
             "samples": float(n),
             "ranker_auc_like": like_auc,
         }
-        for i, task in enumerate(self.extra_tasks):
-            sub_seed = int(np.random.SeedSequence([tick_seed, i + 1]).generate_state(1)[0])
-            stats.update({f"{task.name}.{k}": v for k, v in task.train(batch, sub_seed).items()})
-        return stats
 
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
         """Copies of the model parameters as numpy arrays (safe to ship across processes)."""
-        return {
-            "two_tower": {k: v.detach().numpy().copy() for k, v in self.two_tower.state_dict().items()},
-            "ranker": {k: v.detach().numpy().copy() for k, v in self.ranker.state_dict().items()},
-            **{t.name: t.weights() for t in self.extra_tasks},
-        }
+        out = {t.name: t.weights() for t in self.extra_tasks}
+        if self.base_models:
+            out = {"two_tower": {k: v.detach().numpy().copy() for k, v in self.two_tower.state_dict().items()},
+                   "ranker": {k: v.detach().numpy().copy() for k, v in self.ranker.state_dict().items()}, **out}
+        return out
 
     def state_bytes(self) -> bytes:
         """Everything needed to continue training identically (models, optimisers, counters)."""
+        st = {"version": self.version, "samples_seen": self.samples_seen,
+              "extra": {t.name: t.state() for t in self.extra_tasks}}
+        if self.base_models:
+            st |= {"tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
+                   "opt_tt": self.opt_tt.state_dict(), "opt_rk": self.opt_rk.state_dict()}
         buf = io.BytesIO()
-        torch.save(
-            {
-                "tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
-                "opt_tt": self.opt_tt.state_dict(), "opt_rk": self.opt_rk.state_dict(),
-                "version": self.version, "samples_seen": self.samples_seen,
-                "extra": {t.name: t.state() for t in self.extra_tasks},
-            },
-            buf,
-        )
+        torch.save(st, buf)
         return buf.getvalue()
 
     def load_state_bytes(self, data: bytes) -> None:
         st = torch.load(io.BytesIO(data), weights_only=False)
-        self.two_tower.load_state_dict(st["tt"])
-        self.ranker.load_state_dict(st["rk"])
-        self.opt_tt.load_state_dict(st["opt_tt"])
-        self.opt_rk.load_state_dict(st["opt_rk"])
+        if self.base_models:
+            self.two_tower.load_state_dict(st["tt"])
+            self.ranker.load_state_dict(st["rk"])
+            self.opt_tt.load_state_dict(st["opt_tt"])
+            self.opt_rk.load_state_dict(st["opt_rk"])
         self.version = st["version"]
         self.samples_seen = st["samples_seen"]
         for t in self.extra_tasks:

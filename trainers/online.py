@@ -1,9 +1,10 @@
 """The long-lived Ray Train loop: one TorchTrainer per run keeps every arm's learner and trains tick after tick.
 
 Ray Data has no unbounded source, so the trainer does not get a dataset: its worker pulls
-commands from a :class:`TrainCoordinator` actor (``train`` a tick's batches, ``snapshot``,
+commands from a coordinator actor (``train`` a tick's batches, ``snapshot``,
 ``restore``, ``stop``) and pushes each tick's weights back to it, from where the driver
-publishes them to the Serve deployments. Each arm's learner sees only its own arm's traffic.
+publishes them to the Serve deployments. The base models are shared by the arms (trained on their pooled
+traffic) or each arm's own, per ``TrainConfig.base_models`` (:class:`ArmLearners`).
 
 Ray touchpoints of this module: (1) the coordinator actor, (2) ``TorchTrainer`` in a driver
 thread, (3) ``ray.train.report`` per tick from inside the worker. Ray is imported lazily so
@@ -19,21 +20,91 @@ from typing import Any
 import numpy as np
 
 from simulator.config import ArmSpec, TrainConfig
-from serving.arms import ArmContext, arm_context, arm_kind, arm_seed, model_configs
-from trainers.learner import OnlineLearner
+from serving.arms import ArmContext, arm_context, arm_kind, arm_seed, base_model_seed, model_configs
+from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
 
 
-def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: int) -> OnlineLearner:
-    """The arm's learner: two-tower + ranker, plus the extra tasks its kind registers (e.g. Next-User)."""
+def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: int,
+                 base_models: bool = True) -> OnlineLearner:
+    """The arm's learner: two-tower + ranker (unless ``base_models=False``: they are shared), plus the extra
+    tasks its kind registers (e.g. Next-User)."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
     actx = arm_context(ctx, arm_index)
     extra = arm_kind(arm).tasks(arm, actx, train.lr, train.batch_size)
     return OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
-                         epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index), extra_tasks=extra)
+                         epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index), extra_tasks=extra,
+                         base_models=base_models)
 
 
 def tick_seed(learner_seed: int, tick_id: int) -> int:
     return int(np.random.SeedSequence([learner_seed, tick_id, 0x7EA]).generate_state(1)[0])
+
+
+SHARED_BASE = "__base__"
+"""The shared base learner's key in :meth:`ArmLearners.state` (not a valid arm name)."""
+
+
+class ArmLearners:
+    """Every arm's learners of a run, with the base models per ``TrainConfig.base_models`` (docs/metrics.md):
+
+    - ``per_arm``: each arm's learner holds its own two-tower and ranker and trains them on its own traffic;
+    - ``shared``: one base learner trains the two-tower and ranker on the pooled traffic of all arms (in arm
+      order) and every arm is served its weights; each arm's learner holds only its strategy models;
+    - ``control``: as ``shared``, trained on the control arm's traffic only.
+
+    The same object runs in-process (:class:`simulator.runtime.LocalRuntime`) and in the Ray Train worker.
+    """
+
+    def __init__(self, arms: list[ArmSpec], ctx: ArmContext, train: TrainConfig, control: str):
+        self.mode = train.base_models
+        names = [a.name for a in arms]
+        if self.mode == "control" and control not in names:
+            raise ValueError(f"base_models='control' needs the control arm '{control}' among the arms {names}")
+        self.control = control
+        per_arm = self.mode == "per_arm"
+        self.learners = {a.name: make_learner(a, ctx, train, i, base_models=per_arm) for i, a in enumerate(arms)}
+        self.base: OnlineLearner | None = None
+        if not per_arm:
+            tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+            self.base = OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
+                                      epochs=train.epochs_per_tick, seed=base_model_seed(ctx.seed))
+
+    def _base_batch(self, batches: dict[str, dict]) -> dict:
+        """The shared base models' training batch: the pooled base features of the arms that train them."""
+        arms = [self.control] if self.mode == "control" else list(self.learners)
+        return concat_batches([{k: batches[a][k] for k in BATCH_KEYS} for a in arms if batches.get(a)])
+
+    def train_tick(self, tick_id: int, batches: dict[str, dict]) -> dict[str, tuple[int, dict, dict]]:
+        """Train on one tick's batches ({arm: batch}); returns {arm: (version, weights, stats)} where the
+        weights hold the base models the arm is to serve and its strategy models."""
+        base_w: dict = {}
+        base_stats: dict = {}
+        if self.base is not None:
+            base_stats = self.base.train_tick(self._base_batch(batches), tick_seed(self.base.seed, tick_id))
+            base_w = self.base.weights()
+        out = {}
+        for arm, batch in batches.items():
+            lr = self.learners[arm]
+            stats = base_stats | lr.train_tick(batch, tick_seed(lr.seed, tick_id))
+            out[arm] = (lr.version, base_w | lr.weights(), stats)
+        return out
+
+    def state(self) -> dict[str, bytes]:
+        """Each learner's state (the shared one under :data:`SHARED_BASE`)."""
+        out = {a: lr.state_bytes() for a, lr in self.learners.items()}
+        if self.base is not None:
+            out[SHARED_BASE] = self.base.state_bytes()
+        return out
+
+    def load_state(self, state: dict[str, bytes]) -> None:
+        expected = set(self.learners) | ({SHARED_BASE} if self.base is not None else set())
+        if set(state) != expected:
+            raise ValueError(f"learner checkpoint holds {sorted(state)}, this run's learners are {sorted(expected)} "
+                             f"(was it written with another train.base_models than '{self.mode}'?)")
+        for a, lr in self.learners.items():
+            lr.load_state_bytes(state[a])
+        if self.base is not None:
+            self.base.load_state_bytes(state[SHARED_BASE])
 
 
 def _deep_copy_arrays(x: Any) -> Any:
@@ -96,7 +167,7 @@ def train_loop_per_worker(config: dict) -> None:
     ctx: ArmContext = config["arm_ctx"]
     train_cfg: TrainConfig = config["train"]
     arms: list[ArmSpec] = config["arms"]
-    learners = {a.name: make_learner(a, ctx, train_cfg, i) for i, a in enumerate(arms)}
+    learners = ArmLearners(arms, ctx, train_cfg, config["control"])
     rank0 = ray.train.get_context().get_world_rank() == 0
     while True:
         cmd = ray.get(coord.get.remote())
@@ -106,11 +177,7 @@ def train_loop_per_worker(config: dict) -> None:
         if kind == "train":
             _, tick_id, batches = cmd
             t = time.perf_counter()
-            out = {}
-            for arm, batch in batches.items():
-                lr = learners[arm]
-                stats = lr.train_tick(batch, tick_seed(lr.seed, tick_id))
-                out[arm] = (lr.version, lr.weights(), stats)
+            out = learners.train_tick(tick_id, batches)
             seconds = time.perf_counter() - t
             samples = float(sum(len(b["user_id"]) for b in batches.values() if b))
             if rank0:
@@ -118,10 +185,9 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report({"tick": tick_id, "samples": samples, "seconds": seconds})
         elif kind == "snapshot":
             if rank0:
-                ray.get(coord.put_result.remote(("snapshot", cmd[1]), {a: lr.state_bytes() for a, lr in learners.items()}))
+                ray.get(coord.put_result.remote(("snapshot", cmd[1]), learners.state()))
         elif kind == "restore":
-            for a, data in cmd[1].items():
-                learners[a].load_state_bytes(data)
+            learners.load_state(cmd[1])
             if rank0:
                 ray.get(coord.put_result.remote(("restored", cmd[2]), True))
 
@@ -129,7 +195,7 @@ def train_loop_per_worker(config: dict) -> None:
 class OnlineTrainer:
     """Driver-side handle: starts the TorchTrainer in a thread, sends ticks, waits for their weights."""
 
-    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[ArmSpec], storage_path: str):
+    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[ArmSpec], control: str, storage_path: str):
         import ray
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -138,7 +204,8 @@ class OnlineTrainer:
         self.coord = ray.remote(num_cpus=0)(_Coordinator).remote()
         self.trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms},
+            train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms,
+                               "control": control},
             scaling_config=ScalingConfig(num_workers=train.num_workers, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name="coldsim_online", storage_path=storage_path),
         )

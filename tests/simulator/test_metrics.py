@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from simulator import metrics
 from simulator.config import MetricsConfig
 from simulator.metrics import (
+    TWO_WAY_METRICS,
     ArmData,
     compare_arms,
     daily_metrics,
@@ -98,15 +100,97 @@ def test_expo_reach_counts_run_items_crossing_k_on_different_days():
         # item 99 is a catalogue item (not uploaded in the run): never counted, however exposed
         *[expo(T0 + h * H, 4, 99, OLD, creator=2) for h in range(1, 6)],
     ]
-    d = daily_metrics(arm(ex, ups), CFG, T0, days=3)
+    # a 5-day run sees the whole 3-day window of every item (item 12's ends at day 4, 1 h); all exposures are in it
+    d = daily_metrics(arm(ex, ups), CFG, T0, days=5)
     # reach-2: day 0 {10}; day 1 {10, 12}; day 2 {10, 12, 11}
-    assert d["expo_reach_2"].to_list() == [1, 2, 3]
+    assert d["expo_reach_2"].to_list() == [1, 2, 3, 3, 3]
     # reach-3: day 0 {}; day 1 {10, 12}; day 2 unchanged
-    assert d["expo_reach_3"].to_list() == [0, 2, 2]
-    o = overall_metrics(arm(ex, ups), CFG, T0, days=3)
+    assert d["expo_reach_3"].to_list() == [0, 2, 2, 2, 2]
+    o = overall_metrics(arm(ex, ups), CFG, T0, days=5)
     assert (o["expo_reach_2"], o["expo_reach_3"]) == (3.0, 2.0)
-    # cut after day 1 (days=2): item 11's day-2 exposure is outside the run
-    assert overall_metrics(arm(ex, ups), CFG, T0, days=2)["expo_reach_2"] == 2.0
+    # cut after day 3 (days=4): item 12's window is not over at the end of the run -> censored on every day
+    cut = daily_metrics(arm(ex, ups), CFG, T0, days=4)
+    assert cut["expo_reach_2"].to_list() == [1, 1, 2, 2] and cut["expo_reach_3"].to_list() == [0, 1, 1, 1]
+
+
+def test_expo_reach_window_and_censoring():
+    # 3-day window (the default), 4-day run ending at T0 + 4 D
+    a20, a21, a22 = T0 + 1 * H, T0 + D, T0 + D + 1  # 21's window ends exactly at the end of the run; 22's 1 s later
+    ups = [upload(20, 1, a20), upload(21, 2, a21), upload(22, 3, a22)]
+    ex = [
+        # item 20: 2 exposures in its window; the 3rd comes 3 D + 1 h after upload, outside it
+        expo(T0 + 2 * H, 1, 20, a20), expo(T0 + D, 2, 20, a20), expo(T0 + 3 * D + 2 * H, 3, 20, a20),
+        # item 21: 3 exposures on day 1
+        *[expo(T0 + D + h * H, u, 21, a21, creator=2) for u, h in ((1, 1), (2, 2), (3, 3))],
+        # item 22: too young at the end of the run, not counted however exposed
+        *[expo(T0 + D + h * H, h, 22, a22, creator=3) for h in range(1, 6)],
+    ]
+    a = arm(ex, ups)
+    assert sorted(metrics.item_window_exposures(a, CFG, T0, 4)) == [2, 3]  # 22 excluded
+    d = daily_metrics(a, CFG, T0, days=4)
+    assert d["expo_reach_2"].to_list() == [0, 2, 2, 2]  # 20 reaches 2 on day 1 (its 2nd exposure), 21 on day 1
+    assert d["expo_reach_3"].to_list() == [0, 1, 1, 1]  # only 21: 20's 3rd exposure is outside the window
+    # a wider window sees 20's 3rd exposure, and censors 21 (its window now ends after the run)
+    wide = CFG.model_copy(update={"expo_window_days": 3.5})
+    assert daily_metrics(a, wide, T0, days=4)["expo_reach_3"].to_list() == [0, 0, 0, 1]
+    # publications and coverage still count every run item, censored or not
+    o = overall_metrics(a, CFG, T0, days=4)
+    assert (o["publications"], o["new_item_coverage"]) == (3.0, 1.0)
+
+
+def _window_arm() -> ArmData:
+    """Five items uploaded at T0 + 1 h with 0, 1, 2, 3 and 10 exposures in their 3-day window, one more exposure
+    of the 3-exposure item outside it, and an item uploaded on day 2 (censored in a 4-day run) with 50."""
+    counts = {30: 0, 31: 1, 32: 2, 33: 3, 34: 10}
+    up_ts = T0 + H
+    ups = [upload(i, 1 + i % 3, up_ts) for i in counts] + [upload(35, 1, T0 + 2 * D)]
+    ex = [
+        expo(T0 + 2 * H + j * 60, j % 9 + 1, i, up_ts, creator=1 + i % 3) for i, n in counts.items() for j in range(n)
+    ]
+    ex.append(expo(T0 + 3 * D + 2 * H, 5, 33, up_ts, creator=1))
+    ex += [expo(T0 + 2 * D + H + j, j % 9 + 1, 35, T0 + 2 * D) for j in range(50)]
+    return arm(ex, ups)
+
+
+def test_derived_k_are_quantiles_of_the_control_window_exposures():
+    a = _window_arm()
+    assert sorted(metrics.item_window_exposures(a, CFG, T0, 4)) == [0, 1, 2, 3, 10]
+    derived = MetricsConfig(cold_age_hours=2, cold_max_exposures=2, bootstrap_samples=200)  # expo_k=None
+    # np.quantile([0, 1, 2, 3, 10]): q50 = 2; q90 = 3 + 0.6 * 7 = 7.2 -> 8; q99 = 3 + 0.96 * 7 = 9.72 -> 10
+    res = metrics.resolve_expo_k(a, derived, T0, 4)
+    assert metrics.expo_thresholds(res) == {"expo_reach_q50": 2, "expo_reach_q90": 8, "expo_reach_q99": 10}
+    assert metric_names(res)[:4] == ["expo_reach_q50", "expo_reach_q90", "expo_reach_q99", "dac"]
+    o = overall_metrics(a, res, T0, 4)
+    assert (o["expo_reach_q50"], o["expo_reach_q90"], o["expo_reach_q99"]) == (3.0, 1.0, 1.0)  # {32, 33, 34}, {34}
+    # the caller's floor (DualRec's target count + 1), unless the config sets its own
+    floored = metrics.resolve_expo_k(a, derived, T0, 4, k_min=5)
+    assert list(metrics.expo_thresholds(floored).values()) == [5, 8, 10]
+    own = derived.model_copy(update={"expo_k_min": 9})
+    assert list(metrics.expo_thresholds(metrics.resolve_expo_k(a, own, T0, 4, k_min=5)).values()) == [9, 9, 10]
+    # no eligible item at all (a 2-day run is shorter than the window): every K is the floor, and at least 1
+    assert set(metrics.expo_thresholds(metrics.resolve_expo_k(a, derived, T0, 2)).values()) == {1}
+    # a fixed expo_k is already resolved
+    assert metrics.resolve_expo_k(a, CFG, T0, 4) is CFG
+
+
+def test_derived_metric_names_and_unresolved_configs():
+    assert [metrics.expo_metric_name(q) for q in (0.5, 0.9, 0.99, 0.995, 0.07)] == [
+        "expo_reach_q50", "expo_reach_q90", "expo_reach_q99", "expo_reach_q99.5", "expo_reach_q7"]
+    unresolved = MetricsConfig()
+    assert unresolved.expo_k is None and unresolved.expo_window_days == 3.0
+    for call in (
+        lambda: metric_names(unresolved),
+        lambda: daily_metrics(arm(), unresolved, T0, 2),
+        lambda: overall_metrics(arm(), unresolved, T0, 2),
+        lambda: normalised_metrics(arm(), unresolved, T0, 2),
+        lambda: compare_arms({"c": arm(), "t": arm()}, "c", unresolved, T0, 2, seed=0),
+    ):
+        with pytest.raises(ValueError, match="resolve_expo_k"):
+            call()
+    with pytest.raises(ValueError):
+        MetricsConfig(expo_k=[5, 5])
+    with pytest.raises(ValueError):
+        MetricsConfig(expo_quantiles=[0.0])
 
 
 def test_dac_and_publications():
@@ -350,7 +434,7 @@ def test_bootstrap_is_deterministic_and_independent_of_chunking(monkeypatch):
     first = compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=11)
     assert first.equals(compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=11))
     assert first["arm"].unique(maintain_order=True).to_list() == ["t", "u"]
-    monkeypatch.setattr(metrics, "_BOOTSTRAP_CHUNK_BYTES", 8 * 600 * 7)  # 7 replicates per chunk
+    monkeypatch.setattr(metrics, "_BOOTSTRAP_CHUNK_BYTES", 8 * 600 * 7)  # a few replicates per chunk
     chunked = compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=11)  # same weights; sums may differ in the last bit
     for col in ("ci_low", "ci_high"):
         assert np.allclose(first[col].to_numpy(), chunked[col].to_numpy(), rtol=1e-12, atol=0, equal_nan=True)
@@ -391,3 +475,142 @@ def test_ladder_compares_each_arm_with_the_one_before_it():
     assert c["ci_low"] == _row(pair, "publications", "c")["ci_low"]
     with pytest.raises(ValueError, match="ladder arms"):
         metrics.ladder_comparison(arms, ["a", "zz"], BOOT_CFG, T0, 7, seed=0)
+
+
+# --------------------------------------------------------------------------- undefined lifts, CUPED, two-way bootstrap
+
+
+def _with_covariates(a: ArmData, covariates) -> ArmData:
+    cov = np.asarray(covariates, dtype=np.float64).reshape(len(a.creators), -1)
+    return dataclasses.replace(a, creator_covariates=cov)
+
+
+def test_undefined_lifts_are_nan_and_not_significant():
+    # publications: control 2 per creator, treatment 0 -> a -100% lift is undefined, not significant
+    pubs = [upload(10, 1, T0 + H), upload(11, 2, T0 + H), upload(12, 3, T0 + 2 * H), upload(13, 3, T0 + 3 * H)]
+    c, t = arm(uploads=pubs + [upload(14, 1, T0 + 4 * H), upload(15, 2, T0 + 4 * H)]), arm(name="t")
+    r = _row(compare_arms({"c": c, "t": t}, "c", CFG, T0, 1, seed=0), "publications")
+    assert r["control_value"] == 2.0 and r["arm_value"] == 0.0
+    assert all(math.isnan(r[k]) for k in ("lift", "ci_low", "ci_high", "lift_cuped")), r
+    assert not r["significant"] and not r["significant_cuped"]
+    # new-item coverage with a single publishing creator per arm: a replicate is undefined whenever either
+    # arm's creator draws weight 0, about 1 - (1 - e^-1)^2 = 60% of them -> undefined although both values exist
+    two_items = [upload(10, 1, T0 + H), upload(11, 1, T0 + H)]
+    one_c = arm([expo(T0 + 2 * H, 1, 10, T0 + H)], two_items)
+    one_t = arm([expo(T0 + 2 * H, 1, 10, T0 + H), expo(T0 + 2 * H, 1, 11, T0 + H)], two_items)
+    r = _row(compare_arms({"c": one_c, "t": one_t}, "c", CFG, T0, 1, seed=0), "new_item_coverage")
+    assert (r["control_value"], r["arm_value"]) == (0.5, 1.0)
+    assert math.isnan(r["lift"]) and math.isnan(r["ci_low"]) and not r["significant"]
+
+
+def test_degenerate_bootstrap_gives_nan_lift():
+    # every creator of both arms uploads once on day 0: DAC is 1 per creator in every replicate
+    c = arm(uploads=[upload(10 + i, i, T0 + H) for i in (1, 2, 3)])
+    t = arm(uploads=[upload(20 + i, i, T0 + H) for i in (1, 2, 3)], name="t")
+    res = compare_arms({"c": c, "t": t}, "c", CFG, T0, 1, seed=0)
+    dac = _row(res, "dac")
+    assert (dac["control_value"], dac["arm_value"]) == (1.0, 1.0)
+    assert math.isnan(dac["lift"]) and math.isnan(dac["ci_high"]) and not dac["significant"]
+
+
+def test_cuped_lift_by_hand():
+    # covariate x (say, uploads the log schedules), outcome y = publications per creator
+    # control creators 1, 2: x = 0, 2; y = 1, 4. treatment creators 3, 4: x = 1, 3; y = 2, 4
+    ups_c = [upload(10, 1, T0 + H), *[upload(11 + j, 2, T0 + H + j) for j in range(4)]]
+    ups_t = [upload(20 + j, 3, T0 + H + j) for j in range(2)] + [upload(30 + j, 4, T0 + H + j) for j in range(4)]
+    c = _with_covariates(arm(uploads=ups_c, creators=(1, 2)), [0, 2])
+    t = _with_covariates(arm(uploads=ups_t, creators=(3, 4), name="t"), [1, 3])
+    # pooled: x mean 1.5, y mean 2.75; sum((x - 1.5)(y - 2.75)) = 5.5, sum((x - 1.5)^2) = 5 -> theta = 1.1
+    theta = metrics._cuped_theta(np.array([[0.0], [2], [1], [3]]), np.array([[1.0], [4], [2], [4]]))
+    assert theta.item() == pytest.approx(1.1)
+    # adjusted y - 1.1 (x - 1.5): control 2.65, 3.45 (mean 3.05); treatment 2.55, 2.35 (mean 2.45)
+    r = _row(compare_arms({"c": c, "t": t}, "c", CFG, T0, 1, seed=0), "publications")
+    assert r["lift"] == pytest.approx(3.0 / 2.5 - 1)  # raw: +20%, all of it from the treatment's larger x
+    assert r["lift_cuped"] == pytest.approx(2.45 / 3.05 - 1)  # adjusted: -19.7%
+    assert r["ci_low_cuped"] <= r["lift_cuped"] <= r["ci_high_cuped"]
+    # metrics outside the CUPED set, and arms without covariates, get no CUPED lift
+    assert math.isnan(_row(compare_arms({"c": c, "t": t}, "c", CFG, T0, 1, seed=0), "exposures")["lift_cuped"])
+    plain = compare_arms({"c": arm(uploads=ups_c, creators=(1, 2)), "t": arm(uploads=ups_t, creators=(3, 4), name="t")},
+                         "c", CFG, T0, 1, seed=0)
+    assert plain["lift_cuped"].is_nan().all() and _row(plain, "publications")["lift"] == pytest.approx(0.2)
+
+
+def cuped_arm(name: str, n_creators: int, *, seed: int, offset: int, lift: float = 0.0, days: int = 7) -> ArmData:
+    """Creators with lognormal daily upload rates r_c; publications ~ Poisson(days r_c (1 + lift)) and a
+    covariate ~ Poisson(days r_c) drawn independently (uploads the log schedules for the creator)."""
+    rng = np.random.default_rng(seed)
+    creators = offset + np.arange(n_creators, dtype=np.int64)
+    rate = rng.lognormal(-0.5, 1.0, n_creators)
+    n_up = rng.poisson(days * rate * (1 + lift))
+    up_creator = np.repeat(creators, n_up)
+    up_ts = T0 + rng.integers(0, days * D, up_creator.size)
+    uploads = pl.DataFrame(
+        {"day": ((up_ts - T0) // D).astype(np.int32), "item_id": offset * 100 + np.arange(up_creator.size),
+         "creator_id": up_creator, "upload_ts": up_ts, "category": np.zeros(up_creator.size, np.int64),
+         "origin": np.full(up_creator.size, "replay")}
+    )
+    base = arm(creators=creators, users=(offset,), name=name)
+    return dataclasses.replace(base, uploads=uploads, creator_covariates=rng.poisson(days * rate)[:, None])
+
+
+def test_cuped_narrows_the_ci_with_a_predictive_covariate():
+    arms = {"c": cuped_arm("c", 1000, seed=1, offset=0), "t": cuped_arm("t", 1000, seed=2, offset=10**6, lift=0.1)}
+    r = _row(compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=0), "publications")
+    raw_width, cuped_width = r["ci_high"] - r["ci_low"], r["ci_high_cuped"] - r["ci_low_cuped"]
+    assert cuped_width < 0.7 * raw_width, (raw_width, cuped_width)
+    assert r["ci_low_cuped"] < 0.1 < r["ci_high_cuped"] and r["significant_cuped"]
+
+
+def two_sided_arm(name: str, n_users: int, n_creators: int, *, seed: int, offset: int, per_user: int = 30,
+                  days: int = 3) -> ArmData:
+    """Each user sees ``per_user`` catalogue items of random creators; P(like) = sigmoid(a_u + b_c - 3) with
+    user and creator effects a_u, b_c ~ N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    users = offset + np.arange(n_users, dtype=np.int64)
+    creators = offset + np.arange(n_creators, dtype=np.int64)
+    a, b = rng.normal(0, 1, n_users), rng.normal(0, 1, n_creators)
+    u = np.repeat(np.arange(n_users), per_user)
+    c = rng.integers(0, n_creators, u.size)
+    ts = T0 + rng.integers(0, days * D, u.size)
+    like = rng.random(u.size) < 1 / (1 + np.exp(3 - a[u] - b[c]))
+    rows = [expo(int(s), int(users[i]), int(offset * 100 + j), OLD, creator=int(creators[j]), like=bool(lk))
+            for s, i, j, lk in zip(ts, u, c, like)]
+    return arm(rows, creators=creators, users=users, name=name)
+
+
+def test_two_way_bootstrap_covers_users_and_creators():
+    cfg = MetricsConfig(expo_k=[5], cold_age_hours=1, cold_max_exposures=10**6, bootstrap_samples=300)  # all cold
+    arms = {"c": two_sided_arm("c", 400, 40, seed=1, offset=0), "t": two_sided_arm("t", 400, 40, seed=2, offset=10**6)}
+    two = compare_arms(arms, "c", cfg, T0, 3, seed=0)
+    one = compare_arms(arms, "c", cfg.model_copy(update={"bootstrap_two_way": False}), T0, 3, seed=0)
+    read = ("interactions", "interactions_per_exposure", "cold_interactions", "engaged_users")
+    width = {name: {m: _row(t, m)["ci_high"] - _row(t, m)["ci_low"] for m in read} for name, t in (("two", two), ("one", one))}
+    # users only misses the 40 creators' effects, creators only the users'
+    for m in ("interactions", "interactions_per_exposure", "cold_interactions", "engaged_users"):
+        assert width["two"][m] > 1.05 * width["one"][m], (m, width)
+    one_sided = ~pl.col("metric").is_in(list(TWO_WAY_METRICS))  # one-way over their unit either way
+    assert two.filter(one_sided).equals(one.filter(one_sided))
+    values = ["metric", "control_value", "arm_value"]
+    assert two.select(values).equals(one.select(values))  # the point estimates do not change
+    assert two.equals(compare_arms(arms, "c", cfg, T0, 3, seed=0))  # deterministic for a seed
+    assert not two["ci_low"].equals(compare_arms(arms, "c", cfg, T0, 3, seed=1)["ci_low"])
+
+
+def test_creator_covariates_from_the_log():
+    import pyarrow as pa
+
+    from simulator.schema import Log
+    from simulator.world import CREATOR_COVARIATES, creator_covariates
+
+    items = pa.table({
+        "item_id": [1, 2, 3, 4, 5], "creator_id": [7, 7, 8, 8, 9], "category": [0] * 5,
+        "upload_ts": [T0 - D, T0 + H, T0 - 2 * D, T0 + 3 * D, T0 + D],
+    })
+    events = pa.table({
+        "ts": [T0 - H, T0 - H, T0 - 2 * H, T0 + H, T0 - H], "user_id": [1, 2, 1, 1, 3], "item_id": [1, 1, 3, 3, 1],
+        "event": ["like", "expose", "comment", "like", "follow"],
+    })
+    ids, cov = creator_covariates(Log("toy", events, items), T0, days=2)
+    assert ids.tolist() == [7, 8, 9] and len(CREATOR_COVARIATES) == cov.shape[1]
+    # pre uploads (before T0); pre interactions (like/comment/follow before T0); uploads the log schedules in days 0-1
+    assert cov.tolist() == [[1, 2, 1], [1, 1, 0], [0, 0, 1]]

@@ -8,15 +8,20 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from simulator.config import ArmSpec, Scenario
+from simulator.config import ArmSpec, MetricsConfig, Scenario
+from simulator.replicates import aggregate_lifts, as_comparison, format_replicates_markdown
 from simulator.tracking import (
     RunTracker,
     flatten_params,
+    forest_frame,
     format_comparison_markdown,
     format_comparison_rich,
+    metric_sort_key,
     plot_dac,
     plot_expo_reach,
     plot_exposures_by_age,
+    plot_forest,
+    undefined_reason,
 )
 
 ARMS = ["control", "fresh"]
@@ -62,6 +67,7 @@ def scenario() -> Scenario:
         description="test",
         arms=[ArmSpec(name="control", share=0.5), ArmSpec(name="fresh", kind="fresh_boost", share=0.5)],
         control="control",
+        metrics=MetricsConfig(expo_k=[10, 50, 200]),  # fixed thresholds, as the daily outputs above
     )
 
 
@@ -109,11 +115,12 @@ def test_start_log_finish(uri):
         assert {m.step: m.value for m in hist}[2] == day_metrics(arm, 2)["expo_reach_10"]
         assert run.data.metrics["overall.dac"] == pytest.approx(outputs()[1][arm]["dac"])
         assert len(client.get_metric_history(rid, "dac")) == DAYS  # overall values don't pollute the history
+        assert len(hist) == DAYS  # finish does not log again what log_day logged
 
     top = {f.path for f in client.list_artifacts(pid)}
     assert {"comparison.csv", "comparison.md", "daily_control.csv", "daily_fresh.csv", "plots", "config"} <= top
     plots = {f.path: f.file_size for f in client.list_artifacts(pid, "plots")}
-    assert set(plots) == {"plots/expo_reach.png", "plots/dac.png", "plots/exposures_by_age.png"}
+    assert set(plots) == {"plots/forest.png", "plots/expo_reach.png", "plots/dac.png", "plots/exposures_by_age.png"}
     assert all(size > 1000 for size in plots.values())
     md = Path(client.download_artifacts(pid, "comparison.md", str(extra.parent / "dl"))).read_text()
     assert "| expo_reach_10 | 12 | fresh | 18 | +50.0% ▲ | [+21.0%, +80.0%] |" in md
@@ -198,5 +205,191 @@ def test_comparison_formats():
     console.print(table)
     text = console.export_text()
     assert "+2.4% [\u22121.0%, +6.0%]" in text and "+50.0% [+21.0%, +80.0%]" in text
-    cells = list(table.columns[4].cells)
-    assert cells[0].startswith("[green]") and not cells[1].startswith("[")
+    lift_cells = [c for c, name in zip(table.columns[2].cells, table.columns[0].cells, strict=True) if name.startswith("  ")]
+    assert lift_cells[0].startswith("[green]") and not lift_cells[1].startswith("[")
+
+
+# -- trustworthy read-outs: order, undefined lifts, CUPED, resolved K, forest plot, ExpoReach history ---------
+
+NAN = float("nan")
+
+
+def cmp_rows(*rows: tuple) -> pl.DataFrame:
+    """A comparison from ``(metric, arm, control_value, arm_value, lift, ci_low, ci_high)`` tuples."""
+    cols = ["metric", "arm", "control_value", "arm_value", "lift", "ci_low", "ci_high"]
+    return pl.DataFrame([dict(zip(cols, r, strict=True)) for r in rows],
+                        schema={c: pl.String if c in ("metric", "arm") else pl.Float64 for c in cols})
+
+
+def rich_text(table, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=width)
+    console.print(table)
+    return console.export_text()
+
+
+def test_rows_lead_with_the_metrics_that_matter():
+    shuffled = ["dau", "zzz_custom", "expo_reach_q99", "dac", "expo_reach_200", "expo_reach_q50", "share_rate",
+                "interactions_per_exposure", "publications", "expo_reach_50", "expo_reach_q90", "cold_interactions",
+                "new_item_coverage", "exposures", "aaa_custom", "engaged_users", "view_rate", "interactions"]
+    expected = ["expo_reach_50", "expo_reach_200", "expo_reach_q50", "expo_reach_q90", "expo_reach_q99", "dac",
+                "publications", "cold_interactions", "interactions_per_exposure", "engaged_users", "dau", "view_rate",
+                "share_rate", "exposures", "interactions", "new_item_coverage", "zzz_custom", "aaa_custom"]
+    assert sorted(shuffled, key=metric_sort_key) == expected  # the rest keep their input order
+    rows = [(m, arm, 10.0, 11.0, 0.1, 0.05, 0.15) for arm in ("b", "a") for m in shuffled]
+    comparison = cmp_rows(*rows, ("dac", "control", 10.0, 10.0, 0.0, 0.0, 0.0))
+    md = format_comparison_markdown(comparison, "control")
+    cells = [line.split(" | ") for line in md.splitlines() if line.startswith("| ")][1:]  # after the header
+    assert [(c[0].removeprefix("| "), c[2]) for c in cells] == [(m, a) for m in expected for a in ("b", "a")]
+
+    table = format_comparison_rich(comparison, "control")
+    names = list(table.columns[0].cells)
+    assert names[:3] == ["[bold]expo_reach_50[/bold]", "  b", "  a"]
+    assert [n for n in names if n.startswith("[bold]")] == [f"[bold]{m}[/bold]" for m in expected]
+
+
+def test_undefined_lifts_read_undefined_without_a_marker():
+    comparison = cmp_rows(
+        ("expo_reach_10", "fresh", 0.0, 4.0, NAN, NAN, NAN),  # zero control
+        ("dac", "fresh", 21.0, 0.0, -1.0, -1.0, -1.0),  # zero treatment, collapsed CI
+        ("publications", "fresh", 30.0, 12.0, -0.6, -0.6, -0.6),  # degenerate bootstrap
+        ("exposures", "fresh", 1000.0, 1100.0, NAN, 0.05, 0.2),  # no lift
+        ("dau", "fresh", 50.0, 60.0, 0.2, 0.1, 0.3),  # a real one
+    )
+    reasons = [undefined_reason(r) for r in comparison.iter_rows(named=True)]
+    assert reasons == ["control is 0", "treatment is 0", "degenerate CI", "no lift", None]
+    md = format_comparison_markdown(comparison, "control")
+    assert "| expo_reach_10 | 0 | fresh | 4 | undefined | (control is 0) |" in md
+    assert "| dac | 21 | fresh | 0 | undefined | (treatment is 0) |" in md
+    assert "| publications | 30 | fresh | 12 | undefined | (degenerate CI) |" in md
+    assert "| dau | 50 | fresh | 60 | +20.0% ▲ | [+10.0%, +30.0%] |" in md
+    table_md = "\n".join(line for line in md.splitlines() if line.startswith("| "))
+    assert "100.0%" not in table_md and table_md.count("▲") + table_md.count("▼") == 1
+
+    table = format_comparison_rich(comparison, "control")
+    text = rich_text(table, 120)
+    assert "100.0%" not in text and text.count("undefined") == 4
+    lift_cells = [c for c, name in zip(table.columns[2].cells, table.columns[0].cells, strict=True) if name.startswith("  ")]
+    assert [c.startswith("[green]") or c.startswith("[red]") for c in lift_cells] == [False, False, False, True, False]  # dau reads before exposures
+
+    # a `significant` column, when present, can only take a marker away
+    flagged = comparison.with_columns(significant=pl.Series([False] * 4 + [False]))
+    assert "+20.0% |" in format_comparison_markdown(flagged, "control")
+    assert "+20.0% ▲ |" in format_comparison_markdown(comparison.with_columns(significant=pl.lit(True)), "control")
+
+
+def test_cuped_column_only_when_present_and_finite():
+    base = cmp_rows(("dac", "fresh", 21.0, 23.0, 0.095, 0.01, 0.18), ("dau", "fresh", 50.0, 51.0, 0.02, -0.03, 0.07))
+    assert "CUPED" not in format_comparison_markdown(base, "control")
+    all_nan = base.with_columns(lift_cuped=pl.lit(NAN), ci_low_cuped=pl.lit(NAN), ci_high_cuped=pl.lit(NAN))
+    assert "CUPED" not in format_comparison_markdown(all_nan, "control")
+    assert [c.header for c in format_comparison_rich(all_nan, "control").columns][-1] == "lift [95% CI]"
+
+    cuped = base.with_columns(lift_cuped=pl.Series([0.09, NAN]), ci_low_cuped=pl.Series([0.05, NAN]),
+                              ci_high_cuped=pl.Series([0.13, NAN]))
+    md = format_comparison_markdown(cuped, "control")
+    assert "| lift % | 95% CI | CUPED lift % | CUPED 95% CI |" in md
+    assert "| dac | 21 | fresh | 23 | +9.5% ▲ | [+1.0%, +18.0%] | +9.0% ▲ | [+5.0%, +13.0%] |" in md
+    assert "| dau | 50 | fresh | 51 | +2.0% | [-3.0%, +7.0%] | n/a | |" in md
+    table = format_comparison_rich(cuped, "control")
+    assert [c.header for c in table.columns] == ["metric / arm", "value", "lift [95% CI]", "CUPED lift [CI]"]
+    assert list(table.columns[3].cells)[1] == "[green]+9.0%\n[+5.0%, +13.0%][/green]"  # CI under the lift
+
+
+def test_rich_table_fits_80_columns_with_whole_ci_cells():
+    metrics = ["expo_reach_q50", "expo_reach_q90", "interactions_per_exposure", "new_item_coverage"]
+    rows = [(m, arm, 12345.6, 11000.2, lift, lift - 0.41, lift + 0.37)
+            for m in metrics for arm, lift in (("dualrec_v5", -0.109), ("next_user", 1.234), ("ihm", 0.05))]
+    k = {"expo_reach_q50": 12, "expo_reach_q90": 137}
+    plain = cmp_rows(*rows)
+    cuped = plain.with_columns(lift_cuped=pl.col("lift") * 0.9, ci_low_cuped=pl.col("ci_low") * 0.9,
+                               ci_high_cuped=pl.col("ci_high") * 0.9)
+    for comparison in (plain, cuped):
+        text = rich_text(format_comparison_rich(comparison, "base", expo_k=k), 80)
+        lines = text.splitlines()
+        assert max(len(line.rstrip()) for line in lines) <= 80
+        assert "expo_reach_q90 (K=137)" in text
+        for line in lines:  # a CI is never broken across lines
+            assert line.count("[") == line.count("]"), line
+        assert text.count("[+") + text.count("[\u2212") == len(rows) * (2 if comparison is cuped else 1)
+
+
+def test_resolved_k_labels_the_derived_thresholds():
+    comparison = cmp_rows(("expo_reach_q90", "fresh", 10.0, 12.0, 0.2, 0.1, 0.3), ("expo_reach_10", "fresh", 5.0, 6.0, 0.2, -0.1, 0.5))
+    md = format_comparison_markdown(comparison, "control", expo_k={"expo_reach_q90": 37, "expo_reach_10": 10})
+    assert "| expo_reach_10 | 5 |" in md and "| expo_reach_q90 (K=37) | 10 |" in md
+    assert md.index("expo_reach_10 ") < md.index("expo_reach_q90")
+
+
+def test_forest_plot_rows(tmp_path):
+    comparison = cmp_rows(
+        ("dau", "a", 50.0, 55.0, 0.1, 0.02, 0.18), ("dau", "b", 50.0, 45.0, -0.1, -0.2, 0.01),
+        ("expo_reach_q90", "a", 10.0, 0.0, -1.0, -1.0, -1.0), ("expo_reach_q90", "b", 10.0, 12.0, 0.2, 0.1, 0.3),
+        ("dac", "a", 20.0, 21.0, 0.05, -0.01, 0.11), ("dac", "b", 20.0, 19.0, -0.05, -0.1, 0.0),
+        ("dac", "control", 20.0, 20.0, 0.0, 0.0, 0.0),
+    ).with_columns(lift_cuped=pl.when(pl.col("metric") == "dau").then(pl.col("lift") / 2).otherwise(NAN),
+                   ci_low_cuped=pl.col("ci_low") / 2, ci_high_cuped=pl.col("ci_high") / 2)
+    data = forest_frame(comparison, "control", expo_k={"expo_reach_q90": 37})
+    assert data.height == 6 and data["row"].n_unique() == 3  # one row per metric, a point per treatment arm
+    assert data.unique("row", keep="first", maintain_order=True)["label"].to_list() == ["expo_reach_q90 (K=37)", "dac", "dau"]
+    assert data["arm"].to_list() == ["a", "b"] * 3
+    undefined = data.filter(~pl.col("defined"))
+    assert undefined.select("metric", "arm").rows() == [("expo_reach_q90", "a")] and undefined["lift"].is_nan().all()
+    assert data.filter(pl.col("lift_cuped").is_not_nan())["metric"].to_list() == ["dau", "dau"]
+
+    path = plot_forest(comparison, "control", tmp_path / "f" / "forest.png", expo_k={"expo_reach_q90": 37})
+    data_png = path.read_bytes()
+    assert data_png.startswith(PNG_MAGIC) and len(data_png) > 5000
+    assert plot_forest(comparison.filter(pl.col("arm") == "control"), "control", tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_pooled_replicates_read_like_a_comparison(tmp_path):
+    def one(lifts):
+        return cmp_rows(*[(m, "a", 1.0, 1.0, v, 0.0, 0.0) for m, v in zip(["dau", "publications", "expo_reach_q50"], lifts, strict=True)])
+
+    pooled = aggregate_lifts([one([0.1, NAN, -1.0]), one([0.2, NAN, -1.0]), one([0.3, NAN, -1.0])])
+    md = format_replicates_markdown(pooled, [0, 1, 2], expo_k={"expo_reach_q50": 9})
+    body = [line for line in md.splitlines() if line.startswith("| ") and "seed 0" not in line]
+    assert [line.split(" | ")[0][2:] for line in body] == ["expo_reach_q50 (K=9)", "publications", "dau"]
+    assert "| expo_reach_q50 (K=9) | a | undefined |" in md and "| publications | a | undefined |" in md
+    assert forest_frame(as_comparison(pooled), "control")["defined"].to_list() == [False, False, True]
+    assert plot_forest(as_comparison(pooled), "control", tmp_path / "pooled.png").stat().st_size > 5000
+
+
+def test_finish_logs_derived_expo_history_and_k(uri):
+    tracker = RunTracker(uri, "derived")
+    pid = tracker.start("tiny", {"seed": 0}, ARMS, {})
+    daily, overall, comparison, age = outputs()
+    daily = {a: df.rename({"expo_reach_10": "expo_reach_q50", "expo_reach_50": "expo_reach_q90"}) for a, df in daily.items()}
+    for d in range(DAYS):  # during the run only the metrics whose definition is fixed are logged
+        tracker.log_day(d, {a: {k: v for k, v in day_metrics(a, d).items() if not k.startswith("expo_")} for a in ARMS})
+    expo_k = {"expo_reach_q50": 12, "expo_reach_q90": 37}
+    comparison = comparison.with_columns(pl.col("metric").replace({"expo_reach_10": "expo_reach_q50"}))
+    tracker.finish(daily, overall, comparison, age, control="control", expo_k=expo_k)
+
+    client = MlflowClient(uri)
+    parent = client.get_run(pid)
+    assert parent.data.params["expo_k.expo_reach_q50"] == "12" and parent.data.params["expo_k.expo_reach_q90"] == "37"
+    assert parent.data.metrics["lift.fresh.expo_reach_q50"] == pytest.approx(0.5)
+    for arm, rid in tracker.child_run_ids.items():
+        for col in ("expo_reach_q50", "expo_reach_q90"):
+            hist = {m.step: m.value for m in client.get_metric_history(rid, col)}
+            assert hist == {d: pytest.approx(daily[arm][col][d]) for d in range(DAYS)}
+        assert len(client.get_metric_history(rid, "dac")) == DAYS
+    md = Path(client.download_artifacts(pid, "comparison.md", str(Path(uri.removeprefix("sqlite:///")).parent / "dl2"))).read_text()
+    assert "| expo_reach_q50 (K=12) | 12 | fresh | 18 | +50.0% ▲ |" in md
+
+
+def test_undefined_and_cuped_lifts_in_mlflow(uri):
+    tracker = RunTracker(uri, "lifts")
+    pid = tracker.start("tiny", {"seed": 0}, ARMS, {})
+    daily, overall, _, age = outputs()
+    comparison = cmp_rows(("dac", "fresh", 21.0, 0.0, -1.0, -1.0, -1.0), ("dau", "fresh", 50.0, 60.0, 0.2, 0.1, 0.3)).with_columns(
+        lift_cuped=pl.Series([NAN, 0.18]), ci_low_cuped=pl.Series([NAN, 0.12]), ci_high_cuped=pl.Series([NAN, 0.24]))
+    tracker.finish(daily, overall, comparison, age, control="control")
+    metrics = MlflowClient(uri).get_run(pid).data.metrics
+    assert not any(k.startswith("lift.fresh.dac") for k in metrics)  # undefined: nothing to log
+    assert metrics["lift.fresh.dau"] == pytest.approx(0.2) and metrics["lift.fresh.dau.cuped"] == pytest.approx(0.18)
+    assert metrics["lift.fresh.dau.cuped.ci_low"] == pytest.approx(0.12)

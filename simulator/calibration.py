@@ -1,0 +1,61 @@
+"""A/A calibration: run a scenario of identical arms over seeds and measure how often its CIs exclude 0.
+
+In an A/A run every lift is noise, so a calibrated read-out flags about ``1 - ci_level`` of its
+(arm, metric) cells. :func:`aa_comparisons` runs the simulation in-process for each seed (no
+checkpoints, no MLflow) and stacks the comparison frames; :func:`false_positive_rate` reads them.
+Used by tests/simulator/test_aa.py and benchmarks/bench_aa.py; figures in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import polars as pl
+
+from simulator.config import Scenario
+
+
+def aa_comparisons(scenario: Scenario, seeds: list[int], **train_overrides) -> pl.DataFrame:
+    """The comparison frame of ``scenario`` for every seed, stacked with a ``seed`` column.
+
+    ``train_overrides`` replace fields of ``scenario.train`` (e.g. ``base_models="per_arm"``)."""
+    from simulator.loop import Simulation
+    from simulator.runtime import LocalRuntime
+    from simulator.sources.synthetic import generate_synthetic
+
+    if len({a.model_dump_json(exclude={"name"}) for a in scenario.arms}) != 1:
+        raise ValueError(f"scenario '{scenario.name}' is not an A/A scenario: its arms differ in more than their names")
+    frames = []
+    for seed in seeds:
+        sc = scenario.with_overrides(seed=seed)
+        if train_overrides:
+            sc = sc._revalidated({"train": sc.train.model_copy(update=train_overrides)})
+        log = generate_synthetic(sc.synthetic, sc.seed)
+        with tempfile.TemporaryDirectory(prefix="coldsim-aa-") as tmp:
+            result = Simulation(sc, log, LocalRuntime, tmp, progress=False, checkpoints=False).run()
+        frames.append(result.comparison.with_columns(pl.lit(seed).alias("seed")))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+@dataclass(frozen=True)
+class FalsePositives:
+    """How many defined (arm, metric, seed) cells exclude 0, overall and per metric."""
+
+    rate: float  # flagged / defined
+    flagged: int
+    defined: int
+    undefined: int
+    per_metric: pl.DataFrame  # metric, defined, flagged, rate
+
+
+def false_positive_rate(comparison: pl.DataFrame, cuped: bool = False) -> FalsePositives:
+    """Read the ``significant`` column (``significant_cuped`` with ``cuped``) of defined cells (finite lift)."""
+    lift, flag = ("lift_cuped", "significant_cuped") if cuped else ("lift", "significant")
+    cells = comparison.filter(pl.col(lift).is_not_nan() & pl.col(lift).is_not_null())
+    per_metric = (cells.group_by("metric", maintain_order=True)
+                  .agg(defined=pl.len(), flagged=pl.col(flag).sum())
+                  .with_columns(rate=pl.col("flagged") / pl.col("defined")))
+    n_flagged = int(cells[flag].sum()) if cells.height else 0
+    return FalsePositives(rate=n_flagged / cells.height if cells.height else float("nan"), flagged=n_flagged,
+                          defined=cells.height, undefined=comparison.height - cells.height, per_metric=per_metric)

@@ -1,0 +1,106 @@
+"""ArmLearners: shared base models are trained on the pooled (or the control's) traffic and served to every arm;
+per-arm base models are each arm's own; every arm starts serving the same base weights when they are shared."""
+
+import numpy as np
+import pytest
+
+from serving.arms import ArmContext, arm_context, base_model_seed, build_arm, model_configs
+from simulator.config import ArmSpec, ModelConfig, NextUserSpec, TrainConfig
+from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
+from trainers.online import SHARED_BASE, ArmLearners, make_learner, tick_seed
+
+CTX = ArmContext(model=ModelConfig(dim=8, id_buckets=256, hidden=16), slate_size=4, n_item_dense=1, seed=7)
+ARMS = [ArmSpec(name="base", kind="base", share=0.5),
+        ArmSpec(name="nu", kind="next_user", share=0.5, next_user=NextUserSpec(max_train_samples=64))]
+
+
+def _batch(seed: int, n: int = 96) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    item = rng.integers(0, 16, n).astype(np.int64)
+    labels = np.zeros((n, 5), bool)
+    labels[:, 0] = item % 2 == 0
+    return {
+        "user_id": rng.integers(0, 32, n).astype(np.int64), "item_id": item, "creator_id": item // 4,
+        "category": item % 4, "user_dense": rng.random((n, 3)).astype(np.float32),
+        "item_dense": np.ones((n, 1), np.float32), "pair_dense": rng.random((n, 3)).astype(np.float32),
+        "labels": labels,
+        # an arm-specific logged feature (as the Next-User channel logs): must not reach the base models
+        "extra_feature": rng.random(n).astype(np.float32),
+    }
+
+
+def _ctx(shared: bool) -> ArmContext:
+    return ArmContext(model=CTX.model, slate_size=CTX.slate_size, n_item_dense=CTX.n_item_dense, seed=CTX.seed,
+                      shared_base=shared)
+
+
+def _group(mode: str) -> ArmLearners:
+    return ArmLearners(ARMS, _ctx(mode != "per_arm"), TrainConfig(batch_size=32, base_models=mode), control="base")
+
+
+def _reference_base() -> OnlineLearner:
+    tt, rk = model_configs(CTX.model, CTX.n_item_dense)
+    tc = TrainConfig(batch_size=32)
+    return OnlineLearner(tt, rk, lr=tc.lr, batch_size=32, temperature=tc.temperature, epochs=1,
+                         seed=base_model_seed(CTX.seed))
+
+
+def _close(a: dict, b: dict) -> bool:
+    return all(np.allclose(a[k], b[k]) for k in a) and set(a) == set(b)
+
+
+@pytest.mark.parametrize("mode", ["shared", "control"])
+def test_shared_base_is_trained_on_the_pooled_or_control_traffic_and_served_to_every_arm(mode):
+    group, ref = _group(mode), _reference_base()
+    for tick in range(3):
+        batches = {"base": _batch(10 * tick), "nu": _batch(10 * tick + 1)}
+        out = group.train_tick(tick, batches)
+        pooled = [batches["base"]] if mode == "control" else [batches["base"], batches["nu"]]
+        ref.train_tick(concat_batches([{k: b[k] for k in BATCH_KEYS} for b in pooled]), tick_seed(ref.seed, tick))
+    w_base, w_nu = out["base"][1], out["nu"][1]
+    expected = ref.weights()
+    for model in ("two_tower", "ranker"):
+        assert _close(w_base[model], expected[model]), f"{mode}: base weights are not the reference's"
+        assert _close(w_nu[model], expected[model]), f"{mode}: arms are served different base weights"
+    assert "next_user" in w_nu and "next_user" not in w_base  # strategy models stay the arm's own
+    assert out["nu"][2]["ranker_auc_like"] == out["base"][2]["ranker_auc_like"]  # the shared ranker's stats
+
+
+def test_per_arm_base_models_are_each_arms_own_and_unchanged():
+    group = _group("per_arm")
+    solo = make_learner(ARMS[1], CTX, TrainConfig(batch_size=32, base_models="per_arm"), 1)
+    for tick in range(2):
+        batches = {"base": _batch(tick), "nu": _batch(100 + tick)}
+        out = group.train_tick(tick, batches)
+        solo.train_tick(batches["nu"], tick_seed(solo.seed, tick))
+    assert _close(out["nu"][1]["ranker"], solo.weights()["ranker"])
+    assert not _close(out["nu"][1]["ranker"], out["base"][1]["ranker"])
+    assert SHARED_BASE not in group.state()
+
+
+def test_state_round_trip_and_a_clear_error_across_modes():
+    a = _group("shared")
+    a.train_tick(0, {"base": _batch(0), "nu": _batch(1)})
+    b = _group("shared")
+    b.load_state(a.state())
+    nxt = {"base": _batch(2), "nu": _batch(3)}
+    wa, wb = a.train_tick(1, nxt), b.train_tick(1, nxt)
+    assert _close(wa["nu"][1]["ranker"], wb["nu"][1]["ranker"])
+    with pytest.raises(ValueError, match="base_models"):
+        _group("per_arm").load_state(a.state())
+
+
+def test_control_mode_needs_the_control_arm():
+    with pytest.raises(ValueError, match="control arm 'nope'"):
+        ArmLearners(ARMS, _ctx(True), TrainConfig(base_models="control"), control="nope")
+
+
+def test_arms_start_from_the_same_base_weights_only_when_shared():
+    for shared in (True, False):
+        p0, p1 = (build_arm(ARMS[i], arm_context(_ctx(shared), i)) for i in range(2))
+        same = all(np.allclose(v.numpy(), p1.ranker.state_dict()[k].numpy()) for k, v in p0.ranker.state_dict().items())
+        assert same == shared
+    # ... and the shared learner starts from those weights too
+    p0 = build_arm(ARMS[0], arm_context(_ctx(True), 0))
+    ref = _reference_base().weights()["ranker"]
+    assert all(np.allclose(v.numpy(), ref[k]) for k, v in p0.ranker.state_dict().items())

@@ -44,7 +44,8 @@ class ArmDeployment:
         self.policy = build_arm(spec, ctx)
 
     async def upload(self, items: dict[str, np.ndarray]) -> dict[int, list[int]]:
-        self.policy.upload_items(items["item_id"], items["creator_id"], items["upload_ts"], items["category"], items["dense"])
+        self.policy.upload_items(items["item_id"], items["creator_id"], items["upload_ts"], items["category"], items["dense"],
+                                 oracle=(items["oracle_users"], items["oracle_scores"]) if "oracle_users" in items else None)
         return self.policy.last_targets
 
     async def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:

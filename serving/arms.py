@@ -12,6 +12,7 @@ from serving.channels.basic import FreshChannel, PopularChannel, TwoTowerChannel
 from serving.channels.dualrec import DualRecChannel
 from serving.channels.ihm import IHMChannel
 from serving.channels.next_user import NextUserChannel
+from serving.channels.oracle_match import OracleMatchChannel
 from serving.features import FeatureStore
 from serving.stack import ArmPolicy
 from trainers.dualrec_task import DualRecTask
@@ -108,6 +109,18 @@ def build_dualrec(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
                      model_seed=ctx.model_seed, channels=[channel] + user_side_channels(spec))
 
 
+def build_oracle_match(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
+    """The positive control: DualRec's UAC, cache, boost and budget (``spec.dualrec``) over candidate users the
+    driver picks by the world's truth (:class:`serving.channels.oracle_match.OracleMatchChannel`)."""
+    tt, rk = model_configs(ctx.model, ctx.n_item_dense)
+    dr, dtt, drk = dualrec_configs(spec, ctx)
+    st = spec.stack
+    channel = OracleMatchChannel(dr, dtt, drk, ctx.slate_size, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction,
+                                 ef=st.hnsw_ef, seed=ctx.seed + 3)
+    return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
+                     model_seed=ctx.model_seed, channels=[channel] + user_side_channels(spec))
+
+
 def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
     dr, tt, rk = dualrec_configs(spec, ctx)
     return [DualRecTask(tt, rk, sa_ef=dr.ranker_sa_ef, lr=lr, batch_size=dr.train_batch_size, seed=ctx.seed + 4,
@@ -151,6 +164,7 @@ class ArmKind:
 
     policy: Callable[[ArmSpec, ArmContext], ArmPolicy]
     tasks: Callable[[ArmSpec, ArmContext, float, int], list] = lambda spec, ctx, lr, bs: []
+    oracle: bool = False  # the driver sends the truth's candidate users with every upload (positive control only)
 
 
 ARM_KINDS: dict[str, ArmKind] = {
@@ -158,6 +172,7 @@ ARM_KINDS: dict[str, ArmKind] = {
     "next_user": ArmKind(build_next_user, next_user_tasks),
     "dualrec": ArmKind(build_dualrec, dualrec_tasks),
     "ihm": ArmKind(build_ihm, ihm_tasks),
+    "oracle_match": ArmKind(build_oracle_match, oracle=True),
 }
 
 

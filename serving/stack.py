@@ -140,13 +140,21 @@ class ArmPolicy:
         return u.numpy()
 
     # ------------------------------------------------------------------ uploads
-    def upload_items(self, item_ids, creator_ids, upload_ts, category, dense) -> np.ndarray:
+    def upload_items(self, item_ids, creator_ids, upload_ts, category, dense,
+                     oracle: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """New items enter the store and the item index (embedded with the current item tower); channels'
-        upload work runs (creator-side matching, whose target users are left in ``last_targets``)."""
+        upload work runs (creator-side matching, whose target users are left in ``last_targets``).
+
+        ``oracle``: (n, C) user ids and true scores per item, sent by the driver only to the positive-control
+        arm (``oracle_match``), handed to channels with an ``on_oracle`` hook before their upload work."""
         known = self.store.items.contains(np.asarray(item_ids, np.int64))
         rows = self.store.add_items(item_ids, creator_ids, upload_ts, category, dense)
         new_rows = rows[~known]
         self.index.add(new_rows, self.item_vectors(new_rows))
+        if oracle is not None:
+            users, scores = (np.asarray(a)[~known] for a in oracle)
+            for ch in self._hooked("on_oracle"):
+                ch.on_oracle(self, new_rows, users, scores)
         self.last_targets = {}
         for ch in self._hooked("on_upload"):
             self.last_targets.update(ch.on_upload(self, new_rows) or {})

@@ -20,17 +20,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simulator.config import Scenario
+from simulator.config import DualRecSpec, Scenario
 from simulator.creators import CreatorDynamics
 from simulator.diversion import HOLDOUT, CoDiversion
 from simulator.diagnostics import summarise
+from simulator.oracle_match import oracle_candidates
 from simulator.metrics import (ArmData, compare_arms, daily_metrics, expo_thresholds, exposures_by_age, ladder_comparison,
                                overall_metrics, resolve_expo_k)
 from simulator.replay import requests_of_day, tick_bounds, write_log
 from simulator.runtime import Runtime, RuntimeSpec
 from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
 from simulator.world import World, creator_covariates, creator_reference
-from serving.arms import ArmContext
+from serving.arms import ArmContext, arm_kind
 from trainers.learner import concat_batches
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
@@ -200,6 +201,11 @@ class Simulation:
             ids = uploads[a.name]
             up = self.world.item_upload_ts[self.world.items.rows(ids)]
             batch[a.name] = self.world.item_table(ids[(up >= a_ts) & (up < b_ts)])
+            spec = self.arm_specs[a.index]
+            if arm_kind(spec).oracle:  # the positive control gets the truth's candidate users
+                dr = spec.dualrec or DualRecSpec()
+                batch[a.name]["oracle_users"], batch[a.name]["oracle_scores"] = oracle_candidates(
+                    self.world.response, batch[a.name]["item_id"], a.users, dr.rank_weights, dr.two_tower_k)
         self.runtime.upload(batch)
         self.timings["serve"] += time.perf_counter() - t
         tr = reqs.filter((pl.col("ts") >= a_ts) & (pl.col("ts") < b_ts))

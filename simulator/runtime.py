@@ -21,7 +21,12 @@ from serving.arms import ArmContext, arm_context, build_arm
 from serving.stack import ArmPolicy, Slates
 from trainers.online import ArmLearners
 
-ItemBatch = dict[str, np.ndarray]  # item_id, creator_id, upload_ts, category, dense
+ItemBatch = dict[str, np.ndarray]  # item_id, creator_id, upload_ts, category, dense (+ oracle_users, oracle_scores)
+
+
+def oracle_payload(batch: ItemBatch) -> tuple[np.ndarray, np.ndarray] | None:
+    """The truth's candidate users and scores of an upload batch (positive-control arms only), else None."""
+    return (batch["oracle_users"], batch["oracle_scores"]) if "oracle_users" in batch else None
 TrainBatch = dict[str, np.ndarray]
 
 
@@ -74,7 +79,8 @@ class LocalRuntime:
 
     def upload(self, items):
         for arm, b in items.items():
-            self.policies[arm].upload_items(b["item_id"], b["creator_id"], b["upload_ts"], b["category"], b["dense"])
+            self.policies[arm].upload_items(b["item_id"], b["creator_id"], b["upload_ts"], b["category"], b["dense"],
+                                            oracle=oracle_payload(b))
 
     def recommend(self, requests):
         return {arm: self.policies[arm].recommend(u, t, seed) for arm, (u, t, seed) in requests.items()}

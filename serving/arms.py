@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, ModelConfig, NextUserSpec
-from serving.channels.basic import FreshChannel, PopularChannel, TwoTowerChannel
+from serving.channels.basic import FollowingChannel, FreshChannel, PopularChannel, TwoTowerChannel
 from serving.channels.dualrec import DualRecChannel
 from serving.channels.ihm import IHMChannel
 from serving.channels.next_user import NextUserChannel
@@ -49,13 +49,16 @@ def model_configs(model: ModelConfig, n_item_dense: int) -> tuple[TwoTowerConfig
 
 
 def user_side_channels(spec: ArmSpec) -> list:
+    """The channels of every arm's user-side stack: two-tower, fresh, popular and following (new items of followed
+    creators)."""
     st = spec.stack
     return [TwoTowerChannel(st.two_tower_k), FreshChannel(st.fresh_k, st.fresh_window_hours * 3600),
-            PopularChannel(st.popular_k)]
+            PopularChannel(st.popular_k), FollowingChannel(st.follow_k, st.follow_window_hours * 3600)]
 
 
 def build_base(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
-    """The base arm: two-tower + fresh + popular channels, multi-task ranker, FairRec-like new-item boost."""
+    """The base arm: the user-side channels (two-tower, fresh, popular, following), multi-task ranker, FairRec-like
+    new-item boost."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
     return ArmPolicy(name=spec.name, stack=spec.stack, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk,
                      seed=ctx.seed, model_seed=ctx.model_seed, channels=user_side_channels(spec))

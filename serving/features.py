@@ -1,4 +1,4 @@
-"""The arm's real-time feature store: item and user counters, seen pairs and each item's positive-user sequence.
+"""The arm's real-time feature store: counters, seen pairs, positive-user sequences and who follows whom.
 
 Everything is held in growable numpy arrays indexed by dense rows (an :class:`IdMap` per
 entity), updated in place by ``record`` once per batch of feedback; nothing here is per-user
@@ -13,6 +13,7 @@ from simulator.ids import IdMap
 
 SEQ_EVENTS = (0, 1)  # like, comment: the positive interactions that extend an item's user sequence
 INTERACTION_COLS = (0, 1, 2)  # like, comment, follow
+FOLLOW_COL = 2  # a follow label: the user now follows the item's creator
 
 
 def grow_rows(a: np.ndarray, n: int, fill=0) -> np.ndarray:
@@ -69,6 +70,8 @@ class FeatureStore:
         self.max_user_seq = max_user_seq
         self.user_seq = np.full((0, max_user_seq), -1, np.int64)  # ring buffer of item rows
         self.user_seq_count = z(0, np.int64)
+        self.creators = IdMap(what="creator")  # creators somebody follows
+        self.follows = z(0, np.int64)  # sorted keys user_row << 32 | creator_row: who follows whom
         self._by_upload: np.ndarray | None = None
 
     # ---- items
@@ -163,6 +166,9 @@ class FeatureStore:
         np.add.at(self.user_expo, ur, 1)
         np.add.at(self.user_inter, ur, inter)
         self.seen = np.union1d(self.seen, self.pair_keys(ur, ir))
+        fol = labels[:, FOLLOW_COL]
+        if fol.any():
+            self.add_follows(ur[fol], self.item_creator[ir[fol]])
         pos = labels[:, list(SEQ_EVENTS)].any(1)
         if pos.any():
             self._append_sequences(ir[pos], np.asarray(user_ids, np.int64)[pos], np.asarray(ts, np.int64)[pos])
@@ -197,15 +203,39 @@ class FeatureStore:
         valid = np.arange(L)[None, :] < length[:, None]
         return np.where(valid, np.take_along_axis(self.user_seq[user_rows], idx, 1), -1), length
 
+    # ---- follows
+    def add_follows(self, user_rows: np.ndarray, creator_ids: np.ndarray) -> None:
+        """Record that each user (row) follows the aligned creator (id); following twice changes nothing."""
+        keys = (np.asarray(user_rows, np.int64) << 32) | self.creators.add(np.asarray(creator_ids, np.int64))
+        self.follows = np.union1d(self.follows, keys)
+
+    def followed(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Who the users follow, as pairs: (positions into ``user_rows``, creator rows of ``creators``)."""
+        user_rows = np.asarray(user_rows, np.int64)
+        lo = np.searchsorted(self.follows, user_rows << 32)
+        hi = np.searchsorted(self.follows, (user_rows + 1) << 32)
+        n = hi - lo
+        pos = np.repeat(np.arange(len(user_rows)), n)
+        idx = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
+        return pos, self.follows[idx] & 0xFFFFFFFF
+
+    def n_followers(self, creator_ids: np.ndarray) -> np.ndarray:
+        """Followers each creator (id) has in the arm; 0 for creators nobody follows."""
+        rows = self.creators.rows(np.asarray(creator_ids, np.int64), strict=False)
+        counts = np.bincount(self.follows & 0xFFFFFFFF, minlength=len(self.creators))
+        return np.where(rows >= 0, counts[np.maximum(rows, 0)] if len(counts) else 0, 0)
+
     # ---- checkpoint
     def state(self) -> dict:
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
-                if k not in ("items", "users", "_by_upload")} | {"item_ids": self.items.ids.copy(),
-                                                                 "user_ids": self.users.ids.copy()}
+                if k not in ("items", "users", "creators", "_by_upload")} | {
+                    "item_ids": self.items.ids.copy(), "user_ids": self.users.ids.copy(),
+                    "creator_ids": self.creators.ids.copy()}
 
     def load_state(self, st: dict) -> None:
         st = dict(st)
         self.items = IdMap(st.pop("item_ids"), "item")
         self.users = IdMap(st.pop("user_ids"), "user")
+        self.creators = IdMap(st.pop("creator_ids", None), "creator")
         self.__dict__.update(st)
         self._by_upload = None

@@ -16,15 +16,17 @@ import polars as pl
 from simulator.config import Scenario
 
 
-def aa_comparisons(scenario: Scenario, seeds: list[int], **train_overrides) -> pl.DataFrame:
+def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = False, **train_overrides) -> pl.DataFrame:
     """The comparison frame of ``scenario`` for every seed, stacked with a ``seed`` column.
 
-    ``train_overrides`` replace fields of ``scenario.train`` (e.g. ``base_models="per_arm"``)."""
+    ``train_overrides`` replace fields of ``scenario.train`` (e.g. ``base_models="per_arm"``);
+    ``allow_injected`` lets the arms differ in ``injected_upload_factor`` only (a known effect to detect)."""
     from simulator.loop import Simulation
     from simulator.runtime import LocalRuntime
     from simulator.sources.synthetic import generate_synthetic
 
-    if len({a.model_dump_json(exclude={"name"}) for a in scenario.arms}) != 1:
+    ignore = {"name", "injected_upload_factor"} if allow_injected else {"name"}
+    if len({a.model_dump_json(exclude=ignore) for a in scenario.arms}) != 1:
         raise ValueError(f"scenario '{scenario.name}' is not an A/A scenario: its arms differ in more than their names")
     frames = []
     for seed in seeds:

@@ -111,7 +111,9 @@ class Simulation:
         self.names = [a.name for a in self.arm_specs]
         self.diversion = CoDiversion(self.names, [a.share for a in self.arm_specs], scenario.salt)
         events_root = write_log(log, self.run_dir / "log", self.days)
-        all_creators, ref, rate = creator_reference(log, self.t0, self.days)
+        # each creator is measured against its own pre-run feedback (docs/world.md, "Creators with memory")
+        reference = creator_reference(log, self.t0, self.days, scenario.world.baseline_days)
+        all_creators = reference.creator_ids
         c_arm = self.diversion.arm_of_creators(all_creators)
         users = np.unique(np.concatenate([log.events["user_id"].to_numpy(),
                                           log.users["user_id"].to_numpy() if log.users is not None else []]).astype(np.int64))
@@ -119,7 +121,7 @@ class Simulation:
         self.arms = []
         for i, a in enumerate(self.arm_specs):
             m = c_arm == i
-            dyn = CreatorDynamics(all_creators[m], ref[m], rate[m], scenario.world, self.days)
+            dyn = CreatorDynamics(reference.select(m), scenario.world, self.days)
             self.arms.append(ArmRun(a.name, i, all_creators[m], users[u_arm == i], dyn))
         self.timings["setup"] += time.perf_counter() - t
         spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
@@ -156,6 +158,13 @@ class Simulation:
             creators = self.world.item_creator[self.world.items.rows(mine)]
             rng = rng_for(self.sc.seed, day, a.index, 0xC2EA)
             keep, extra = a.dynamics.plan(day, creators, rng)
+            factor = self.arm_specs[a.index].injected_upload_factor
+            if factor != 1.0:  # an injected effect (calibration): its own stream, so other arms do not change
+                inj = rng_for(self.sc.seed, day, a.index, 0x1A7)
+                if factor < 1.0:
+                    keep &= inj.random(len(keep)) < factor
+                else:
+                    extra = extra + inj.poisson((factor - 1.0) * a.dynamics.expected_uploads(day))
             extra_creators = np.repeat(a.creators, extra)
             new_ids = self.world.create_items(extra_creators, day, self.t0, rng)
             ids = np.concatenate([mine[keep], new_ids])
@@ -286,15 +295,18 @@ class Simulation:
             frames = [e for e in a.exposures if e.height and int(e["day"][0]) == day]
             ex = pl.concat(frames) if frames else None
             if ex is not None:
-                inter = ex.select(pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in INTERACTION_TYPES]).alias("n"), "creator_id")
-                a.dynamics.observe(day, inter["creator_id"].to_numpy(), inter["n"].to_numpy().astype(np.float64))
+                inter = ex.select(pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in INTERACTION_TYPES]).alias("n"))
+                a.dynamics.observe(day, ex["creator_id"].to_numpy(), np.ones(ex.height),
+                                   inter["n"].to_numpy().astype(np.float64))
+                follows = ex.filter(pl.col("follow"))
+                a.dynamics.add_followers(follows["creator_id"].to_numpy(), follows["user_id"].to_numpy())
         self.timings["world"] += time.perf_counter() - t
         t = time.perf_counter()
         day_end = self.runtime.end_day(int(bounds[-1]))  # daily work of the arms (e.g. DualRec's activity model)
         self.timings["serve"] += time.perf_counter() - t
         t = time.perf_counter()
         for a in self.arms:
-            row = {"day": float(day), **day_end.get(a.name, {})}
+            row = {"day": float(day), **day_end.get(a.name, {}), **a.dynamics.diagnostics(day)}
             row.update({f"train.{k}": float(np.mean(v)) for k, v in self.train_stats[a.name].items()})
             self.diagnostics[a.name].append(row)
         if self.tracker is not None:

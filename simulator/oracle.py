@@ -2,13 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 import torch
 
 from simulator.config import WorldConfig
-from simulator.response import LatentFactorResponse, _logit
+from simulator.response import (LatentFactorResponse, NewItems, _logit, around_creator, creator_rows,
+                                item_specific_share, unit)
 from simulator.schema import RESPONSE_TYPES, Log
+
+
+@dataclass
+class FittedItemPrior:
+    """New items of a fitted oracle, drawn the way its fitted items sit around their creators.
+
+    A fitted item factor is ``norm * direction``. A new item's direction is
+    ``unit(sqrt(1 - share) c + sqrt(share) z)`` around ``c``, the unit mean direction of the creator's
+    fitted items, with ``share`` the fitted items' pooled within-creator share
+    (:func:`~simulator.response.item_specific_share`); its log-norm and per-event item biases are the
+    creator's mean plus the within-creator residual of one random fitted item (of a creator with at
+    least two items, rescaled by sqrt(n_c / (n_c - 1)) so the residuals keep their variance). No
+    content: the items keep the log's metadata features (the world copies them from the creator).
+    """
+
+    creator_ids: np.ndarray  # (C,) sorted
+    creator_dirs: np.ndarray  # (C, d) unit
+    share: float
+    creator_log_norm: np.ndarray  # (C,)
+    creator_bias: np.ndarray  # (C, E)
+    residuals: np.ndarray  # (R, 1 + E): log-norm and bias residuals of fitted items
+    content_names: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, vecs: np.ndarray, creators: np.ndarray, bias: np.ndarray) -> "FittedItemPrior":
+        vecs, bias = np.asarray(vecs, np.float64), np.asarray(bias, np.float64)
+        uc, inv, counts = np.unique(np.asarray(creators, np.int64), return_inverse=True, return_counts=True)
+        d = vecs.shape[1]
+        per_item = np.concatenate([np.log(np.linalg.norm(vecs, axis=1).clip(1e-9))[:, None], bias], 1)  # (n, 1 + E)
+        sums = np.zeros((len(uc), d + per_item.shape[1]))
+        np.add.at(sums, inv, np.concatenate([unit(vecs), per_item], 1))
+        means = sums / counts[:, None]
+        multi = counts[inv] >= 2
+        resid = (per_item - means[inv, d:])[multi] * np.sqrt(counts[inv][multi] / (counts[inv][multi] - 1.0))[:, None]
+        share = item_specific_share(vecs, creators)
+        return cls(creator_ids=uc, creator_dirs=unit(means[:, :d]).astype(np.float32),
+                   share=float(np.clip(share if np.isfinite(share) else 1.0, 0.0, 1.0)),
+                   creator_log_norm=means[:, d], creator_bias=means[:, d + 1:],
+                   residuals=resid if len(resid) else np.zeros((1, per_item.shape[1])))
+
+    def draw(self, creator_ids: np.ndarray, rng: np.random.Generator) -> NewItems:
+        rows = creator_rows(self.creator_ids, creator_ids)
+        res = self.residuals[rng.integers(0, len(self.residuals), len(rows))]
+        norm = np.exp(self.creator_log_norm[rows] + res[:, 0])
+        vecs = around_creator(self.creator_dirs[rows], self.share, rng) * norm[:, None].astype(np.float32)
+        return NewItems(vecs=vecs, quality=np.zeros(len(rows), np.float32),
+                        bias=(self.creator_bias[rows] + res[:, 1:]).astype(np.float32),
+                        content=np.zeros((len(rows), 0), np.float32))
 
 
 def pair_labels(log: Log) -> pl.DataFrame:
@@ -26,7 +77,8 @@ def fit_oracle(log: Log, cfg: WorldConfig, seed: int = 0) -> LatentFactorRespons
     logit_e(u, i) = b_e + s_e <P_u, V_i> + bu_e[u] + bi_e[i]; unobserved pairs of a sampled
     set of random (user, item) pairs are added as negatives (all zeros) so the oracle does not
     believe that every item is liked; afterwards b_e is shifted so the mean predicted rate on
-    logged pairs equals the logged rate (calibration).
+    logged pairs equals the logged rate (calibration). Items registered later are drawn by
+    :class:`FittedItemPrior`; content features stay the log's item metadata.
     """
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 0x0AC1E])
@@ -77,6 +129,7 @@ def fit_oracle(log: Log, cfg: WorldConfig, seed: int = 0) -> LatentFactorRespons
         scale=s.detach().numpy(),
         user_bias=bu.detach().numpy(),
         item_bias=bi.detach().numpy(),
+        item_prior=FittedItemPrior.of(V.detach().numpy(), item_creators, bi.detach().numpy()),
     )
     # calibration: shift each bias so the mean probability on logged pairs matches the log
     target = y.mean(0)

@@ -15,8 +15,9 @@ Three kinds of tables travel through the simulator:
   arm and day.
 
 Timestamps are integer seconds (unix time for real logs). Simulated day ``d`` covers
-``[t0 + d * 86400, t0 + (d + 1) * 86400)`` where ``t0`` is midnight (UTC) of the first
-event day of the replayed log.
+``[t0 + d * 86400, t0 + (d + 1) * 86400)`` where ``t0`` (:attr:`Log.t0`) is ``log.meta["start_ts"]``
+when the source sets one (a midnight; events before it are a pre-period: history the world reads,
+never replayed), else midnight (UTC) of the first event day of the replayed log.
 """
 
 from __future__ import annotations
@@ -133,14 +134,26 @@ class Log:
 
     @property
     def t0(self) -> int:
-        """Midnight (UTC) of the first event day: simulated day 0 starts here."""
+        """Start of day 0: ``meta["start_ts"]`` if the source sets it, else midnight (UTC) of the first event day.
+
+        A source with a pre-period (the synthetic platform's ``pre_days``) sets ``meta["start_ts"]``, a
+        midnight; its earlier events are history (observed outcomes, creator baselines and covariates),
+        never replayed as simulated days.
+        """
+        start = self.meta.get("start_ts")
+        if start is not None:
+            start = int(start)
+            if start % SECONDS_PER_DAY:
+                raise ValueError(f"{self.name}: meta['start_ts'] = {start} is not a midnight (UTC)")
+            return start
         first = int(pc.min(self.events["ts"]).as_py())
         return first - first % SECONDS_PER_DAY
 
     @property
     def n_days(self) -> int:
+        """Days with events from :attr:`t0` on, through the last event's day (a pre-period is not counted)."""
         last = int(pc.max(self.events["ts"]).as_py())
-        return (last - self.t0) // SECONDS_PER_DAY + 1
+        return max((last - self.t0) // SECONDS_PER_DAY + 1, 0)
 
 
 def _coerce_int64(table: pa.Table, column: str, source: str) -> pa.Table:

@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 
 from simulator.config import WorldConfig
+from simulator.creators import CreatorReference
 from simulator.ids import IdMap
 from simulator.oracle import fit_oracle, pair_labels
 from simulator.response import ResponseModel
@@ -75,13 +76,20 @@ class World:
         }
 
     def create_items(self, creator_ids: np.ndarray, day: int, t0: int, rng: np.random.Generator) -> np.ndarray:
-        """Uploads that creator dynamics add: new ids, the creator's main category, upload time in ``day``."""
+        """Uploads that creator dynamics add: new ids, the creator's main category, upload time in ``day``.
+
+        The response model draws each new item's truth around its creator's; content features come from
+        it too where it has them (:meth:`ResponseModel.item_content`, e.g. the synthetic truth's
+        ``f_content_*``); other feature columns (a real log's metadata, ``f_duration``) copy the creator's
+        latest item, jittered.
+        """
         n = len(creator_ids)
         if n == 0:
             return np.empty(0, np.int64)
+        creator_ids = np.asarray(creator_ids, np.int64)
         ids = np.arange(self.next_item_id, self.next_item_id + n, dtype=np.int64)
         self.next_item_id += n
-        # category: the creator's most frequent category so far; content features: the creator's latest item, jittered
+        # category: the creator's most frequent category so far; fallback features: the creator's latest item, jittered
         df = pl.DataFrame({"c": self.item_creator, "k": self.item_category, "r": np.arange(len(self.item_creator))})
         prof = df.group_by("c").agg(pl.col("k").mode().min().alias("k"), pl.col("r").max().alias("r")).sort("c")
         pc_ = prof["c"].to_numpy()
@@ -91,12 +99,16 @@ class World:
         src = np.where(known, prof["r"].to_numpy()[pos], 0)
         dense = self.item_dense[src] * rng.lognormal(0, 0.1, (n, 1)).astype(np.float32)
         ts = t0 + day * SECONDS_PER_DAY + rng.integers(0, SECONDS_PER_DAY, n)
+        self.response.register_items(ids, creator_ids, rng)
+        content = self.response.item_content(ids)
+        for j, col in enumerate(self.feature_cols):
+            if col in content:
+                dense[:, j] = content[col]
         self.items.add(ids)
         self.item_creator = np.concatenate([self.item_creator, creator_ids])
         self.item_upload_ts = np.concatenate([self.item_upload_ts, ts.astype(np.int64)])
         self.item_category = np.concatenate([self.item_category, cat.astype(np.int64)])
         self.item_dense = np.concatenate([self.item_dense, dense.astype(np.float32)])
-        self.response.register_items(ids, creator_ids, rng)
         return ids
 
     # ---- checkpoint: the parts that change during a run
@@ -112,25 +124,40 @@ class World:
         self.next_item_id, self.response = st["next"], st["response"]
 
 
-def creator_reference(log: Log, t0: int, days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(creator ids, per-day interactions their items received in the log (C, days), daily upload rate (C,))."""
+def creator_reference(log: Log, t0: int, days: int, baseline_days: int = 7) -> CreatorReference:
+    """What creator dynamics measure each creator of ``log.items`` against (:class:`CreatorReference`).
+
+    Reference days: the log's pre-period, every day before ``t0`` from the first event's day on, when the
+    log has events before ``t0``; otherwise (a log replayed from its first day) the run's first
+    ``min(baseline_days, days)`` days, i.e. the logging policy's level on them. Per creator and reference
+    day: the ``expose`` events and the like/comment/follow events its items got. Upload rate: the creator's
+    uploads the replayed log schedules in days ``0..days-1``, per day, floored at 10% of the mean rate
+    (silent creators can still come back).
+    """
     items = pl.from_arrow(log.items.select(["item_id", "creator_id", "upload_ts"]))
-    creators = np.unique(items["creator_id"].to_numpy())
-    ev = pl.from_arrow(log.events.select(["ts", "item_id", "event"])).filter(pl.col("event").is_in(["like", "comment", "follow"]))
-    ev = ev.join(items.select(["item_id", "creator_id"]), on="item_id").with_columns(
-        ((pl.col("ts") - t0) // SECONDS_PER_DAY).alias("day")).filter((pl.col("day") >= 0) & (pl.col("day") < days))
-    agg = ev.group_by(["creator_id", "day"]).len()
-    ref = np.zeros((len(creators), days))
-    if agg.height:
-        rows = np.searchsorted(creators, agg["creator_id"].to_numpy())
-        ref[rows, agg["day"].to_numpy()] = agg["len"].to_numpy()
+    creators = np.unique(items["creator_id"].to_numpy()).astype(np.int64)
+    ev = pl.from_arrow(log.events.select(["ts", "item_id", "event"]))
+    first_day = (int(ev["ts"].min()) - t0) // SECONDS_PER_DAY if ev.height else 0
+    pre_period = first_day < 0
+    lo, n_ref = (first_day, -first_day) if pre_period else (0, min(baseline_days, days))
+    ev = ev.filter(pl.col("event").is_in(["expose", *INTERACTION_TYPES])).with_columns(
+        ((pl.col("ts") - t0) // SECONDS_PER_DAY - lo).alias("col"), (pl.col("event") == "expose").alias("is_expose"))
+    ev = ev.filter((pl.col("col") >= 0) & (pl.col("col") < n_ref))
+    agg = ev.join(items.select(["item_id", "creator_id"]), on="item_id").group_by(["creator_id", "col", "is_expose"]).len()
+    counts = {True: np.zeros((len(creators), n_ref)), False: np.zeros((len(creators), n_ref))}
+    for is_expose, matrix in counts.items():
+        part = agg.filter(pl.col("is_expose") == is_expose)
+        if part.height:
+            rows = np.searchsorted(creators, part["creator_id"].to_numpy())
+            matrix[rows, part["col"].to_numpy()] = part["len"].to_numpy()
     run = items.filter((pl.col("upload_ts") >= t0) & (pl.col("upload_ts") < t0 + days * SECONDS_PER_DAY))
     cnt = run.group_by("creator_id").len()
     rate = np.zeros(len(creators))
     if cnt.height:
         rate[np.searchsorted(creators, cnt["creator_id"].to_numpy())] = cnt["len"].to_numpy() / days
     rate = np.maximum(rate, 0.1 * max(rate.mean(), 1e-3))  # silent creators can still come back
-    return creators, ref, rate
+    return CreatorReference(creator_ids=creators, exposures=counts[True], interactions=counts[False],
+                            upload_rate=rate, pre_period=pre_period)
 
 
 CREATOR_COVARIATES: tuple[str, ...] = ("pre_uploads", "pre_interactions", "scheduled_uploads")

@@ -1,4 +1,4 @@
-"""The user-side retrieval channels every arm has: two-tower ANN, fresh items, popular items."""
+"""The user-side retrieval channels every arm has: two-tower ANN, fresh items, popular items, following."""
 
 from __future__ import annotations
 
@@ -63,3 +63,51 @@ class PopularChannel:
         top = np.argpartition(-pop, k - 1)[:k]
         top = top[np.argsort(-pop[top], kind="stable")]
         return np.broadcast_to(top[None, :], (ctx.n, k))
+
+
+class FollowingChannel:
+    """The newest items, uploaded within ``window_s`` before the request, of creators the user follows.
+
+    Follows come from the follow labels in the arm's feedback (:meth:`FeatureStore.add_follows`), so a creator
+    whose items earned more followers gets each new upload in front of more users early on.
+    """
+
+    name = "following"
+
+    def __init__(self, k: int, window_s: float):
+        self.k = k
+        self.window_s = int(window_s)
+
+    def retrieve(self, ctx: RequestContext) -> np.ndarray:
+        s = ctx.policy.store
+        if self.k == 0 or s.n_items == 0:
+            return np.full((ctx.n, 0), -1, np.int64)
+        out = np.full((ctx.n, self.k), -1, np.int64)
+        if len(s.follows) == 0 or ctx.n == 0:
+            return out
+        # recent items of followed creators, grouped by creator row, newest first within a creator
+        order = s.rows_by_upload()
+        up = s.item_upload_ts[order]
+        lo, hi = np.searchsorted(up, ctx.ts.min() - self.window_s, "left"), np.searchsorted(up, ctx.ts.max(), "right")
+        recent = order[lo:hi]
+        c_rows = s.creators.rows(s.item_creator[recent], strict=False)
+        recent, c_rows = recent[c_rows >= 0], c_rows[c_rows >= 0]
+        by_creator = np.lexsort((-s.item_upload_ts[recent], c_rows))
+        recent, c_rows = recent[by_creator], c_rows[by_creator]
+        # (request, followed creator) pairs -> (request, item) pairs
+        req, creator = s.followed(ctx.user_rows)
+        first, last = np.searchsorted(c_rows, creator, "left"), np.searchsorted(c_rows, creator, "right")
+        n = last - first
+        req = np.repeat(req, n)
+        items = recent[np.repeat(first - np.cumsum(n) + n, n) + np.arange(n.sum())]
+        up = s.item_upload_ts[items]
+        ok = (up <= ctx.ts[req]) & (up >= ctx.ts[req] - self.window_s)
+        req, items, up = req[ok], items[ok], up[ok]
+        # the k newest per request
+        o = np.lexsort((-up, req))
+        req, items = req[o], items[o]
+        starts = np.searchsorted(req, req, "left")
+        rank = np.arange(len(req)) - starts
+        keep = rank < self.k
+        out[req[keep], rank[keep]] = items[keep]
+        return out

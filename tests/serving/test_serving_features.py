@@ -174,3 +174,18 @@ def test_user_sequences_keep_each_users_last_positive_items_in_time_order():
     t = FeatureStore(n_item_dense=2, max_user_seq=2)
     t.load_state(s.state())
     np.testing.assert_array_equal(t.user_sequences(rows)[0], s.user_sequences(rows)[0])
+
+
+def test_follow_labels_record_who_follows_whom():
+    s = _store()  # items 100, 101, 102 of creators 7, 8, 9
+    s.record(np.array([1, 2, 1, 1, 3]), np.array([100, 100, 102, 100, 101]), np.arange(5),
+             np.stack([FOLLOW, FOLLOW, FOLLOW, FOLLOW, LIKE]))  # user 1 follows 7 twice: once counts
+    np.testing.assert_array_equal(s.n_followers(np.array([7, 8, 9, 99])), [2, 0, 1, 0])
+    u1, u2, u3 = s.users.rows(np.array([1, 2, 3]))
+    pos, creators = s.followed(np.array([u3, u1, u2]))
+    got = sorted(zip(pos.tolist(), s.creators.ids[creators].tolist()))
+    assert got == [(1, 7), (1, 9), (2, 7)]  # user 3 (position 0) follows nobody
+    t = FeatureStore(n_item_dense=2)
+    t.load_state(s.state())
+    np.testing.assert_array_equal(t.follows, s.follows)
+    np.testing.assert_array_equal(t.n_followers(np.array([7, 9])), [2, 1])

@@ -38,7 +38,7 @@ def test_recommend_returns_slates_of_size_s():
     assert out.creator_id.shape == out.upload_ts.shape == out.channel.shape == (3, S)
     assert out.item_dense.shape == (3, S, 1) and out.pair_dense.shape == (3, S, 3) and out.user_dense.shape == (3, 3)
     assert (out.item_ids >= 0).all()
-    assert out.channel_names == ["two_tower", "fresh", "popular"]
+    assert out.channel_names == ["two_tower", "fresh", "popular", "following"]
     # slates are in descending final score
     assert (np.diff(out.score, axis=1) <= 0).all()
     # the logged features belong to the returned items

@@ -50,3 +50,15 @@ def test_the_check_fails_on_a_read_out_that_ignores_creators_in_user_metrics(aa)
 def test_an_aa_scenario_must_have_identical_arms():
     with pytest.raises(ValueError, match="not an A/A scenario"):
         aa_comparisons(get_scenario("coldstart_ab").at_scale("tiny"), [0])
+
+
+def test_an_injected_effect_is_detected(aa):
+    """a3's creators upload 1.5 times as often (a world-side effect of known size): the read-out must see it."""
+    arms = [a.model_copy(update={"injected_upload_factor": 1.5}) if a.name == "a3" else a for a in aa.arms]
+    injected = aa._revalidated({"arms": arms})
+    comp = aa_comparisons(injected, SEEDS[:5], base_models="shared", allow_injected=True)
+    pubs = comp.filter((comp["metric"] == "publications") & (comp["arm"] == "a3"))
+    assert pubs["significant_cuped"].sum() >= 4, pubs
+    assert 0.3 < pubs["lift_cuped"].mean() < 0.7, pubs  # +50% injected
+    null = comp.filter((comp["metric"] == "publications") & (comp["arm"] == "a2"))
+    assert null["significant_cuped"].sum() <= 1, null

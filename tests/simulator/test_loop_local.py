@@ -93,7 +93,9 @@ def test_same_seed_same_exposures_other_seed_differs(sim, scenario, log, tmp_pat
 def test_run_does_not_mutate_the_log(scenario, log, tmp_path_factory):
     """Dynamic uploads are registered in the world's own copy of the response model, not the Log's."""
     n_truth_items = len(log.truth.items)
-    sim = _run(scenario.model_copy(update={"seed": 7}), log, tmp_path_factory)
+    # creators that react within a day (the default half-life of a week adds almost nothing in a 2-day run)
+    fast = scenario.world.model_copy(update={"satisfaction_halflife_days": 0.25, "creator_elasticity": 2.0})
+    sim = _run(scenario.model_copy(update={"seed": 7, "world": fast}), log, tmp_path_factory)
     n_dynamic = sum(int((u["origin"] == "dynamic").sum()) for a in sim.arms for u in a.uploads)
     assert n_dynamic > 0  # the run did create items
     assert len(log.truth.items) == n_truth_items

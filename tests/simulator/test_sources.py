@@ -1,4 +1,4 @@
-"""Tests of the real-log sources (MovieLens, tabular, KuaiRand catalogue) and log specs, on tiny fixtures."""
+"""Tests of the log sources (synthetic platform, MovieLens, tabular, KuaiRand catalogue) and log specs, tiny fixtures."""
 
 from __future__ import annotations
 
@@ -13,10 +13,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from simulator.schema import LogValidationError
+from pydantic import ValidationError
+
+from simulator.config import SyntheticConfig
+from simulator.replay import ArrowDayReader, write_log
+from simulator.schema import SECONDS_PER_DAY, Log, LogValidationError
 from simulator.sources.kuairand import VIDEO_FILE, load_kuairand_catalogue, load_kuairand_users
 from simulator.sources.movielens import genre_column, load_movielens
 from simulator.sources.spec import LogSpec, load_real_log, parse_log_spec
+from simulator.sources.synthetic import CATALOGUE_DAYS, T0, generate_synthetic
 from simulator.sources.tabular import load_tabular
 
 ML_100K = Path("/work/shared/data/ml-100k")
@@ -489,3 +494,61 @@ def test_real_kuairand_catalogue() -> None:
     assert pc.min(cat["category"]).as_py() >= 0
     users = load_kuairand_users(KUAIRAND)
     assert users.num_rows == 27285
+
+
+# ---------------------------------------------------------------- synthetic platform (docs/world.md)
+
+D = SECONDS_PER_DAY
+TINY = SyntheticConfig(n_users=300, n_creators=40, days=3, pre_days=2)
+
+
+def test_synthetic_pre_period_is_logged_but_day_0_is_t0(tmp_path: Path) -> None:
+    log = generate_synthetic(TINY, seed=0)
+    ts = log.events["ts"].to_numpy()
+    assert log.meta["start_ts"] == T0 and log.t0 == T0 and log.n_days == 3
+    assert T0 - 2 * D <= ts.min() < T0 - D and ts.max() < T0 + 3 * D  # events on days -2..2
+    assert (ts < T0).sum() > 0.3 * (ts >= T0).sum()  # two days of history for three replayed days
+    # creators upload during the pre-period too (at their daily rate); the catalogue comes before it
+    up = log.items["upload_ts"].to_numpy()
+    assert up.min() >= T0 - (CATALOGUE_DAYS + 2) * D
+    assert ((up >= T0 - 2 * D) & (up < T0)).sum() > 0
+    pre_items = log.events.filter(pc.less(log.events["ts"], T0))["item_id"].to_numpy()
+    assert np.isin(pre_items, log.items["item_id"].to_numpy()[up >= T0 - 2 * D]).any()  # ... and get exposed in it
+    # replay writes only the simulated days: day 0 starts at t0, the pre-period is not a simulated day
+    root = write_log(log, tmp_path, log.n_days)
+    assert sorted(p.name for p in root.iterdir()) == ["day=0000", "day=0001", "day=0002"]
+    replayed = pa.concat_tables([ArrowDayReader(root).read_day(d) for d in range(3)])
+    assert replayed.num_rows == int((ts >= T0).sum())
+    assert pc.min(replayed["ts"]).as_py() >= T0
+
+
+def test_synthetic_without_pre_period_starts_at_t0() -> None:
+    log = generate_synthetic(TINY.model_copy(update={"pre_days": 0}), seed=0)
+    assert log.t0 == T0 and log.n_days == 3 and pc.min(log.events["ts"]).as_py() >= T0
+    assert pc.max(log.items["upload_ts"]).as_py() < T0 + 3 * D
+
+
+def test_log_t0_honours_an_explicit_midnight_start() -> None:
+    events = pa.table({"ts": [T0 - D + 5, T0 + 2 * D + 7], "user_id": [1, 1], "item_id": [1, 1],
+                       "event": ["expose"] * 2})
+    items = pa.table({"item_id": [1], "creator_id": [1], "upload_ts": [T0 - 2 * D], "category": [0]})
+    assert Log("x", events, items).t0 == T0 - D and Log("x", events, items).n_days == 4
+    log = Log("x", events, items, meta={"start_ts": T0})
+    assert log.t0 == T0 and log.n_days == 3
+    with pytest.raises(ValueError, match="midnight"):
+        Log("x", events, items, meta={"start_ts": T0 + 60}).t0
+
+
+def test_synthetic_is_seeded_and_has_content_columns() -> None:
+    a, b = generate_synthetic(TINY, seed=4), generate_synthetic(TINY, seed=4)
+    assert a.events.equals(b.events) and a.items.equals(b.items)
+    np.testing.assert_array_equal(a.truth.item_vecs, b.truth.item_vecs)
+    np.testing.assert_array_equal(a.truth.user_bias, b.truth.user_bias)
+    content = [f"f_content_{j}" for j in range(TINY.latent_dim)]
+    assert a.items.column_names == ["item_id", "creator_id", "upload_ts", "category", "f_duration", *content]
+    assert not generate_synthetic(TINY, seed=5).events.equals(a.events)
+    none = generate_synthetic(TINY.model_copy(update={"content_dim": 0}), seed=4)
+    assert none.items.column_names == ["item_id", "creator_id", "upload_ts", "category", "f_duration"]
+    assert SyntheticConfig(latent_dim=8, content_dim=12).n_content == 12
+    with pytest.raises(ValidationError, match="content_dim"):
+        SyntheticConfig(latent_dim=8, content_dim=4)

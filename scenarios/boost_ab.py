@@ -14,7 +14,7 @@ SCENARIO = Scenario(
     description="Base recommender (control) vs a stronger FairRec-like new-item boost.",
     arms=[
         ArmSpec(name="base", kind="base", share=0.5),
-        ArmSpec(name="base_boost", kind="base", share=0.5, stack=StackConfig(new_item_boost=0.45, boost_max_exposures=150)),
+        ArmSpec(name="base_boost", kind="base", share=0.5, stack=StackConfig(new_item_boost=0.15, boost_max_exposures=150)),
     ],
     control="base",
     days=14,

@@ -52,7 +52,7 @@ def user_side_channels(spec: ArmSpec) -> list:
     """The channels of every arm's user-side stack: two-tower, fresh, popular and following (new items of followed
     creators)."""
     st = spec.stack
-    return [TwoTowerChannel(st.two_tower_k), FreshChannel(st.fresh_k, st.fresh_window_hours * 3600),
+    return [TwoTowerChannel(st.two_tower_k), FreshChannel(st.fresh_k, st.fresh_window_hours * 3600, st.fresh_popularity_power),
             PopularChannel(st.popular_k), FollowingChannel(st.follow_k, st.follow_window_hours * 3600)]
 
 

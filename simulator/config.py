@@ -24,7 +24,9 @@ class SyntheticConfig(_Frozen):
     latent_dim: int = Field(16, ge=2)
     days: int = Field(14, ge=1)
     catalogue_items_per_creator: float = Field(3.0, ge=0, description="items each creator has before day 0 (mean)")
-    uploads_per_creator_day: float = Field(0.35, gt=0, description="mean daily upload rate; per-creator rates are lognormal")
+    uploads_per_creator_day: float = Field(1.0, gt=0, description="mean daily upload rate; per-creator rates are lognormal. "
+                                           "With the slots of the visiting users it sets the supply/demand ratio of new "
+                                           "items (docs/world.md, 'Scarce early exposure')")
     mean_daily_visit_prob: float = Field(0.3, gt=0, le=1)
     requests_per_visit: float = Field(2.0, gt=0, description="mean requests per visiting user and day")
     slate_size: int = Field(8, ge=1)
@@ -99,14 +101,17 @@ class StackConfig(_Frozen):
     """A recommender stack: retrieval channels -> multi-task ranking -> boosted final ranking -> slate."""
 
     two_tower_k: int = Field(100, ge=1, description="candidates from the user-side two-tower channel")
-    fresh_k: int = Field(30, ge=0, description="candidates from the fresh-items channel")
+    fresh_k: int = Field(2, ge=0, description="candidates from the fresh-items channel (exploration: sized with "
+                         "new_item_boost so that base exposes a minority of new items on their first day, docs/world.md)")
     fresh_window_hours: float = Field(24.0, gt=0)
+    fresh_popularity_power: float = Field(1.0, ge=0, description="0: the fresh channel samples recent items uniformly; "
+                                          "p > 0: with weight (1 + creator's interactions in the arm)^p")
     popular_k: int = Field(20, ge=0, description="candidates from the popular-items channel")
     follow_k: int = Field(10, ge=0, description="candidates from the following channel: the newest items of "
                           "creators the user follows")
     follow_window_hours: float = Field(72.0, gt=0, description="the following channel returns items uploaded "
                                        "within this many hours before the request")
-    new_item_boost: float = Field(0.15, ge=0, description="FairRec-like additive boost for items with few exposures")
+    new_item_boost: float = Field(0.05, ge=0, description="FairRec-like additive boost for items with few exposures")
     boost_max_exposures: int = Field(50, ge=1, description="items with fewer exposures than this get the (decaying) boost")
     rank_weights: dict[str, float] = Field(
         default_factory=lambda: {"like": 1.0, "comment": 1.0, "follow": 2.0, "view": 0.3}

@@ -25,8 +25,8 @@ from simulator.creators import CreatorDynamics
 from simulator.diversion import HOLDOUT, CoDiversion
 from simulator.diagnostics import summarise
 from simulator.oracle_match import oracle_candidates
-from simulator.metrics import (ArmData, compare_arms, daily_metrics, expo_thresholds, exposures_by_age, ladder_comparison,
-                               overall_metrics, resolve_expo_k)
+from simulator.metrics import (ArmData, compare_arms, daily_metrics, early_exposure, expo_thresholds, exposures_by_age,
+                               ladder_comparison, overall_metrics, resolve_expo_k)
 from simulator.replay import requests_of_day, tick_bounds, write_log
 from simulator.runtime import Runtime, RuntimeSpec
 from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
@@ -417,6 +417,8 @@ class Simulation:
         comparison = compare_arms(data, self.sc.control, m, self.t0, self.days, self.sc.seed)
         ladder = ladder_comparison(data, self.sc.ladder, m, self.t0, self.days, self.sc.seed) if self.sc.ladder else None
         age = {k: exposures_by_age(v, self.t0) for k, v in data.items()}
+        for k, v in data.items():
+            overall[k].update(early_exposure(v, self.t0, self.days))
         diagnostics = {k: pl.DataFrame(rows, infer_schema_length=None) for k, rows in self.diagnostics.items() if rows}
         for k, diag in diagnostics.items():
             overall[k].update({c: v for c, v in summarise(diag).items() if not c.startswith("train.") or ".auc." in c})

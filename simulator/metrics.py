@@ -325,6 +325,31 @@ def overall_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> dic
     return {name: out[name] for name in metric_names(cfg)}
 
 
+def early_exposure(arm: ArmData, t0: int, days: int, hours: float = 24.0) -> dict[str, float]:
+    """How scarce early exposure is: run-uploaded items judged by their exposures in the first ``hours``.
+
+    Items too young at the end of the run are left out. ``early.coverage``: share of them exposed at
+    least once; ``early.expo_q50/q90/q99``: quantiles of their early exposures (zeros included);
+    ``early.top10_share``: share of all their early exposures that went to the top 10% of them;
+    ``early.items``: how many were judged. The platform calibration target (docs/world.md,
+    "Scarce early exposure") is read on the control arm.
+    """
+    window = int(hours * 3600)
+    end = t0 + days * SECONDS_PER_DAY
+    up = arm.uploads.filter((pl.col("upload_ts") >= t0) & (pl.col("upload_ts") + window <= end)).select(
+        "item_id", "upload_ts").unique("item_id")
+    early = (arm.exposures.lazy().select("item_id", "ts").join(up.lazy(), on="item_id", how="inner")
+             .filter(pl.col("ts") - pl.col("upload_ts") < window).group_by("item_id").len().collect())
+    n = up.join(early, on="item_id", how="left")["len"].fill_null(0).to_numpy().astype(np.float64)
+    if n.size == 0:
+        return {"early.items": 0.0}
+    top = np.sort(n)[::-1][: max(1, n.size // 10)]
+    q50, q90, q99 = np.quantile(n, [0.5, 0.9, 0.99])
+    return {"early.items": float(n.size), "early.coverage": float((n > 0).mean()), "early.expo_q50": float(q50),
+            "early.expo_q90": float(q90), "early.expo_q99": float(q99),
+            "early.top10_share": float(top.sum() / n.sum()) if n.sum() > 0 else float("nan")}
+
+
 def exposures_by_age(arm: ArmData, t0: int, bins_hours: tuple[float, ...] = (1, 6, 24, 72, 168)) -> pl.DataFrame:
     """Exposures from ``t0`` on, counted per item-age bin (age = ``ts - upload_ts`` at exposure).
 

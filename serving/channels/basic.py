@@ -23,13 +23,18 @@ class TwoTowerChannel:
 
 
 class FreshChannel:
-    """A per-request random sample of items uploaded within ``window_s`` before the request."""
+    """A per-request sample of items uploaded within ``window_s`` before the request.
+
+    ``popularity_power = 0`` samples them uniformly; ``p > 0`` with weight ``(1 + c)^p``, ``c`` the interactions
+    the item's creator has collected in the arm so far, so established creators' new items are explored first
+    and a new creator's items rarely (user-side retrieval "favours a few", DualRec Fig. 8)."""
 
     name = "fresh"
 
-    def __init__(self, k: int, window_s: float):
+    def __init__(self, k: int, window_s: float, popularity_power: float = 0.0):
         self.k = k
         self.window_s = int(window_s)
+        self.popularity_power = popularity_power
 
     def retrieve(self, ctx: RequestContext) -> np.ndarray:
         s = ctx.policy.store
@@ -40,7 +45,17 @@ class FreshChannel:
         hi = np.searchsorted(up, ctx.ts, side="right")
         lo = np.searchsorted(up, ctx.ts - self.window_s, side="left")
         span = hi - lo
-        draw = lo[:, None] + (ctx.rng.random((ctx.n, self.k)) * np.maximum(span, 1)[:, None]).astype(np.int64)
+        u = ctx.rng.random((ctx.n, self.k))
+        if self.popularity_power == 0:
+            draw = lo[:, None] + (u * np.maximum(span, 1)[:, None]).astype(np.int64)
+        else:  # inverse-CDF sampling within each request's window of the upload-sorted items
+            creators = s.item_creator[: s.n_items]
+            _, inv = np.unique(creators, return_inverse=True)
+            c_inter = np.bincount(inv, weights=s.item_inter[: s.n_items])
+            w = (1.0 + c_inter[inv[order]]) ** self.popularity_power
+            cum = np.concatenate([[0.0], np.cumsum(w)])
+            target = cum[lo][:, None] + u * (cum[hi] - cum[lo])[:, None]
+            draw = np.clip(np.searchsorted(cum, target, side="right") - 1, lo[:, None], np.maximum(hi - 1, lo)[:, None])
         rows = order[np.minimum(draw, len(order) - 1)]
         return np.where(span[:, None] > 0, rows, -1)
 

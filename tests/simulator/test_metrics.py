@@ -18,6 +18,7 @@ from simulator.metrics import (
     ArmData,
     compare_arms,
     daily_metrics,
+    early_exposure,
     exposures_by_age,
     metric_names,
     normalised_metrics,
@@ -306,6 +307,20 @@ def test_exposures_by_age():
     assert t["exposures"].to_list() == [1, 2, 0, 1]
     assert t["interactions"].to_list() == [0, 1, 0, 0]
     assert t["share"].to_list() == pytest.approx([0.25, 0.5, 0.0, 0.25])
+
+
+def test_early_exposure_profile_by_hand():
+    ups = [upload(10, 1, T0 + H), upload(11, 1, T0 + 2 * H), upload(12, 2, T0 + 3 * H), upload(13, 2, T0 + 2 * D)]
+    ex = [expo(T0 + 2 * H, u, 10, T0 + H) for u in (1, 2, 3)]  # item 10: 3 exposures in its first day
+    ex += [expo(T0 + D + 3 * H, 1, 11, T0 + 2 * H)]  # item 11: one, 25 h after upload: too late
+    ex += [expo(T0 + 4 * H, 4, 12, T0 + 3 * H)]  # item 12: one
+    ex += [expo(T0 + 2 * D + H, 1, 13, T0 + 2 * D)]  # item 13: uploaded as the 2-day run ends
+    e = early_exposure(arm(ex, ups), T0, days=2)
+    # judged: items 10, 11, 12 with early exposures [3, 0, 1]; item 13 is censored (its day ends after the run)
+    assert e["early.items"] == 3
+    assert e["early.coverage"] == pytest.approx(2 / 3)
+    assert e["early.expo_q50"] == 1 and e["early.expo_q90"] == pytest.approx(2.6)
+    assert e["early.top10_share"] == pytest.approx(3 / 4)  # the top item (10) got 3 of the 4
 
 
 # --------------------------------------------------------------------------- normalisation and bootstrap

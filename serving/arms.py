@@ -101,13 +101,13 @@ def dualrec_configs(spec: ArmSpec, ctx: ArmContext) -> tuple[DualRecSpec, TwoTow
     return dr, tt, rk
 
 
-def build_dualrec(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
+def build_dualrec(spec: ArmSpec, ctx: ArmContext, channel_cls: type = DualRecChannel) -> ArmPolicy:
     """DualRec: the result-cache channel first (its items are attributed to it), then the base stack's channels."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
     dr, dtt, drk = dualrec_configs(spec, ctx)
     st = spec.stack
-    channel = DualRecChannel(dr, dtt, drk, ctx.slate_size, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction,
-                             ef=st.hnsw_ef, seed=ctx.seed + 3)
+    channel = channel_cls(dr, dtt, drk, ctx.slate_size, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction,
+                          ef=st.hnsw_ef, seed=ctx.seed + 3)
     return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
                      model_seed=ctx.model_seed, channels=[channel] + user_side_channels(spec))
 
@@ -115,13 +115,7 @@ def build_dualrec(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
 def build_oracle_match(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     """The positive control: DualRec's UAC, cache, boost and budget (``spec.dualrec``) over candidate users the
     driver picks by the world's truth (:class:`serving.channels.oracle_match.OracleMatchChannel`)."""
-    tt, rk = model_configs(ctx.model, ctx.n_item_dense)
-    dr, dtt, drk = dualrec_configs(spec, ctx)
-    st = spec.stack
-    channel = OracleMatchChannel(dr, dtt, drk, ctx.slate_size, m=st.hnsw_m, ef_construction=st.hnsw_ef_construction,
-                                 ef=st.hnsw_ef, seed=ctx.seed + 3)
-    return ArmPolicy(name=spec.name, stack=st, slate_size=ctx.slate_size, tt_cfg=tt, rk_cfg=rk, seed=ctx.seed,
-                     model_seed=ctx.model_seed, channels=[channel] + user_side_channels(spec))
+    return build_dualrec(spec, ctx, OracleMatchChannel)
 
 
 def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:

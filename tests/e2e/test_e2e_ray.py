@@ -68,10 +68,11 @@ def ray_run(scenario, tracking, tmp_path_factory):
             seen["unknown_item"] = c.post(f"/arms/{arm}/feedback", json={"events": [
                 {"ts": day_end, "user_id": user, "item_id": 987654321, "event": "expose"}]})
             seen["unknown_arm"] = c.post("/arms/nope/recommend", json={"user_ids": [1]})
-            # DualRec: an upload through the Serve path returns the item's creator-side target users
+            # DualRec: an upload through the Serve path returns the item's creator-side target users; it comes two
+            # days after the run, when the day's matches have expired (at its end every M_u may be at the cap N)
             dr = next(a for a in sim.arms if a.name.startswith("dualrec"))
             seen["dualrec_upload"] = c.post(f"/arms/{dr.name}/upload", json={"items": [
-                {"item_id": 10**9 + 1, "creator_id": int(dr.creators[0]), "upload_ts": day_end - 60, "category": 1,
+                {"item_id": 10**9 + 1, "creator_id": int(dr.creators[0]), "upload_ts": day_end + 2 * 86_400, "category": 1,
                  "features": [0.5] * sim.world.item_dense.shape[1]}]})
             seen["dualrec_users"] = set(dr.users.tolist())
 

@@ -30,7 +30,9 @@ def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = 
         raise ValueError(f"scenario '{scenario.name}' is not an A/A scenario: its arms differ in more than their names")
     frames = []
     for seed in seeds:
-        sc = scenario.with_overrides(seed=seed)
+        # a new randomisation per seed: with a fixed salt every seed would share one draw of the buckets, and
+        # the rate would be conditional on how lucky that draw was
+        sc = scenario.with_overrides(seed=seed)._revalidated({"salt": f"{scenario.salt}-{seed}"})
         if train_overrides:
             sc = sc._revalidated({"train": sc.train.model_copy(update=train_overrides)})
         log = generate_synthetic(sc.synthetic, sc.seed)

@@ -63,8 +63,11 @@ so only the rate may depend on the bucket's creators."""
 TWO_WAY_METRICS: tuple[str, ...] = tuple(_TWO_WAY)
 """Bootstrapped over users and creators together (product weights); the others over their unit only."""
 
-CUPED_METRICS: tuple[str, ...] = ("dac", "publications", "cold_interactions")
-"""Creator metrics with one unit per creator in the denominator that get a CUPED lift (with every ``expo_reach_*``)."""
+CUPED_METRICS: tuple[str, ...] = ("dac", "publications")
+"""Creator metrics that get a CUPED lift. Not ExpoReach nor cold-item interactions: once CUPED removes the
+creators' heterogeneity, what is left of their variance is mostly the arm's shared traffic (its users'
+supply of slots), which a bootstrap over creators does not see; their CUPED CIs flagged 20% of A/A cells at
+tiny scale (docs/metrics.md, "A/A calibration")."""
 
 _BOOTSTRAP_CHUNK_BYTES = 48 * 2**20  # weight-matrix chunk; peak memory is a few times this
 
@@ -605,22 +608,22 @@ def normalised_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> 
 
 
 def _arm_replicates(
-    tables: _ArmTables, adjust: np.ndarray, cfg: MetricsConfig, rng_creators: np.random.Generator,
+    tables: _ArmTables, extra: np.ndarray, cfg: MetricsConfig, rng_creators: np.random.Generator,
     rng_users: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(B, M) Poisson-bootstrap replicates of every metric (``tables.names`` order) and (B, m) of the CUPED term.
+    """(B, M) Poisson-bootstrap replicates of every metric (``tables.names`` order) and (B, k) of ``sum_c w_c * extra_c``.
 
     Each replicate draws ``w_c ~ Poisson(1)`` per creator and ``w_u ~ Poisson(1)`` per user, from one stream
     per side (so chunking does not change the draws). One-way metrics are ``sum(w * num) / sum(w * den)`` over
     their unit; :data:`TWO_WAY_METRICS` (with ``cfg.bootstrap_two_way``) weight each exposure by ``w_u * w_c``
     (:func:`_two_way_values`; :data:`_RATE_TIMES_EXPOSURES` then times the replicate's exposures per user);
-    the CUPED term is ``sum_c w_c * adjust_c / sum_c w_c`` for each column of ``adjust`` (n_creators, m).
+    ``extra`` (n_creators, k) are per-creator columns whose replicate sums CUPED needs (:func:`_cuped_stats`).
     """
     n_samples = cfg.bootstrap_samples
     c, u = tables.creator, tables.user
     n_c, n_u = c.num.shape[0], u.num.shape[0]
-    m_c, m_u, m_adj = len(c.names), len(u.names), adjust.shape[1]
-    c_values = np.concatenate([c.num, c.den, adjust], axis=1)  # (n_c, 2 m_c + m_adj)
+    m_c, m_u, m_adj = len(c.names), len(u.names), extra.shape[1]
+    c_values = np.concatenate([c.num, c.den, extra], axis=1)  # (n_c, 2 m_c + k)
     u_values = np.concatenate([u.num, u.den], axis=1)  # (n_u, 2 m_u)
     two_way = [tables.names.index(n) for n in TWO_WAY_METRICS] if cfg.bootstrap_two_way else []
     exposures_col = tables.names.index("exposures")
@@ -638,7 +641,7 @@ def _arm_replicates(
         with np.errstate(divide="ignore", invalid="ignore"):
             out[rows, :m_c] = sum_c[:, :m_c] / sum_c[:, m_c : 2 * m_c]
             out[rows, m_c:] = sum_u[:, :m_u] / sum_u[:, m_u:]
-            adj[rows] = sum_c[:, 2 * m_c :] / w_c_total[:, None]
+            adj[rows] = sum_c[:, 2 * m_c :]
         if two_way:
             values = _two_way_values(tables.cells.sums(w_u, w_c), w_u_total, w_c_total, tables.cells)
             for j, name in enumerate(TWO_WAY_METRICS):
@@ -656,14 +659,10 @@ def _cuped_theta(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(x - x.mean(0), y - y.mean(0), rcond=None)[0]
 
 
-def _cuped_terms(
-    arms: dict[str, ArmData], tables: dict[str, _ArmTables], names: list[str]
-) -> dict[str, np.ndarray] | None:
-    """Per arm, the (n_creators, m) CUPED terms ``(X - Xbar) @ theta`` of ``names``; None without covariates.
-
-    ``theta`` is one pooled OLS over the creators of all ``arms``, and ``Xbar`` their pooled mean, so the
-    adjusted value ``mean(Y - (X - Xbar) @ theta)`` of every arm is centred on the same covariate level.
-    """
+def _cuped_stats(arms: dict[str, ArmData], tables: dict[str, _ArmTables], names: list[str]) -> dict[str, np.ndarray] | None:
+    """Per arm, the (n_creators, k) columns ``[1, X, vec(X X^T), Y, vec(X Y^T)]`` whose (weighted) sums give CUPED's
+    theta and covariate means (:func:`_cuped_adjustment`); ``Y`` the per-creator numerators of ``names``. None
+    without covariates."""
     covs = {a: arms[a].creator_covariates for a in tables}
     missing = [a for a, c in covs.items() if c is None]
     if missing:
@@ -673,13 +672,44 @@ def _cuped_terms(
     widths = {c.shape[1] for c in covs.values()}
     if len(widths) != 1:
         raise ValueError(f"creator_covariates of the arms have different widths {sorted(widths)}")
-    x = np.concatenate(list(covs.values()))
-    if not names or x.shape[0] == 0 or x.shape[1] == 0:
+    if not names or widths == {0}:
         return None
-    y = np.concatenate([t.creator.num[:, [t.creator.names.index(n) for n in names]] for t in tables.values()])
-    theta = _cuped_theta(x, y)
-    x_mean = x.mean(0)
-    return {a: (covs[a] - x_mean) @ theta for a in tables}
+    out = {}
+    for a, t in tables.items():
+        x = np.asarray(covs[a], np.float64)
+        y = t.creator.num[:, [t.creator.names.index(n) for n in names]]
+        n = len(x)
+        out[a] = np.concatenate([np.ones((n, 1)), x, (x[:, :, None] * x[:, None, :]).reshape(n, -1), y,
+                                 (x[:, :, None] * y[:, None, :]).reshape(n, -1)], axis=1)
+    return out
+
+
+def _cuped_adjustment(sums: dict[str, np.ndarray], p: int, m: int) -> dict[str, np.ndarray]:
+    """Per arm, the CUPED term ``(mean_arm(X) - mean_pooled(X)) @ theta`` of each metric, from the sums of
+    :func:`_cuped_stats` columns: (..., k) -> (..., m). ``theta`` is the pooled OLS slope of Y on X over the
+    creators of all arms, recomputed from the same sums, so a bootstrap replicate re-estimates it with its own
+    weights (a theta fitted once on the sample would make the CI too narrow when a few creators dominate)."""
+    def split(z):
+        s0 = z[..., 0]
+        sx = z[..., 1 : 1 + p]
+        sxx = z[..., 1 + p : 1 + p + p * p].reshape(*z.shape[:-1], p, p)
+        sy = z[..., 1 + p + p * p : 1 + p + p * p + m]
+        sxy = z[..., 1 + p + p * p + m :].reshape(*z.shape[:-1], p, m)
+        return s0, sx, sxx, sy, sxy
+
+    s0, sx, sxx, sy, sxy = split(sum(sums.values()))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cxx = sxx - sx[..., :, None] * sx[..., None, :] / s0[..., None, None]
+        cxy = sxy - sx[..., :, None] * sy[..., None, :] / s0[..., None, None]
+        ok = np.isfinite(cxx).all((-2, -1)) & np.isfinite(cxy).all((-2, -1))  # a replicate that drew no creator
+        theta = np.linalg.pinv(np.where(ok[..., None, None], cxx, 0.0)) @ np.where(ok[..., None, None], cxy, 0.0)
+        theta = np.where(ok[..., None, None], theta, np.nan)  # (..., p, m); minimum-norm if collinear
+        x_mean = sx / s0[..., None]
+        out = {}
+        for a, z in sums.items():
+            a0, ax, _, _, _ = split(z)
+            out[a] = np.einsum("...p,...pm->...m", ax / a0[..., None] - x_mean, theta)
+    return out
 
 
 def _percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -746,7 +776,7 @@ def compare_arms(
     both at once for sums over exposures (:data:`TWO_WAY_METRICS`); the CI is the percentile interval of
     ``arm_b / control_b - 1`` at ``cfg.ci_level``. The weights of the arm at position ``i`` of
     ``[control, *others]`` come from ``np.random.default_rng([seed, i, 0])`` (creators) and ``[seed, i, 1]``
-    (users). Creator metrics with one unit per creator (every ``expo_reach_*`` and :data:`CUPED_METRICS`) also
+    (users). Creator metrics with one unit per creator (:data:`CUPED_METRICS`) also
     get a CUPED lift when the arms carry ``creator_covariates`` (NaN otherwise). Undefined lifts are NaN
     (:func:`_lift_ci`). Columns: ``metric, arm, control_value, arm_value, lift, ci_low, ci_high, significant,
     lift_cuped, ci_low_cuped, ci_high_cuped, significant_cuped``.
@@ -756,21 +786,25 @@ def compare_arms(
     names = metric_names(cfg)
     order = [control, *[a for a in arms if a != control]]  # fixed positions -> deterministic
     tables = {a: _arm_tables(arms[a], cfg, t0, days) for a in order}
-    cuped_names = [n for n in names if n.startswith("expo_reach_") or n in CUPED_METRICS]
-    terms = _cuped_terms(arms, tables, cuped_names)
+    cuped_names = [n for n in names if n in CUPED_METRICS]
+    stats = _cuped_stats(arms, tables, cuped_names)
     point: dict[str, np.ndarray] = {}
     boot: dict[str, np.ndarray] = {}
-    adj_point: dict[str, np.ndarray] = {}
-    adj_boot: dict[str, np.ndarray] = {}
+    stat_point: dict[str, np.ndarray] = {}
+    stat_boot: dict[str, np.ndarray] = {}
     for i, arm_name in enumerate(order):
         t = tables[arm_name]
         idx = [t.names.index(n) for n in names]  # back to metric_names order
-        adjust = terms[arm_name] if terms is not None else np.zeros((t.creator.num.shape[0], 0))
+        extra = stats[arm_name] if stats is not None else np.zeros((t.creator.num.shape[0], 0))
         rng_c, rng_u = (np.random.default_rng([seed, i, side]) for side in (0, 1))
-        replicates, adj_replicates = _arm_replicates(t, adjust, cfg, rng_c, rng_u)
+        replicates, stat_boot[arm_name] = _arm_replicates(t, extra, cfg, rng_c, rng_u)
         point[arm_name], boot[arm_name] = t.point()[idx], replicates[:, idx]
-        adj_point[arm_name] = adjust.mean(0) if adjust.shape[0] else np.zeros(adjust.shape[1])
-        adj_boot[arm_name] = adj_replicates
+        stat_point[arm_name] = extra.sum(0)
+    terms = stats is not None
+    if terms:
+        p_cov = next(iter(arms.values())).creator_covariates.shape[1]
+        adj_point = _cuped_adjustment(stat_point, p_cov, len(cuped_names))
+        adj_boot = _cuped_adjustment(stat_boot, p_cov, len(cuped_names))
 
     cuped_pos = [names.index(n) for n in cuped_names]
     rows: list[dict] = []
@@ -779,7 +813,7 @@ def compare_arms(
         a_val = point[arm_name]
         lift, lo, hi = _lift_ci(c_val, a_val, boot[control], boot[arm_name], cfg.ci_level, np.ones(len(names), bool))
         cuped = np.full((3, len(names)), np.nan)
-        if terms is not None and cuped_pos:
+        if terms and cuped_pos:
             c_adj, a_adj = c_val[cuped_pos] - adj_point[control], a_val[cuped_pos] - adj_point[arm_name]
             valid = (c_val[cuped_pos] != 0) & (a_val[cuped_pos] != 0) & (c_adj > 0) & (a_adj > 0)
             cuped[:, cuped_pos] = _lift_ci(

@@ -38,10 +38,12 @@ class RunOptions:
     http: bool = False
     run_root: str = "coldsim_runs"
     experiment: str = "coldsim"
+    salt: str | None = None  # the co-diversion salt (None: the scenario's); replicates re-randomise with it
 
 
 def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
-    return scenario.at_scale(opts.scale).with_overrides(days=opts.days, seed=opts.seed)
+    sc = scenario.at_scale(opts.scale).with_overrides(days=opts.days, seed=opts.seed)
+    return sc._revalidated({"salt": opts.salt}) if opts.salt is not None else sc
 
 
 def _synthetic_config(scenario: Scenario, options: dict[str, str]) -> SyntheticConfig:
@@ -313,7 +315,10 @@ def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
     base = opts.seed if opts.seed is not None else scenario.seed
     seeds = [base + i for i in range(replicates)]
     group = uuid.uuid4().hex[:12]
-    runs = [run_scenario(scenario, replace(opts, seed=s), tracking_uri, progress_factory,
+    # each replicate is a new randomisation too (salt '<salt>-<seed>'): with one salt every seed would share one
+    # draw of the creator and user buckets, whose luck is the largest part of a lift's variance (docs/metrics.md)
+    salt = opts.salt if opts.salt is not None else scenario.salt
+    runs = [run_scenario(scenario, replace(opts, seed=s, salt=f"{salt}-{s}"), tracking_uri, progress_factory,
                          tags={REPLICATE_GROUP_TAG: group, "coldsim.replicate_seed": str(s)}) for s in seeds]
     sc = resolve_scenario(scenario, opts)
     table = aggregate_lifts([r.result.comparison for r in runs], sc.metrics.ci_level)

@@ -1,5 +1,7 @@
 """Seed replicates: pooling lifts over seeds (hand-computed), and a real two-seed run through the CLI."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -44,6 +46,8 @@ def test_two_seed_replicates_through_the_cli(tmp_path):
     runs = c.search_runs([c.get_experiment_by_name("coldsim").experiment_id])
     groups = {r.data.tags.get("coldsim.replicate_group") for r in runs if r.info.run_name in ("boost_ab", "boost_ab-replicates")}
     assert len(groups) == 1 and None not in groups  # both replicates and the pooled run share one group
+    salts = {json.loads(r.data.tags["coldsim.options"])["salt"] for r in runs if r.info.run_name == "boost_ab"}
+    assert salts == {"coldsim-5", "coldsim-6"}  # each replicate is a new randomisation of the buckets
     pooled = next(r for r in runs if r.info.run_name == "boost_ab-replicates")
     assert {a.path for a in c.list_artifacts(pooled.info.run_id)} >= {"replicates.md", "replicates.csv"}
     bad = CliRunner().invoke(app, ["--replicates", "2", "--resume", "abc", "--tracking-uri", uri])

@@ -2,11 +2,10 @@
 
 Run: ``simulate --scenario aa --replicates 5 --scale small`` (or ``--scale tiny``). The arms differ in
 nothing but the creators and users the salted hash gives them, so every lift is noise: a calibrated
-read-out flags about 5% of its (arm, metric) cells at the 95% level, pooled over seeds. With the
-default shared base models (``train.base_models = 'shared'``) it does (tests/simulator/test_aa.py);
-with per-arm base models each arm's models learn at their own speed and far more cells come out
-"significant" (docs/metrics.md, "A/A calibration", has the measured rates). Run this after any
-change to the world, the models, training or the metrics.
+read-out flags about 5% of its (arm, metric) cells at the 95% level, pooled over seeds; with
+``--replicates`` each seed is also a new randomisation of the buckets. tests/simulator/test_aa.py
+checks it at tiny scale; docs/metrics.md ("A/A calibration") has the measured rates with shared and
+per-arm base models. Run this after any change to the world, the models, training or the metrics.
 """
 
 from simulator.config import ArmSpec, Scenario, ScaleConfig, SyntheticConfig

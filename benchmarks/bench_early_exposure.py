@@ -14,12 +14,13 @@ import tempfile
 import time
 
 GRID = [  # (uploads per creator-day, fresh_k, fresh_popularity_power, new_item_boost)
-    (0.35, 30, 0.0, 0.15), (0.35, 0, 0.0, 0.0), (0.35, 2, 1.0, 0.05), (0.7, 2, 1.0, 0.05), (1.0, 2, 1.0, 0.05),
-    (1.0, 3, 1.0, 0.10),
+    (0.35, 30, 0.0, 0.15), (0.35, 0, 0.0, 0.0), (1.0, 2, 1.0, 0.05),
+    (0.1, 0, 1.0, 0.0), (0.1, 0, 1.0, 0.05), (0.1, 1, 1.0, 0.0), (0.1, 2, 1.0, 0.05), (0.1, 0.05, 1.0, 0.01),
+    (0.2, 0, 1.0, 0.0), (0.2, 0.1, 1.0, 0.01),
 ]
 
 
-def measure(uploads: float | None, fresh_k: int | None, power: float | None, boost: float | None, days: int = 3,
+def measure(uploads: float | None, fresh_k: float | None, power: float | None, boost: float | None, days: int = 3,
             seed: int = 0) -> dict[str, float]:
     from simulator.config import ArmSpec, Scenario, StackConfig, SyntheticConfig
     from simulator.loop import Simulation

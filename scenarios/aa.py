@@ -8,10 +8,11 @@ checks it at tiny scale; docs/metrics.md ("A/A calibration") has the measured ra
 per-arm base models. Run this after any change to the world, the models, training or the metrics.
 """
 
-from simulator.config import ArmSpec, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import TINY_UPLOADS, ArmSpec, ScaleConfig, Scenario, SyntheticConfig
 
 SCALES = {
-    "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3), ticks_per_day=2,
+    "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3,
+                                                  uploads_per_creator_day=TINY_UPLOADS), ticks_per_day=2,
                         expo_window_days=1.0, train_batch_size=512),
     "small": ScaleConfig(synthetic=SyntheticConfig(n_users=5_000, n_creators=500, days=7)),
 }

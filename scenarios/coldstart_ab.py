@@ -18,11 +18,12 @@ are shared: one learner on all arms' traffic serves every arm, so arms differ on
 ``simulate --scenario coldstart_ab --replicates 3``; ``simulate --scenario aa`` checks the read-out's calibration.
 """
 
-from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import TINY_UPLOADS, ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, ScaleConfig, Scenario, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(
-        synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3, mean_daily_visit_prob=0.3),
+        synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3,
+                                  uploads_per_creator_day=TINY_UPLOADS, mean_daily_visit_prob=0.3),
         ticks_per_day=2, expo_k=[5, 20, 50], expo_window_days=1.0, train_batch_size=512,
     ),
     "small": ScaleConfig(

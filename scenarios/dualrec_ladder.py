@@ -11,11 +11,12 @@ give the AUC table (Table 4). The UAC diagnostics (hit rate with and without act
 The paper reports every step positive at 95% confidence on ExpoReach-1K/5K/10K (7-day experiments).
 """
 
-from simulator.config import ArmSpec, DualRecSpec, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import TINY_UPLOADS, ArmSpec, DualRecSpec, ScaleConfig, Scenario, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(
-        synthetic=SyntheticConfig(n_users=1_800, n_creators=180, days=3, mean_daily_visit_prob=0.3),
+        synthetic=SyntheticConfig(n_users=1_800, n_creators=180, days=3,
+                                  uploads_per_creator_day=TINY_UPLOADS, mean_daily_visit_prob=0.3),
         ticks_per_day=2, expo_k=[5, 20, 50], expo_window_days=1.0, train_batch_size=512,
     ),
     "small": ScaleConfig(

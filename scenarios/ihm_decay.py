@@ -10,7 +10,7 @@ HitRate does not decay across windows while the baselines' does (H2); the frozen
 static-embedding ablations lose part of the gain (SPEC section 4).
 """
 
-from simulator.config import ArmSpec, IHMOfflineConfig, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import TINY_UPLOADS, ArmSpec, IHMOfflineConfig, ScaleConfig, Scenario, SyntheticConfig
 
 VARIANTS = ("ihm", "ihm_frozen", "ihm_static", "transductive", "sasrec")
 
@@ -24,7 +24,8 @@ SCENARIO = Scenario(
     synthetic=SyntheticConfig(n_users=5_000, n_creators=500),
     ihm_offline=IHMOfflineConfig(),
     scales={
-        "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=400, n_creators=40, days=4)),
+        "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=400, n_creators=40, days=4,
+                                                      uploads_per_creator_day=TINY_UPLOADS)),
         "small": ScaleConfig(synthetic=SyntheticConfig(n_users=2_000, n_creators=200, days=7)),
     },
 )

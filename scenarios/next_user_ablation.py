@@ -9,7 +9,7 @@ for each ablation. Expected from the paper: every ablation is worse than the ful
 traditional lookalike by far the most, then masked prefix prompts, then half the sequence.
 """
 
-from simulator.config import ArmSpec, NextUserSpec, OfflineConfig, Scenario, ScaleConfig, SyntheticConfig
+from simulator.config import TINY_UPLOADS, ArmSpec, NextUserSpec, OfflineConfig, ScaleConfig, Scenario, SyntheticConfig
 
 VARIANTS = {
     "next_user": NextUserSpec(),
@@ -30,7 +30,8 @@ SCENARIO = Scenario(
     synthetic=SyntheticConfig(n_users=10_000, n_creators=1_000),
     offline=OfflineConfig(train_frac=0.7, epochs=2, samples_per_step=4096, max_eval=3000),
     scales={
-        "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=800, n_creators=80, days=4)),
+        "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=800, n_creators=80, days=4,
+                                                      uploads_per_creator_day=TINY_UPLOADS)),
         "small": ScaleConfig(synthetic=SyntheticConfig(n_users=3_000, n_creators=300, days=7)),
     },
 )

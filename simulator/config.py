@@ -24,7 +24,7 @@ class SyntheticConfig(_Frozen):
     latent_dim: int = Field(16, ge=2)
     days: int = Field(14, ge=1)
     catalogue_items_per_creator: float = Field(3.0, ge=0, description="items each creator has before day 0 (mean)")
-    uploads_per_creator_day: float = Field(1.0, gt=0, description="mean daily upload rate; per-creator rates are lognormal. "
+    uploads_per_creator_day: float = Field(0.1, gt=0, description="mean daily upload rate; per-creator rates are lognormal. "
                                            "With the slots of the visiting users it sets the supply/demand ratio of new "
                                            "items (docs/world.md, 'Scarce early exposure')")
     mean_daily_visit_prob: float = Field(0.3, gt=0, le=1)
@@ -58,6 +58,19 @@ class SyntheticConfig(_Frozen):
     def n_content(self) -> int:
         """Number of content features: ``content_dim``, or ``latent_dim`` when it is None."""
         return self.latent_dim if self.content_dim is None else self.content_dim
+
+    @property
+    def slots_per_upload(self) -> float:
+        """Slate slots the visiting users offer per new upload on a weekday: the supply/demand ratio of new items
+        (docs/world.md, "Scarce early exposure"; the DualRec paper's platform has at least ~500)."""
+        slots = self.n_users * self.mean_daily_visit_prob * self.requests_per_visit * self.slate_size
+        return slots / (self.n_creators * self.uploads_per_creator_day)
+
+
+TINY_UPLOADS = 1.0
+"""``uploads_per_creator_day`` of the scenarios' ``tiny`` scales: smoke-test worlds of a few hundred creators and
+3-4 days keep ten times the default supply so that they have enough new items to read (their slots per upload,
+~50 a day, are the default world's before its calibration to the DualRec paper's platform; docs/world.md)."""
 
 
 class WorldConfig(_Frozen):
@@ -101,8 +114,10 @@ class StackConfig(_Frozen):
     """A recommender stack: retrieval channels -> multi-task ranking -> boosted final ranking -> slate."""
 
     two_tower_k: int = Field(100, ge=1, description="candidates from the user-side two-tower channel")
-    fresh_k: int = Field(2, ge=0, description="candidates from the fresh-items channel (exploration: sized with "
-                         "new_item_boost so that base exposes a minority of new items on their first day, docs/world.md)")
+    fresh_k: float = Field(0.05, ge=0, allow_inf_nan=False, description="candidates from the fresh-items channel per "
+                           "request (exploration: sized with new_item_boost so that base exposes a minority of new "
+                           "items on their first day, docs/world.md); a fraction f adds one more candidate to a share "
+                           "f of requests")
     fresh_window_hours: float = Field(24.0, gt=0)
     fresh_popularity_power: float = Field(1.0, ge=0, description="0: the fresh channel samples recent items uniformly; "
                                           "p > 0: with weight (1 + creator's interactions in the arm)^p")
@@ -111,7 +126,7 @@ class StackConfig(_Frozen):
                           "creators the user follows")
     follow_window_hours: float = Field(72.0, gt=0, description="the following channel returns items uploaded "
                                        "within this many hours before the request")
-    new_item_boost: float = Field(0.05, ge=0, description="FairRec-like additive boost for items with few exposures")
+    new_item_boost: float = Field(0.01, ge=0, description="FairRec-like additive boost for items with few exposures")
     boost_max_exposures: int = Field(50, ge=1, description="items with fewer exposures than this get the (decaying) boost")
     rank_weights: dict[str, float] = Field(
         default_factory=lambda: {"like": 1.0, "comment": 1.0, "follow": 2.0, "view": 0.3}
@@ -288,20 +303,23 @@ class TrainConfig(_Frozen):
 class MetricsConfig(_Frozen):
     """Thresholds of the metrics (docs/metrics.md) and the bootstrap behind the confidence intervals.
 
-    ExpoReach thresholds are either fixed (``expo_k``, metrics ``expo_reach_<K>``) or derived from the
-    control arm after the run (``expo_k=None``: one per ``expo_quantiles``, metrics ``expo_reach_q<pct>``);
+    ExpoReach thresholds are either fixed (``expo_k``, metrics ``expo_reach_<K>``) or derived from all
+    arms' items after the run (``expo_k=None``: one per ``expo_quantiles``, metrics ``expo_reach_q<pct>``);
     :func:`simulator.metrics.resolve_expo_k` fixes derived ones into ``expo_thresholds``.
     """
 
-    expo_k: list[int] | None = Field(None, description="fixed ExpoReach thresholds; None = derived from the control arm")
+    expo_k: list[int] | None = Field(None, description="fixed ExpoReach thresholds; None = derived from the arms' items")
     expo_quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.9, 0.99], description="derived K_q: the "
-                                        "q-quantile of the control arm's per-item exposures within the window")
+                                        "q-quantile of the per-item exposures within the window, all arms' items pooled")
     expo_k_min: int | None = Field(None, ge=1, description="floor of a derived K; None = the caller's default "
                                    "(the simulation: the largest DualRec target count + 1)")
     expo_window_days: float = Field(3.0, gt=0, description="an item counts its exposures within this many days "
                                     "after upload; items whose window ends after the run are censored")
     expo_thresholds: dict[str, int] | None = Field(None, description="resolved derived thresholds, metric name -> "
                                                    "K; set by resolve_expo_k, not by hand")
+    expo_k_arms: list[str] | None = Field(None, description="the arms whose pooled exposures the resolved thresholds "
+                                          "were derived from; set by resolve_expo_k. A comparison of exactly these arms "
+                                          "re-derives K in every bootstrap replicate (docs/metrics.md)")
     cold_age_hours: float = Field(24.0, gt=0)
     cold_max_exposures: int = Field(100, ge=1)
     bootstrap_samples: int = Field(500, ge=50)

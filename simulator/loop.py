@@ -405,8 +405,8 @@ class Simulation:
         covariates = creator_covariates(self.log, self.t0, self.days)
         data = {a.name: a.data(self.arm_specs[a.index].share, covariates) for a in self.arms}
         targets = [s.dualrec.targets for s in self.arm_specs if s.dualrec is not None]
-        # derived K sits above the creator-side push (docs/metrics.md); a fixed expo_k resolves to itself
-        m = resolve_expo_k(data[self.sc.control], self.sc.metrics, self.t0, self.days, k_min=max(targets, default=0) + 1)
+        # derived K: from all arms' items, above the creator-side push (docs/metrics.md); a fixed expo_k is itself
+        m = resolve_expo_k(list(data.values()), self.sc.metrics, self.t0, self.days, k_min=max(targets, default=0) + 1)
         daily = {k: daily_metrics(v, m, self.t0, self.days) for k, v in data.items()}
         overall = {k: overall_metrics(v, m, self.t0, self.days) for k, v in data.items()}
         for a in self.arms:

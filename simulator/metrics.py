@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -90,8 +91,8 @@ def expo_thresholds(cfg: MetricsConfig) -> dict[str, int]:
     if cfg.expo_k is not None:
         return {f"expo_reach_{k}": int(k) for k in cfg.expo_k}
     raise ValueError(
-        "ExpoReach thresholds are derived from the control arm (MetricsConfig.expo_k is None) and not resolved: "
-        "pass the config returned by resolve_expo_k(control, cfg, t0, days, k_min) to the metric functions"
+        "ExpoReach thresholds are derived from the arms (MetricsConfig.expo_k is None) and not resolved: "
+        "pass the config returned by resolve_expo_k(arms, cfg, t0, days, k_min) to the metric functions"
     )
 
 
@@ -224,22 +225,30 @@ def item_window_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) 
     return up.join(counts, on="item_id", how="left").collect()["n"].fill_null(0).to_numpy().astype(np.int64)
 
 
-def resolve_expo_k(control: ArmData, cfg: MetricsConfig, t0: int, days: int, k_min: int = 1) -> MetricsConfig:
+def resolve_expo_k(arms: ArmData | Sequence[ArmData], cfg: MetricsConfig, t0: int, days: int,
+                   k_min: int = 1) -> MetricsConfig:
     """``cfg`` with its ExpoReach thresholds fixed; a fixed ``expo_k`` (or a resolved config) is returned as is.
 
     Derived thresholds: for each ``q`` of ``cfg.expo_quantiles``, ``K_q = max(ceil(quantile_q(n)), floor, 1)`` where
-    ``n`` are the control arm's :func:`item_window_exposures` (``np.quantile``, linear interpolation) and ``floor``
-    is ``cfg.expo_k_min``, or ``k_min`` when that is None. The metrics are named by quantile (:func:`expo_metric_name`).
+    ``n`` are the :func:`item_window_exposures` of every item of ``arms`` pooled (``np.quantile``, linear
+    interpolation) and ``floor`` is ``cfg.expo_k_min``, or ``k_min`` when that is None. The metrics are named by
+    quantile (:func:`expo_metric_name`). Pooling treats the arms alike: a K taken from one arm's own items sits at
+    that arm's quantile by construction, which biases every lift against it when the arms have few items
+    (docs/metrics.md, "A/A calibration"). The resolved config records the floor (``expo_k_min``) and the arms
+    (``expo_k_arms``), so that a comparison of those arms re-derives K in every bootstrap replicate
+    (:func:`_replicate_k`).
     """
     if cfg.expo_k is not None or cfg.expo_thresholds is not None:
         return cfg
+    arms = [arms] if isinstance(arms, ArmData) else list(arms)
     floor = max(cfg.expo_k_min if cfg.expo_k_min is not None else int(k_min), 1)
-    counts = item_window_exposures(control, cfg, t0, days)
+    counts = np.concatenate([item_window_exposures(a, cfg, t0, days) for a in arms]) if arms else np.empty(0, np.int64)
     thresholds = {}
     for q in cfg.expo_quantiles:
         k = math.ceil(round(float(np.quantile(counts, q)), 9)) if counts.size else 0
         thresholds[expo_metric_name(q)] = max(k, floor)
-    return MetricsConfig.model_validate({**cfg.model_dump(), "expo_thresholds": thresholds})
+    return MetricsConfig.model_validate({**cfg.model_dump(), "expo_thresholds": thresholds, "expo_k_min": floor,
+                                         "expo_k_arms": [a.name for a in arms]})
 
 
 # --------------------------------------------------------------------------- daily / overall
@@ -570,12 +579,63 @@ def _two_way_values(
 
 
 @dataclass(frozen=True)
+class _ItemExposures:
+    """The uncensored run-uploaded items of an arm sorted by their exposures within the window: ``n`` (ascending)
+    and the row of each item's creator in the arm's bucket (for a replicate's item weights ``w_c[rows]``)."""
+
+    n: np.ndarray  # (n_items,) int64, ascending
+    rows: np.ndarray  # (n_items,) creator rows
+
+
+def _item_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int, ex: pl.DataFrame) -> _ItemExposures:
+    counts = ex.lazy().filter(pl.col("in_window")).group_by("item_id").agg(n=pl.len())
+    up = _run_uploads(arm, cfg, t0, days).lazy().filter(pl.col("eligible")).select("item_id", "creator_id")
+    items = (up.join(counts, on="item_id", how="left").with_columns(pl.col("n").fill_null(0).cast(pl.Int64))
+             .sort("n", "item_id").collect())
+    rows = _unit_rows(arm.creators, items["creator_id"].to_numpy(), "creator_id", arm.name)
+    return _ItemExposures(items["n"].to_numpy(), rows)
+
+
+def _replicate_k(n_sorted: np.ndarray, cum_w: np.ndarray, q: float, floor: int) -> np.ndarray:
+    """(b,) derived K of each replicate: ``max(ceil(quantile_q), floor, 1)`` of the sample in which item ``i``
+    (exposures ``n_sorted[i]``, ascending) appears ``w_i`` times, ``cum_w`` (b, n_items) the cumulative weights.
+
+    It is ``np.quantile``'s linear interpolation on that expanded sample, so at unit weights it is the K that
+    :func:`resolve_expo_k` derived; NaN for a replicate without items."""
+    b, n_items = cum_w.shape
+    out = np.full(b, np.nan)
+    if n_items == 0:
+        return out
+    total = cum_w[:, -1]
+    h = q * (total - 1.0)
+    lo = np.floor(h)
+    # the item at position p (0-based) of the expanded sample is the number of cumulative weights <= p
+    i_lo = np.minimum((cum_w <= lo[:, None]).sum(1), n_items - 1)
+    i_hi = np.minimum((cum_w <= lo[:, None] + 1.0).sum(1), n_items - 1)
+    value = n_sorted[i_lo] + (h - lo) * (n_sorted[i_hi] - n_sorted[i_lo])
+    k = np.maximum(np.ceil(np.round(value, 9)), max(int(floor), 1))
+    return np.where(total > 0, k, out)
+
+
+def _replicate_reach(n_sorted: np.ndarray, cum_w: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(b,) weighted count of items with at least ``k[b]`` exposures (NaN where ``k`` is NaN)."""
+    b, n_items = cum_w.shape
+    if n_items == 0:
+        return np.where(np.isfinite(k), 0.0, np.nan)
+    below = np.searchsorted(n_sorted, np.where(np.isfinite(k), k, np.inf), side="left")  # items under K
+    under = np.where(below > 0, cum_w[np.arange(b), np.maximum(below - 1, 0)], 0.0)
+    return np.where(np.isfinite(k), cum_w[:, -1] - under, np.nan)
+
+
+@dataclass(frozen=True)
 class _ArmTables:
-    """Everything the comparison needs from one arm: the one-way per-unit tables and the two-way cell table."""
+    """Everything the comparison needs from one arm: the one-way per-unit tables, the two-way cell table and the
+    items' window exposures (for the derived K)."""
 
     creator: _UnitTable
     user: _UnitTable
     cells: _CellTable
+    items: _ItemExposures
 
     @property
     def names(self) -> list[str]:
@@ -593,7 +653,8 @@ def _unit_tables(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> tuple[
 
 def _arm_tables(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> _ArmTables:
     ex = _ordered_exposures(arm, cfg, t0, days)
-    return _ArmTables(_creator_table(arm, cfg, t0, days, ex), _user_table(arm, days, ex), _cell_table(arm, ex, days))
+    return _ArmTables(_creator_table(arm, cfg, t0, days, ex), _user_table(arm, days, ex), _cell_table(arm, ex, days),
+                      _item_exposures(arm, cfg, t0, days, ex))
 
 
 def normalised_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> dict[str, float]:
@@ -607,11 +668,60 @@ def normalised_metrics(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> 
 # --------------------------------------------------------------------------- bootstrap and CUPED
 
 
+@dataclass(frozen=True)
+class _DerivedK:
+    """ExpoReach metrics whose K was derived from the compared arms' pooled items: re-derived in every replicate."""
+
+    names: list[str]
+    quantiles: list[float]
+    floor: int
+
+
+def _derived_k(cfg: MetricsConfig, arms: list[str], names: list[str]) -> _DerivedK | None:
+    """The derived ExpoReach metrics of a comparison of ``arms``, when ``cfg``'s K came from exactly these arms
+    (a ladder pair of a larger run keeps the run's K fixed: it was not derived from the pair)."""
+    if cfg.expo_k is not None or cfg.expo_thresholds is None or sorted(cfg.expo_k_arms or []) != sorted(arms):
+        return None
+    pairs = [(expo_metric_name(q), q) for q in cfg.expo_quantiles if expo_metric_name(q) in names]
+    if not pairs:
+        return None
+    return _DerivedK([n for n, _ in pairs], [q for _, q in pairs], cfg.expo_k_min or 1)
+
+
+def _rederived_reach(tables: dict[str, _ArmTables], item_w: dict[str, np.ndarray], w_total: dict[str, np.ndarray],
+                     derived: _DerivedK) -> dict[str, np.ndarray]:
+    """Per arm, (B, len(quantiles)) replicate ExpoReach values with K re-derived in each replicate.
+
+    ``item_w[a]`` (B, n_items of ``a``) are the replicate weights of the arm's items (their creators' weights),
+    ``w_total[a]`` (B,) the replicate's creator count. K_b comes from the pooled, weighted items of all arms
+    (:func:`_replicate_k`); each arm's value is its weighted count of items at or above K_b over ``w_total``.
+    """
+    arms = list(tables)
+    n_all = np.concatenate([tables[a].items.n for a in arms])
+    order = np.argsort(n_all, kind="stable")
+    n_sorted = n_all[order]
+    n_samples = next(iter(w_total.values())).shape[0]
+    out = {a: np.empty((n_samples, len(derived.quantiles))) for a in arms}
+    chunk = max(1, _BOOTSTRAP_CHUNK_BYTES // (8 * max(n_all.size, 1)))
+    for start in range(0, n_samples, chunk):
+        rows = slice(start, min(start + chunk, n_samples))
+        pooled = np.cumsum(np.concatenate([item_w[a][rows] for a in arms], axis=1)[:, order], axis=1, dtype=np.float64)
+        k_b = np.column_stack([_replicate_k(n_sorted, pooled, q, derived.floor) for q in derived.quantiles])
+        for a in arms:
+            cum = np.cumsum(item_w[a][rows], axis=1, dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[a][rows] = np.column_stack([_replicate_reach(tables[a].items.n, cum, k_b[:, j])
+                                                for j in range(len(derived.quantiles))]) / w_total[a][rows, None]
+    return out
+
+
 def _arm_replicates(
     tables: _ArmTables, extra: np.ndarray, cfg: MetricsConfig, rng_creators: np.random.Generator,
-    rng_users: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(B, M) Poisson-bootstrap replicates of every metric (``tables.names`` order) and (B, k) of ``sum_c w_c * extra_c``.
+    rng_users: np.random.Generator, keep_item_weights: bool = False,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """(B, M) Poisson-bootstrap replicates of every metric (``tables.names`` order), (B, k) of ``sum_c w_c * extra_c``
+    and, with ``keep_item_weights``, the replicates' item weights (B, n_items) and creator totals (B,) for
+    :func:`_rederived_reach`.
 
     Each replicate draws ``w_c ~ Poisson(1)`` per creator and ``w_u ~ Poisson(1)`` per user, from one stream
     per side (so chunking does not change the draws). One-way metrics are ``sum(w * num) / sum(w * den)`` over
@@ -629,6 +739,9 @@ def _arm_replicates(
     exposures_col = tables.names.index("exposures")
     width = max(n_c, n_u, len(_CELL_VALUES) * min(n_c, n_u) if two_way else 0, 1)
     chunk = max(1, _BOOTSTRAP_CHUNK_BYTES // (8 * width))
+    if keep_item_weights:
+        item_w = np.empty((n_samples, tables.items.n.size), np.uint16)  # Poisson(1) counts
+        w_total = np.empty(n_samples)
     out = np.empty((n_samples, m_c + m_u))
     adj = np.empty((n_samples, m_adj))
     for start in range(0, n_samples, chunk):
@@ -642,6 +755,8 @@ def _arm_replicates(
             out[rows, :m_c] = sum_c[:, :m_c] / sum_c[:, m_c : 2 * m_c]
             out[rows, m_c:] = sum_u[:, :m_u] / sum_u[:, m_u:]
             adj[rows] = sum_c[:, 2 * m_c :]
+        if keep_item_weights:
+            item_w[rows], w_total[rows] = w_c[:, tables.items.rows], w_c_total
         if two_way:
             values = _two_way_values(tables.cells.sums(w_u, w_c), w_u_total, w_c_total, tables.cells)
             for j, name in enumerate(TWO_WAY_METRICS):
@@ -651,7 +766,7 @@ def _arm_replicates(
                     with np.errstate(divide="ignore", invalid="ignore"):
                         values[:, j] *= (w_u @ tables.cells.active_per_user) / w_u_total
             out[rows, two_way] = values
-    return out, adj
+    return out, adj, ((item_w, w_total) if keep_item_weights else None)
 
 
 def _cuped_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -807,14 +922,23 @@ def compare_arms(
     boot: dict[str, np.ndarray] = {}
     stat_point: dict[str, np.ndarray] = {}
     stat_boot: dict[str, np.ndarray] = {}
+    derived = _derived_k(cfg, order, names)
+    item_w: dict[str, np.ndarray] = {}
+    w_total: dict[str, np.ndarray] = {}
     for i, arm_name in enumerate(order):
         t = tables[arm_name]
         idx = [t.names.index(n) for n in names]  # back to metric_names order
         extra = stats[arm_name] if stats is not None else np.zeros((t.creator.num.shape[0], 0))
         rng_c, rng_u = (np.random.default_rng([seed, i, side]) for side in (0, 1))
-        replicates, stat_boot[arm_name] = _arm_replicates(t, extra, cfg, rng_c, rng_u)
+        replicates, stat_boot[arm_name], kept = _arm_replicates(t, extra, cfg, rng_c, rng_u, derived is not None)
+        if kept is not None:
+            item_w[arm_name], w_total[arm_name] = kept
         point[arm_name], boot[arm_name] = t.point()[idx], replicates[:, idx]
         stat_point[arm_name] = extra.sum(0)
+    if derived is not None:  # K is part of the estimator: every replicate re-derives it from its own pooled items
+        reach = _rederived_reach({a: tables[a] for a in order}, item_w, w_total, derived)
+        for a in order:
+            boot[a][:, [names.index(n) for n in derived.names]] = reach[a]
     terms = stats is not None
     if terms:
         p_cov = next(iter(arms.values())).creator_covariates.shape[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from serving.stack import RequestContext
@@ -25,27 +27,34 @@ class TwoTowerChannel:
 class FreshChannel:
     """A per-request sample of items uploaded within ``window_s`` before the request.
 
+    ``k`` may be fractional: each request gets ``floor(k)`` candidates plus one more with probability
+    ``k - floor(k)`` (a platform with many slots per upload explores less than one new item per request).
+
     ``popularity_power = 0`` samples them uniformly; ``p > 0`` with weight ``(1 + c)^p``, ``c`` the interactions
     the item's creator has collected in the arm so far, so established creators' new items are explored first
     and a new creator's items rarely (user-side retrieval "favours a few", DualRec Fig. 8)."""
 
     name = "fresh"
 
-    def __init__(self, k: int, window_s: float, popularity_power: float = 0.0):
+    def __init__(self, k: float, window_s: float, popularity_power: float = 0.0):
+        if not (k >= 0 and math.isfinite(k)):
+            raise ValueError(f"fresh channel k must be a finite number >= 0, got {k}")
         self.k = k
+        self.whole, self.frac = int(math.floor(k)), k - math.floor(k)
         self.window_s = int(window_s)
         self.popularity_power = popularity_power
 
     def retrieve(self, ctx: RequestContext) -> np.ndarray:
         s = ctx.policy.store
-        if self.k == 0 or s.n_items == 0:
+        width = self.whole + (self.frac > 0)
+        if width == 0 or s.n_items == 0:
             return np.full((ctx.n, 0), -1, np.int64)
         order = s.rows_by_upload()
         up = s.item_upload_ts[order]
         hi = np.searchsorted(up, ctx.ts, side="right")
         lo = np.searchsorted(up, ctx.ts - self.window_s, side="left")
         span = hi - lo
-        u = ctx.rng.random((ctx.n, self.k))
+        u = ctx.rng.random((ctx.n, width))
         if self.popularity_power == 0:
             draw = lo[:, None] + (u * np.maximum(span, 1)[:, None]).astype(np.int64)
         else:  # inverse-CDF sampling within each request's window of the upload-sorted items
@@ -57,7 +66,10 @@ class FreshChannel:
             target = cum[lo][:, None] + u * (cum[hi] - cum[lo])[:, None]
             draw = np.clip(np.searchsorted(cum, target, side="right") - 1, lo[:, None], np.maximum(hi - 1, lo)[:, None])
         rows = order[np.minimum(draw, len(order) - 1)]
-        return np.where(span[:, None] > 0, rows, -1)
+        out = np.where(span[:, None] > 0, rows, -1)
+        if self.frac > 0:  # the fractional slot: kept with probability frac
+            out[ctx.rng.random(ctx.n) >= self.frac, self.whole] = -1
+        return out
 
 
 class PopularChannel:

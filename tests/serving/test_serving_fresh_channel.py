@@ -19,7 +19,7 @@ def _policy():
                                       n_item_dense=1, seed=3))
 
 
-def _counts(power: float) -> dict[int, int]:
+def _retrieve(k: float, power: float) -> tuple[np.ndarray, object]:
     p = _policy()
     # an old item of creator 1 with 99 likes; creator 2 has none
     p.upload_items(np.array([1]), np.array([1]), np.array([T - 5 * DAY]), np.zeros(1, np.int64), np.ones((1, 1), np.float32))
@@ -30,8 +30,12 @@ def _counts(power: float) -> dict[int, int]:
                    np.array([T - 3600, T - 7200, T - 3600, T - 7200, T - 3 * DAY]), np.zeros(5, np.int64),
                    np.ones((5, 1), np.float32))
     rows = p.store.ensure_users(np.arange(1000, 3000))
-    ch = FreshChannel(k=4, window_s=DAY, popularity_power=power)
-    cand = ch.retrieve(RequestContext(rows, np.full(len(rows), T), np.random.default_rng(0), p))
+    ch = FreshChannel(k=k, window_s=DAY, popularity_power=power)
+    return ch.retrieve(RequestContext(rows, np.full(len(rows), T), np.random.default_rng(0), p)), p
+
+
+def _counts(power: float) -> dict[int, int]:
+    cand, p = _retrieve(4, power)
     ids, n = np.unique(p.store.items.ids[cand[cand >= 0]], return_counts=True)
     return dict(zip(ids.tolist(), n.tolist()))
 
@@ -45,3 +49,14 @@ def test_uniform_by_default_and_weighted_by_creator_popularity_with_a_power():
     # weight 1 + 99 = 100 for creator 1's items against 1 for creator 2's: about 1% of draws go to creator 2
     share_new_creator = (weighted.get(20, 0) + weighted.get(21, 0)) / sum(weighted.values())
     assert 0.002 < share_new_creator < 0.03, weighted
+
+
+def test_a_fractional_k_adds_one_candidate_to_that_share_of_requests():
+    cand, _ = _retrieve(1.25, 0.0)
+    assert cand.shape == (2000, 2)
+    assert (cand[:, 0] >= 0).all()  # the whole part: every request
+    extra = (cand[:, 1] >= 0).mean()
+    assert 0.21 < extra < 0.29, extra  # 2000 requests: 0.25 +- 0.04 is over 4 standard errors
+    cand, _ = _retrieve(0.1, 1.0)
+    assert cand.shape == (2000, 1) and 0.07 < (cand >= 0).mean() < 0.13
+    assert _retrieve(0, 1.0)[0].shape == (2000, 0)

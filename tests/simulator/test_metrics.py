@@ -629,3 +629,61 @@ def test_creator_covariates_from_the_log():
     assert ids.tolist() == [7, 8, 9] and len(CREATOR_COVARIATES) == cov.shape[1]
     # pre uploads (before T0); pre interactions (like/comment/follow before T0); uploads the log schedules in days 0-1
     assert cov.tolist() == [[1, 2, 1], [1, 1, 0], [0, 0, 1]]
+
+
+# ---------------------------------------------------------------- derived K: pooled, and re-derived per replicate
+
+def test_replicate_k_is_np_quantile_of_the_expanded_sample():
+    rng = np.random.default_rng(0)
+    n = np.sort(rng.poisson(3.0, 50))
+    w = rng.poisson(1.0, (30, 50))
+    w[0] = 1  # unit weights: the K resolve_expo_k derives
+    w[1] = 0  # a replicate that drew no item
+    cum = np.cumsum(w, axis=1).astype(np.float64)
+    for q in (0.07, 0.5, 0.9, 0.99, 1.0):
+        got = metrics._replicate_k(n, cum, q, floor=1)
+        assert np.isnan(got[1])
+        for b in range(30):
+            if b == 1:
+                continue
+            want = max(math.ceil(round(float(np.quantile(np.repeat(n, w[b]), q)), 9)), 1)
+            assert got[b] == want, (q, b)
+    assert (metrics._replicate_k(n, cum, 0.5, floor=7)[[0, 2, 3]] >= 7).all()
+
+
+def test_replicate_reach_counts_weighted_items_at_or_above_k():
+    n = np.array([0, 1, 2, 2, 5])
+    cum = np.cumsum(np.array([[1, 0, 2, 1, 1], [1, 1, 1, 1, 1]]), axis=1).astype(np.float64)
+    # K = 2: items 2, 3, 4 with weights 2 + 1 + 1 = 4 (replicate 0) and 3 (unit weights); K = 6: none; NaN stays NaN
+    np.testing.assert_array_equal(metrics._replicate_reach(n, cum, np.array([2.0, 2.0])), [4.0, 3.0])
+    np.testing.assert_array_equal(metrics._replicate_reach(n, cum, np.array([6.0, 1.0])), [0.0, 4.0])
+    assert np.isnan(metrics._replicate_reach(n, cum, np.array([np.nan, 1.0]))[0])
+
+
+def test_derived_k_pools_the_arms_and_is_rederived_only_for_those_arms():
+    a, b = _window_arm(), dataclasses.replace(_window_arm(), name="b")
+    derived = MetricsConfig(cold_age_hours=2, cold_max_exposures=2, bootstrap_samples=200)
+    res = metrics.resolve_expo_k([a, b], derived, T0, 4)
+    # pooled [0, 0, 1, 1, 2, 2, 3, 3, 10, 10]: q50 at position 4.5 = 2; q90 at 8.1 = 10 (one arm alone: 7.2 -> 8)
+    assert metrics.expo_thresholds(res) == {"expo_reach_q50": 2, "expo_reach_q90": 10, "expo_reach_q99": 10}
+    assert res.expo_k_arms == ["a", "b"] and res.expo_k_min == 1
+    names = metric_names(res)
+    assert metrics._derived_k(res, ["b", "a"], names).names == ["expo_reach_q50", "expo_reach_q90", "expo_reach_q99"]
+    assert metrics._derived_k(res, ["a", "c"], names) is None  # a ladder pair: K stays the run's
+    assert metrics._derived_k(CFG, ["a", "b"], metric_names(CFG)) is None  # fixed K
+
+
+def test_derived_k_a_a_calibration_on_small_arms():
+    """Identical small arms (~80 items each): with K re-derived per replicate from the pooled items, the ExpoReach
+    CIs flag at most the nominal 5% of A/A cells (a K fixed from one arm's own items flagged more in the
+    simulated A/A, docs/metrics.md)."""
+    cfg0 = MetricsConfig(cold_age_hours=24, cold_max_exposures=20, bootstrap_samples=300, expo_window_days=2.0,
+                         expo_quantiles=[0.5, 0.9])
+    flagged = cells = 0
+    for s in range(40):
+        c = synthetic_arm("c", 40, 80, seed=100 + 2 * s, offset=0, pub_rate=0.3)
+        t = synthetic_arm("t", 40, 80, seed=101 + 2 * s, offset=10**6, pub_rate=0.3)
+        res = compare_arms({"c": c, "t": t}, "c", metrics.resolve_expo_k([c, t], cfg0, T0, 7), T0, 7, seed=s)
+        e = res.filter(pl.col("metric").str.starts_with("expo_reach") & pl.col("lift").is_not_nan())
+        flagged, cells = flagged + int(e["significant"].sum()), cells + e.height
+    assert cells >= 60 and flagged / cells <= 0.08, (flagged, cells)

@@ -140,7 +140,7 @@ def test_creator_reference_counts():
 
 
 def test_fit_oracle_is_calibrated_on_logged_pairs():
-    cfg = SyntheticConfig(n_users=400, n_creators=40, days=3, n_topics=4, latent_dim=8)
+    cfg = SyntheticConfig(n_users=400, n_creators=40, days=3, n_topics=4, latent_dim=8, uploads_per_creator_day=1.0)
     log = generate_synthetic(cfg, seed=1)
     oracle = fit_oracle(log, WorldConfig(oracle_dim=8, oracle_epochs=2), seed=0)
     pairs = pair_labels(log)
@@ -177,8 +177,8 @@ def test_fit_oracle_is_calibrated_on_logged_pairs():
 
 @pytest.fixture(scope="module")
 def synthetic_log() -> Log:
-    """~3,000 items of 400 creators: enough for shares and R^2 to within ~0.01."""
-    return generate_synthetic(SyntheticConfig(n_users=2_000, n_creators=400, days=7), seed=0)
+    """~3,000 items of 400 creators (one upload per creator-day): enough for shares and R^2 to within ~0.01."""
+    return generate_synthetic(SyntheticConfig(n_users=2_000, n_creators=400, days=7, uploads_per_creator_day=1.0), seed=0)
 
 
 def _dynamic_world(log: Log) -> tuple[World, np.ndarray, np.ndarray]:
@@ -276,3 +276,12 @@ def test_user_propensity_keeps_the_base_rates_and_separates_users(synthetic_log)
         assert p[top, like].mean() > 2 * p[bottom, like].mean(), b
     assert liked[u_prop >= hi].mean() > 2 * liked[u_prop <= lo].mean()
 
+
+
+def test_slots_per_upload_is_the_supply_demand_ratio_and_the_default_is_the_papers_order():
+    cfg = SyntheticConfig(n_users=1_000, n_creators=100, mean_daily_visit_prob=0.5, requests_per_visit=2.0,
+                          slate_size=10, uploads_per_creator_day=0.5)
+    assert cfg.slots_per_upload == pytest.approx(1_000 * 0.5 * 2 * 10 / (100 * 0.5))  # 200
+    # DualRec section 5: >100M users, 4M uploads a day -> at least ~500 exposures per upload and day; the default
+    # world is calibrated to that order (docs/world.md, "Scarce early exposure"), the tiny test scales are not
+    assert 400 <= SyntheticConfig().slots_per_upload <= 2_500

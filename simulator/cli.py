@@ -37,12 +37,14 @@ def simulate(
     progress: bool = typer.Option(True, help="show progress bars"),
     replicates: int = typer.Option(1, min=1, help="run the scenario with this many consecutive seeds and pool the "
                                    "lifts over seeds (t interval): training variance between arms included"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate the scenario, scale, log and options, print "
+                                 "what would run, and stop"),
 ):
     """Run a scenario and print arms vs control with lifts and confidence intervals."""
     if ctx.invoked_subcommand is not None:
         return
     from scenarios import get_scenario
-    from simulator.session import RunOptions, options_of_run, run_offline, run_replicates, run_scenario
+    from simulator.session import RunOptions, options_of_run, plan_run, run_offline, run_replicates, run_scenario
     from simulator.tracking import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -59,6 +61,9 @@ def simulate(
             opts = RunOptions(scenario=scenario, scale=scale, days=days, seed=seed, log=log, runtime=runtime,
                               address=address, http=http, run_root=run_root, experiment=experiment)
         sc = get_scenario(opts.scenario)
+        if dry_run:
+            console.print(plan_run(sc, opts, replicates), highlight=False)
+            return
         console.print(f"[bold]coldsim[/] scenario [cyan]{sc.name}[/] scale={opts.scale or 'default'} runtime={opts.runtime}")
         if sc.protocol != "ab":
             off = run_offline(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None)

@@ -93,6 +93,30 @@ def load_log(spec: str | None, scenario: Scenario) -> Log:
     return LOG_BUILDERS[parsed.kind](parsed, scenario)
 
 
+def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
+    """What a run with these options would do, after validating everything that needs no simulation: the
+    scale, days and seed, the log spec (its kind, options and path; a synthetic platform's overrides) and the
+    runtime. ``simulate --dry-run`` prints it; the docs' commands are checked with it (tests/test_docs.py).
+    Raises ``ValueError`` naming the problem, as the run would."""
+    from simulator.sources.spec import parse_log_spec
+
+    sc = resolve_scenario(scenario, opts)
+    spec = parse_log_spec(opts.log or "synthetic")
+    if spec.kind in ("synthetic", "kuairand"):
+        syn = _synthetic_config(sc, spec.options)
+        world = (f"synthetic platform: {syn.n_users:,} users, {syn.n_creators:,} creators, {syn.days} days, "
+                 f"{syn.slots_per_upload:,.0f} slots per upload")
+        if spec.kind == "kuairand":
+            world += f", KuaiRand catalogue {spec.path}"
+    else:
+        world = f"{spec.kind} log {spec.path}" + (f" ({spec.options})" if spec.options else "")
+    arms = ", ".join(f"{a.name}({a.kind}, {a.share:.0%})" for a in sc.arms)
+    where = opts.address or ("in-process" if opts.runtime == "local" else "a local Ray cluster")
+    return (f"dry run: scenario {sc.name} ({sc.protocol}), scale {opts.scale or 'default'}, {sc.days} days, "
+            f"seed {sc.seed}{f', {replicates} replicates' if replicates > 1 else ''}\n  arms: {arms}; control "
+            f"{sc.control}\n  {world}\n  runtime {opts.runtime} on {where}{', HTTP on 127.0.0.1' if opts.http else ''}")
+
+
 def runtime_factory(opts: RunOptions, serve_cfg=None):
     if opts.runtime == "local":
         return LocalRuntime

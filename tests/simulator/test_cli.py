@@ -38,6 +38,22 @@ def test_bad_log_path_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "missing.csv" in res.output
 
 
+def test_dry_run_validates_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["--scenario", "oracle_ab", "--scale", "tiny", "--runtime", "local", "--replicates", "2",
+                              "--dry-run"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "dry run: scenario oracle_ab (ab), scale tiny, 3 days, seed 0, 2 replicates" in out
+    assert "base(base, 50%), oracle_match(oracle_match, 50%)" in out and "1,500 users, 150 creators" in out
+    assert "runtime local on in-process" in out
+    assert not any(tmp_path.iterdir())  # no run directory, no MLflow database
+    bad = runner.invoke(app, ["--log", "synthetic:?n_users=abc", "--dry-run"])
+    assert bad.exit_code == 2 and "n_users" in bad.output
+    missing = runner.invoke(app, ["--log", f"tabular:{tmp_path / 'nope.csv'}", "--dry-run"])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
 def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     res = runner.invoke(app, ["--scenario", "coldstart_ab", "--scale", "tiny", "--days", "1", "--runtime", "local",

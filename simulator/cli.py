@@ -137,6 +137,62 @@ def list_scenarios():
                       f"scales: default, {', '.join(sc.scales)}")
 
 
+data_app = typer.Typer(help="Public datasets by name: list them, download one into the cache (docs/sources.md).")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+def data_list(cache_dir: Optional[str] = typer.Option(None, help="cache directory (default $COLDSIM_DATA_DIR or "
+                                                       "~/.cache/coldsim/datasets)")):
+    """List the datasets `simulate data get` knows, their logs and whether they are cached."""
+    from simulator.sources.datasets import DATASETS, cache_root, cached
+
+    console.print(f"cache: {cache_root(cache_dir)}")
+    for ds in DATASETS.values():
+        have = cached(ds.name, cache_dir)
+        state = f"[green]cached[/] {have.directory}" if have else "not downloaded"
+        check = "SHA-256" if ds.sha256 else "MD5" if ds.md5 else "no checksum known"
+        logs = ", ".join(f"{log.kind}:{ds.name}" for log in ds.logs)
+        console.print(f"[cyan]{ds.name}[/]: {ds.description}\n  --log {logs}; {check}; {ds.license}; {state}")
+
+
+@data_app.command("get")
+def data_get(
+    name: str = typer.Argument(..., help="dataset name (see `simulate data list`)"),
+    cache_dir: Optional[str] = typer.Option(None, help="cache directory (default $COLDSIM_DATA_DIR or "
+                                            "~/.cache/coldsim/datasets)"),
+    url: Optional[str] = typer.Option(None, help="download from this URL instead (a mirror or a file:// copy; "
+                                      "the registry's checksums still apply)"),
+    sha256: Optional[str] = typer.Option(None, help="expect this SHA-256 instead of the registry's"),
+    force: bool = typer.Option(False, help="download again even if cached"),
+):
+    """Download a dataset from its official location, check its checksum and unpack it into the cache."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from simulator.sources.datasets import DatasetError, fetch, get_dataset
+
+    try:
+        ds = get_dataset(name)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task(f"downloading {name}", total=ds.size)
+            got = fetch(ds, cache_dir=cache_dir, url=url, sha256=sha256, force=force,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total or ds.size))
+    except DatasetError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+    if got.already_cached:
+        console.print(f"{name} is already cached at {got.directory} (--force downloads it again)")
+    else:
+        console.print(f"downloaded {url or ds.url} ({got.size:,} bytes) into {got.directory}")
+        if got.verified:
+            console.print(f"verified: {', '.join(got.verified)} ({ds.checksum_source if not sha256 else '--sha256'})")
+        else:
+            console.print(f"[yellow]not verified:[/] no checksum is known for {name}; its SHA-256 is {got.sha256} "
+                          "(compare it with a trusted copy before relying on it)")
+    console.print(f"SHA-256 {got.sha256}\nuse it: " + ", ".join(f"--log {log.kind}:{name}" for log in ds.logs))
+
+
 def main() -> None:
     app()
 

@@ -108,8 +108,11 @@ def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
                  f"{syn.slots_per_upload:,.0f} slots per upload")
         if spec.kind == "kuairand":
             world += f", KuaiRand catalogue {spec.path}"
-    else:
-        world = f"{spec.kind} log {spec.path}" + (f" ({spec.options})" if spec.options else "")
+    else:  # a real log is read (and checked) in full: a malformed file fails here, not an hour into a run
+        log = load_log(opts.log, sc)
+        days = (int(log.events["ts"].to_numpy().max()) - log.t0) // 86_400 + 1 if log.events.num_rows else 0
+        world = (f"{spec.kind} log {spec.path}: {log.events.num_rows:,} events, {log.items.num_rows:,} items "
+                 f"over {days} days")
     arms = ", ".join(f"{a.name}({a.kind}, {a.share:.0%})" for a in sc.arms)
     where = opts.address or ("in-process" if opts.runtime == "local" else "a local Ray cluster")
     return (f"dry run: scenario {sc.name} ({sc.protocol}), scale {opts.scale or 'default'}, {sc.days} days, "

@@ -6,6 +6,7 @@ and are not run. A runnable block is self-contained, fast (well under 2 s) and s
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -51,8 +52,10 @@ def test_doc_block_runs(doc, line, source):
 
 ROOT = DOCS.parent
 SHELL_FENCE = re.compile(r"^```(?:bash|console|sh|shell)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-EXTERNAL = ("pip ", "python -m pytest", "python3.11 -m venv", "mlflow ", "ray ", "curl ", "git ", "cd ", "export ")
-"""Commands of other tools: shown for the reader, not run (what they drive is tested elsewhere)."""
+EXTERNAL = ("pip ", "python -m pytest", "python3.11 -m venv", "mlflow ", "ray ", "curl ", "git ", "cd ", "export ",
+            "python -m serving.http")
+"""Commands of other tools, or servers that run until stopped: shown for the reader, not run here (what they
+drive is tested elsewhere: docs/serving.md's curl examples and server command by tests/serving/test_http_docs.py)."""
 
 
 def shell_commands(text: str) -> list[tuple[int, str, list[str]]]:
@@ -97,11 +100,76 @@ def _collapse(s: str) -> str:
     return " ".join(s.split())
 
 
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def _stand_ins(root: Path) -> dict[str, Path]:
+    """A local archive for each dataset of the registry, made from the hand-made fixtures in the publishers' own
+    layouts (tests/fixtures): what `simulate data get NAME` downloads, without the network."""
+    import gzip
+    import tarfile
+    import zipfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in ("ml-100k", "ml-latest-small", "ml-1m"):
+        out[name] = root / f"{name}.zip"
+        with zipfile.ZipFile(out[name], "w") as zf:
+            for f in sorted((FIXTURES / "movielens" / name).iterdir()):
+                zf.write(f, f"{name}/{f.name}")
+    out["amazon-musical-instruments"] = root / "Musical_Instruments_5.json.gz"
+    out["amazon-musical-instruments"].write_bytes(gzip.compress((FIXTURES / "amazon" / "Musical_Instruments_5.json").read_bytes()))
+    out["kuairand-pure"] = root / "KuaiRand-Pure.tar.gz"
+    with tarfile.open(out["kuairand-pure"], "w:gz") as tf:
+        for f in sorted((FIXTURES / "kuairand").iterdir()):
+            tf.add(f, f"KuaiRand-Pure/data/{f.name}")
+    return out
+
+
+def _user_files(cwd: Path) -> None:
+    """The files that docs/sources.md's "for files you have" commands name, as small stand-ins in their layouts."""
+    import gzip
+    import shutil
+
+    (cwd / "Musical_Instruments_5.json.gz").write_bytes(
+        gzip.compress((FIXTURES / "amazon" / "Musical_Instruments_5.json").read_bytes()))
+    kuai = cwd / "KuaiRand-Pure" / "data"
+    kuai.mkdir(parents=True)
+    for f in (FIXTURES / "kuairand").iterdir():
+        shutil.copy(f, kuai / f.name)
+    shutil.copy(FIXTURES / "kuairand" / "log_standard_4_08_to_4_21_pure.csv", kuai / "log_standard_4_22_to_5_08_pure.csv")
+    rows = [("u1", "a1", 2008, 1, d) for d in range(1, 8)] + [("u2", "a2", 2008, 1, d) for d in range(2, 9)]
+    (cwd / "plays.tsv").write_text("uid\tartist\tyear\tmonth\tday\n" + "".join(f"{u}\t{a}\t{y}\t{m}\t{d}\n" for u, a, y, m, d in rows))
+    ratings = [(f"user{u}", f"item{(u * 3 + k) % 7}", 1 + (u + k) % 5, 1_200_000_000 + 86_400 * (u + k)) for u in range(6)
+               for k in range(4)]
+    (cwd / "ratings.csv").write_text("user_id\titem_id\trating\tts\n" + "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings))
+
+
+@pytest.fixture(scope="module")
+def doc_env(tmp_path_factory) -> dict:
+    """What the docs' commands need on a machine without ../shared or the network: a dataset cache filled from
+    the stand-in archives (``simulate data get`` itself is run against them with ``--url file://...``), and a
+    working directory holding the files that the docs' tabular examples name."""
+    from simulator.sources import datasets
+
+    base = tmp_path_factory.mktemp("docs")
+    archives = _stand_ins(base / "downloads")
+    cache = base / "cache"
+    for name, archive in archives.items():
+        datasets.fetch(name, cache, url=archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
+    cwd = base / "cwd"
+    cwd.mkdir()
+    _user_files(cwd)
+    return {"archives": archives, "cache": cache, "cwd": cwd, "base": base}
+
+
 @pytest.mark.parametrize(("doc", "line", "cmd", "sample"), COMMANDS, ids=[f"{d}:{n}" for d, n, _, _ in COMMANDS])
-def test_doc_command(doc, line, cmd, sample, monkeypatch):
-    """Every ``simulate`` command of the docs is validated by ``simulate --dry-run`` (scenario, scale, log,
-    options; nothing runs), ``simulate list`` runs and its sample output must be in what it prints, a
-    ``python benchmarks/...`` command names a benchmark that takes its options; other tools are allowed."""
+def test_doc_command(doc, line, cmd, sample, doc_env, monkeypatch):
+    """Every ``simulate`` command of the docs is validated by ``simulate --dry-run`` (scenario, scale, log and
+    options; a real log is read in full; nothing is simulated); ``simulate list`` and ``simulate data list`` run
+    and their sample output must be in what they print; ``simulate data get NAME`` runs against a local stand-in
+    of the download; a ``python benchmarks/...`` command names a benchmark that takes its options; other tools
+    are allowed. The dataset cache and the working directory are :func:`doc_env`'s."""
     import shlex
 
     from typer.testing import CliRunner
@@ -110,17 +178,25 @@ def test_doc_command(doc, line, cmd, sample, monkeypatch):
 
     where = f"{doc}:{line}: {cmd}"
     args = shlex.split(cmd)
+    env = {"COLUMNS": "120", "COLDSIM_DATA_DIR": str(doc_env["cache"])}
     if args[0] == "simulate":
-        if any("<" in a for a in args):  # a placeholder (e.g. a run id): check the options exist
+        if re.search(r"<[^<>]+>", cmd):  # a placeholder (e.g. <MLflow parent run id>): check the options exist
             help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
             for a in args[1:]:
                 assert not a.startswith("--") or a in help_text, f"{where}: unknown option {a}"
             return
         if any("../shared/" in a for a in args) and not (ROOT.parent / "shared").is_dir():
             pytest.skip(f"{where}: needs ../shared next to the checkout")
-        monkeypatch.chdir(ROOT)
-        dry = args[1:] if args[1:2] == ["list"] else [*args[1:], "--dry-run"]
-        res = CliRunner().invoke(app, dry, env={"COLUMNS": "120"})
+        monkeypatch.chdir(ROOT if any("../shared/" in a for a in args) else doc_env["cwd"])
+        if args[1:3] == ["data", "get"]:  # download into an empty cache, from the local stand-in
+            archive = doc_env["archives"][args[3]]
+            env["COLDSIM_DATA_DIR"] = str(doc_env["base"] / f"get-{line}-{args[3]}")
+            run = [*args[1:], "--url", archive.as_uri(), "--sha256", hashlib.sha256(archive.read_bytes()).hexdigest()]
+        elif args[1:2] in (["list"], ["data"]):
+            run = args[1:]
+        else:
+            run = [*args[1:], "--dry-run"]
+        res = CliRunner().invoke(app, run, env=env)
         assert res.exit_code == 0, f"{where}\n{res.output}"
         printed = _collapse(res.output)
         for shown in (s for s in sample if s.strip() and s.strip() != "..."):
@@ -135,9 +211,11 @@ def test_doc_command(doc, line, cmd, sample, monkeypatch):
         assert cmd.startswith(EXTERNAL), f"{where}: a command the doc runner does not know (add it to EXTERNAL?)"
 
 
-def test_doc_command_fails_on_a_wrong_command(monkeypatch):
+def test_doc_command_fails_on_a_wrong_command(doc_env, monkeypatch):
     for cmd, sample in (("simulate --scenario coldstart_ab --scale huge", []), ("simulate --bogus", []),
                         ("simulate list", ["nosuch: a scenario that does not exist"]),
+                        ("simulate --log movielens:no-such-dataset", []),
+                        ("simulate --log tabular:ratings.csv?no_such_option=1", []),
                         ("python benchmarks/bench_aa.py --no-such-option", []), ("rm -rf /tmp/x", [])):
         with pytest.raises(AssertionError):
-            test_doc_command("x.md", 1, cmd, sample, monkeypatch)
+            test_doc_command("x.md", 1, cmd, sample, doc_env, monkeypatch)

@@ -6,10 +6,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.schema import Log
+from simulator.schema import EVENT_TYPES, Log
+from simulator.sources.datasets import DATASETS, resolve_log
 from simulator.sources.kuairand import VIDEO_FILE
-from simulator.sources.movielens import load_movielens
-from simulator.sources.tabular import MAPPABLE_COLUMNS, READERS, load_tabular
+from simulator.sources.movielens import is_movielens, load_movielens
+from simulator.sources.tabular import (
+    MAPPABLE_COLUMNS,
+    OPTION_KEYS,
+    READERS,
+    TabularOptions,
+    apply_layout,
+    load_tabular,
+)
 
 KINDS: tuple[str, ...] = ("movielens", "tabular", "kuairand", "synthetic")
 """Every kind of log source a spec may name."""
@@ -25,10 +33,6 @@ class LogSpec:
     options: dict[str, str] = field(default_factory=dict)
 
 
-def _is_movielens(p: Path) -> bool:
-    return (p.is_file() and p.suffix == ".inter") or (p.is_dir() and any(p.glob("*.inter")))
-
-
 def _is_kuairand(p: Path) -> bool:
     return (p / VIDEO_FILE).is_file() if p.is_dir() else p.name == VIDEO_FILE
 
@@ -38,7 +42,7 @@ def _is_tabular(p: Path) -> bool:
 
 
 DETECTORS: tuple[tuple[str, Callable[[Path], bool]], ...] = (
-    ("movielens", _is_movielens),
+    ("movielens", is_movielens),
     ("kuairand", _is_kuairand),
     ("tabular", _is_tabular),
 )
@@ -49,8 +53,11 @@ def parse_log_spec(spec: str) -> LogSpec:
     """Parse ``KIND:PATH[?key=value&key=value]`` or a bare ``PATH[?...]`` (kind detected from the path).
 
     ``synthetic`` needs no path (``synthetic`` or ``synthetic:?key=value``). Any other kind needs
-    an existing path. A prefix made of lower-case letters before the first ``:`` is read as
-    a kind, so write a relative path containing ``:`` as ``./name``.
+    an existing path or the name of a dataset of :data:`~simulator.sources.datasets.DATASETS`
+    (``movielens:ml-latest-small``, or a bare ``ml-latest-small`` for the dataset's default kind),
+    which resolves to its cached copy, with the dataset's preset options under the spec's own (an
+    existing path of that name wins). A prefix made of lower-case letters before the first ``:`` is
+    read as a kind, so write a relative path containing ``:`` as ``./name``.
     """
     body, _, query = spec.strip().partition("?")
     options = _parse_options(query, spec)
@@ -67,14 +74,19 @@ def parse_log_spec(spec: str) -> LogSpec:
         return LogSpec("synthetic", path, options)
     if not path:
         raise ValueError(f"log spec {spec!r}: kind {kind!r} needs a path")
+    if not Path(path).exists() and path in DATASETS:
+        kind, resolved, preset = resolve_log(path, kind or None)
+        return LogSpec(kind, str(resolved), preset | options)
     if not Path(path).exists():
-        raise ValueError(f"log spec {spec!r}: path {path!r} does not exist")
+        raise ValueError(
+            f"log spec {spec!r}: path {path!r} does not exist (nor is it a dataset name: {sorted(DATASETS)})"
+        )
     if not kind:
         kind = next((k for k, accepts in DETECTORS if accepts(Path(path))), "")
         if not kind:
             raise ValueError(
-                f"log spec {spec!r}: cannot tell the kind of {path!r} (not a MovieLens .inter, a KuaiRand "
-                f"directory or a {'/'.join(sorted(READERS))} file); write KIND:PATH with KIND one of {list(KINDS)}"
+                f"log spec {spec!r}: cannot tell the kind of {path!r} (not a MovieLens directory or ratings file, a "
+                f"KuaiRand directory or a {'/'.join(sorted(READERS))} file); write KIND:PATH with KIND one of {list(KINDS)}"
             )
     return LogSpec(kind, path, options)
 
@@ -99,17 +111,24 @@ def _movielens_from_spec(spec: LogSpec) -> Log:
     return load_movielens(spec.path, creator_group_size=int(size))
 
 
+RULE_KEYS: tuple[str, ...] = tuple(f"{event}_if" for event in EVENT_TYPES)
+"""Spec keys of the tabular event rules (``like_if=rating>=4``)."""
+
+
 def _tabular_from_spec(spec: LogSpec) -> Log:
-    plain = {"items", "users", *MAPPABLE_COLUMNS}
-    _check_options(spec, plain, prefix="event.")
-    mapping = {k: v for k, v in spec.options.items() if k in MAPPABLE_COLUMNS}
-    event_mapping = {k.removeprefix("event."): v for k, v in spec.options.items() if k.startswith("event.")}
+    options = apply_layout(spec.options, spec.path)
+    _check_options(LogSpec(spec.kind, spec.path, options), {"items", "users", *MAPPABLE_COLUMNS, *OPTION_KEYS, *RULE_KEYS},
+                   prefix="event.")
+    mapping = {k: v for k, v in options.items() if k in MAPPABLE_COLUMNS}
+    event_mapping = {k.removeprefix("event."): v for k, v in options.items() if k.startswith("event.")}
+    reading = TabularOptions.from_strings({k: v for k, v in options.items() if k in OPTION_KEYS or k in RULE_KEYS})
     return load_tabular(
         spec.path,
-        items_path=spec.options.get("items"),
-        users_path=spec.options.get("users"),
+        items_path=options.get("items"),
+        users_path=options.get("users"),
         mapping=mapping,
         event_mapping=event_mapping,
+        options=reading,
     )
 
 
@@ -117,7 +136,7 @@ def _check_options(spec: LogSpec, allowed: set[str], prefix: str | None = None) 
     unknown = sorted(k for k in spec.options if k not in allowed and not (prefix and k.startswith(prefix)))
     if unknown:
         extra = f" and {prefix}<name>" if prefix else ""
-        raise ValueError(f"{spec.kind} log: unknown options {unknown}; allowed: {sorted(allowed)}{extra}")
+        raise ValueError(f"{spec.kind} log: unknown options {unknown}; allowed: {sorted(allowed)}{extra} (docs/sources.md)")
 
 
 REAL_LOG_LOADERS: dict[str, Callable[[LogSpec], Log]] = {

@@ -1,4 +1,7 @@
-"""Tests of the log sources (synthetic platform, MovieLens, tabular, KuaiRand catalogue) and log specs, tiny fixtures."""
+"""Tests of the log sources (synthetic platform, MovieLens, tabular, KuaiRand catalogue) and log specs, tiny fixtures.
+
+More in test_datasets.py (datasets by name, the publishers' layouts) and test_tabular_options.py.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ from simulator.sources.spec import LogSpec, load_real_log, parse_log_spec
 from simulator.sources.synthetic import CATALOGUE_DAYS, T0, generate_synthetic
 from simulator.sources.tabular import load_tabular
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*relative clock:UserWarning")  # tiny fixtures count from 0
+
 ML_100K = Path("/work/shared/data/ml-100k")
+GROUPLENS_100K = Path(__file__).resolve().parents[1] / "fixtures" / "movielens" / "ml-100k"
 KUAIRAND = Path("/work/shared/data/kuairand_pure_meta")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sources.md"
 
@@ -152,6 +158,16 @@ def test_movielens_users_numeric_and_codes(tmp_path: Path) -> None:
     assert users["gender"].to_list() == [1, 0, 1]  # F=0, M=1
     assert users["occupation"].to_list() == [1, 0, 2]
     assert users["zip_code"].dtype == pl.Int64  # a non-numeric zip: category codes
+
+
+def test_movielens_grouplens_layout_gives_the_same_log_as_recbole(tmp_path: Path) -> None:
+    """tests/fixtures/movielens/ml-100k holds ML_INTER/ML_ITEM/ML_USER in GroupLens's u.data/u.item/u.user."""
+    recbole, grouplens = load_movielens(_ml(tmp_path), 2), load_movielens(GROUPLENS_100K, 2)
+    assert recbole.meta["layout"] == "recbole" and grouplens.meta["layout"] == "grouplens-100k"
+    assert grouplens.events.equals(recbole.events)
+    assert grouplens.items.equals(recbole.items)
+    assert grouplens.users.equals(recbole.users)
+    assert grouplens.meta["genres"] == recbole.meta["genres"]
 
 
 def test_movielens_non_numeric_token_is_an_error(tmp_path: Path) -> None:

@@ -3,21 +3,22 @@
 Each arm is a single replica (its feature store, index and weights are state; a second replica
 would need a shared store). The simulator driver calls the arm deployments through handles
 with a whole tick's requests as arrays; external HTTP clients go through the ingress, whose
-recommend calls are merged across concurrent clients with ``@serve.batch``.
+recommend calls are merged across concurrent clients with ``@serve.batch``. The ingress app is
+:func:`serving.http.build_api`, the same app the in-process backend serves; what a client may do
+to an arm (uploads and day ends only while no simulation drives it) is decided by the arm's
+:class:`~serving.http.ArmEndpoint`.
 
 Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
 """
 
 
 import numpy as np
-from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayTaskError
 
 from simulator.config import ArmSpec
-from serving.arms import ArmContext, build_arm
-from serving.http import (FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse, UploadRequest,
-                          UploadResponse, handle_feedback, handle_recommend, handle_upload)
+from serving.arms import ArmContext, arm_kind, build_arm
+from serving.http import MAX_BODY_BYTES, ArmEndpoint, build_api
 from serving.stack import Slates
 
 APP_NAME = "coldsim"
@@ -35,14 +36,19 @@ def deployment_name(arm: str) -> str:
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=ARM_MAX_ONGOING)
 class ArmDeployment:
-    """One arm's serving side: the plain policy plus batching for HTTP traffic."""
+    """One arm's serving side: the plain policy, batching for HTTP traffic, and the rules for HTTP clients.
 
-    def __init__(self, spec: ArmSpec, ctx: ArmContext):
+    ``driven``: a simulation drives the arm (HTTP uploads and day ends get 409) until it calls ``release``.
+    """
+
+    def __init__(self, spec: ArmSpec, ctx: ArmContext, driven: bool = False):
         import torch
 
         torch.set_num_threads(1)  # the same arithmetic as the in-process runtime
         self.policy = build_arm(spec, ctx)
+        self.endpoint = ArmEndpoint(spec.name, self.policy, driven, truth_matched=arm_kind(spec).oracle)
 
+    # ---- the driver's calls
     async def upload(self, items: dict[str, np.ndarray]) -> dict[int, list[int]]:
         self.policy.upload_items(items["item_id"], items["creator_id"], items["upload_ts"], items["category"], items["dense"],
                                  oracle=(items["oracle_users"], items["oracle_scores"]) if "oracle_users" in items else None)
@@ -51,6 +57,30 @@ class ArmDeployment:
     async def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         return self.policy.recommend(user_ids, ts, seed)
 
+    async def feedback(self, user_ids, item_ids, ts, labels) -> None:
+        self.policy.feedback(user_ids, item_ids, ts, labels)
+
+    async def set_weights(self, version: int, weights: dict, ts: int | None) -> int:
+        self.policy.set_weights(version, weights, ts)
+        return version
+
+    async def end_day(self, ts: int) -> dict[str, float]:
+        return self.endpoint.end_day(ts, driver=True)
+
+    async def release(self) -> None:
+        self.endpoint.release()
+
+    async def snapshot(self) -> bytes:
+        return self.policy.snapshot()
+
+    async def restore(self, data: bytes) -> None:
+        self.policy.restore(data)
+
+    async def stats(self) -> dict:
+        return {"items": self.policy.store.n_items, "users": len(self.policy.store.users),
+                "index": len(self.policy.index), "weights_version": self.policy.weights_version}
+
+    # ---- HTTP clients' calls (through the gateway)
     @serve.batch(max_batch_size=ARM_MAX_ONGOING, batch_wait_timeout_s=0.005)
     async def recommend_batched(self, requests: list[tuple[np.ndarray, np.ndarray, int]]) -> list[Slates]:
         """Concurrent HTTP requests merged into one policy call, then split back."""
@@ -66,28 +96,17 @@ class ArmDeployment:
     async def recommend_http(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         return await self.recommend_batched((user_ids, ts, seed))
 
-    async def feedback(self, user_ids, item_ids, ts, labels) -> None:
-        self.policy.feedback(user_ids, item_ids, ts, labels)
+    async def upload_http(self, items: dict[str, np.ndarray]) -> dict[int, list[int]]:
+        return self.endpoint.upload(items)
 
-    async def set_weights(self, version: int, weights: dict, ts: int | None) -> int:
-        self.policy.set_weights(version, weights, ts)
-        return version
+    async def feedback_http(self, user_ids, item_ids, ts, labels) -> None:
+        self.endpoint.feedback(user_ids, item_ids, ts, labels)
 
-    async def end_day(self, ts: int) -> dict[str, float]:
-        return self.policy.end_day(ts)
+    async def end_day_http(self, ts: int) -> dict[str, float]:
+        return self.endpoint.end_day(ts)
 
-    async def snapshot(self) -> bytes:
-        return self.policy.snapshot()
-
-    async def restore(self, data: bytes) -> None:
-        self.policy.restore(data)
-
-    async def stats(self) -> dict:
-        return {"items": self.policy.store.n_items, "users": len(self.policy.store.users),
-                "index": len(self.policy.index), "weights_version": self.policy.weights_version}
-
-
-api = FastAPI(title="coldsim platform")
+    async def info_http(self) -> dict:
+        return self.endpoint.info()
 
 
 class _HandleBackend:
@@ -106,42 +125,40 @@ class _HandleBackend:
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, Exception) else exc) from None
 
+    async def info(self, arm):
+        return await self._call(arm, "info_http")
+
     async def recommend(self, arm, user_ids, ts, seed):
         return await self._call(arm, "recommend_http", user_ids, ts, seed)
 
     async def upload(self, arm, items):
-        return await self._call(arm, "upload", items)
+        return await self._call(arm, "upload_http", items)
 
     async def feedback(self, arm, user_ids, item_ids, ts, labels):
-        await self._call(arm, "feedback", user_ids, item_ids, ts, labels)
+        await self._call(arm, "feedback_http", user_ids, item_ids, ts, labels)
+
+    async def end_day(self, arm, ts):
+        return await self._call(arm, "end_day_http", ts)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=GATEWAY_MAX_ONGOING)
-@serve.ingress(api)
+@serve.ingress()
 class Gateway:
-    """HTTP ingress (bound to 127.0.0.1 by default): validates payloads, routes them to the arm deployments."""
+    """HTTP ingress (bound to 127.0.0.1 by default): :func:`serving.http.build_api` over the arm deployments."""
 
-    def __init__(self, arm_handles: dict):
+    def __init__(self, arm_handles: dict, max_body_bytes: int = MAX_BODY_BYTES):
         self.backend = _HandleBackend(arm_handles)
+        self.max_body_bytes = max_body_bytes
 
-    @api.get("/healthz")
-    async def healthz(self) -> dict:
-        return {"status": "ok", "arms": self.backend.arm_names()}
-
-    @api.post("/arms/{arm}/recommend", response_model=RecommendResponse)
-    async def recommend(self, arm: str, req: RecommendRequest):
-        return await handle_recommend(self.backend, arm, req)
-
-    @api.post("/arms/{arm}/upload", response_model=UploadResponse)
-    async def upload(self, arm: str, req: UploadRequest):
-        return await handle_upload(self.backend, arm, req)
-
-    @api.post("/arms/{arm}/feedback", response_model=FeedbackResponse)
-    async def feedback(self, arm: str, req: FeedbackRequest):
-        return await handle_feedback(self.backend, arm, req)
+    def __serve_build_asgi_app__(self):
+        return build_api(self.backend, self.max_body_bytes)
 
 
-def build_app(arms: list[tuple[ArmSpec, ArmContext]]):
-    """The Serve application: an arm deployment per (spec, context) and the gateway in front."""
-    handles = {spec.name: ArmDeployment.options(name=deployment_name(spec.name)).bind(spec, ctx) for spec, ctx in arms}
-    return Gateway.bind(handles)
+def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_body_bytes: int = MAX_BODY_BYTES):
+    """The Serve application: an arm deployment per (spec, context) and the gateway in front.
+
+    ``driven``: a simulation drives the arms (the Ray runtime passes True and releases them after the run);
+    False serves arms on their own, which take uploads and day ends over HTTP."""
+    handles = {spec.name: ArmDeployment.options(name=deployment_name(spec.name)).bind(spec, ctx, driven)
+               for spec, ctx in arms}
+    return Gateway.bind(handles, max_body_bytes)

@@ -398,6 +398,7 @@ class Simulation:
                     self._day(day)
         finally:
             self._bar = None
+        self.runtime.release_arms()  # until now HTTP uploads got 409: the world must know every item it serves
         return self.results()
 
     def results(self) -> SimulationResult:

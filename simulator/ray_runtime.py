@@ -52,7 +52,8 @@ class RayRuntime:
         serve.start(http_options=http_options)
         # a run-unique app name: several runs can share a cluster's Serve instance
         self.app_name = f"{APP_NAME}-{uuid.uuid4().hex[:8]}"
-        app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)])
+        # driven: HTTP clients get 409 on uploads and day ends until release_arms (docs/serving.md)
+        app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)], driven=True)
         serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
         self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=self.app_name) for a in self.names}
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
@@ -87,6 +88,9 @@ class RayRuntime:
 
     def end_day(self, ts):
         return self._all("end_day", {arm: (ts,) for arm in self.names})
+
+    def release_arms(self):
+        self._all("release", {arm: () for arm in self.names})
 
     def snapshot(self):
         return {"policies": self._all("snapshot", {arm: () for arm in self.names}), "learners": self.trainer.snapshot()}

@@ -59,6 +59,7 @@ class Runtime(Protocol):
     def end_day(self, ts: int) -> dict[str, dict[str, float]]: ...
     def snapshot(self) -> dict[str, dict[str, bytes]]: ...  # {"policies": {arm: bytes}, "learners": {name: bytes}}
     def restore(self, state: dict[str, dict[str, bytes]]) -> None: ...
+    def release_arms(self) -> None: ...  # the run is over: HTTP clients may now upload and end days (docs/serving.md)
     def shutdown(self) -> None: ...
 
 
@@ -109,6 +110,9 @@ class LocalRuntime:
         for arm in self.names:
             self.policies[arm].restore(state["policies"][arm])
         self.learners.load_state(state["learners"])
+
+    def release_arms(self):
+        pass  # no HTTP in process
 
     def shutdown(self):
         pass

@@ -13,6 +13,7 @@ the end of a simulated day.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +24,8 @@ from simulator.config import StackConfig
 from simulator.schema import RESPONSE_TYPES
 from serving.features import FeatureStore
 from serving.index import ANNIndex
+
+logger = logging.getLogger(__name__)
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import TwoTower, TwoTowerConfig
 
@@ -108,6 +111,8 @@ class ArmPolicy:
     def __post_init__(self):
         torch.manual_seed(self.seed if self.model_seed is None else self.model_seed)
         self.store = FeatureStore(n_item_dense=self.tt_cfg.n_item_dense)
+        self.nonfinite_scores = 0  # ranker predictions that were not finite (dropped, see _score)
+        self._warned_nonfinite = False
         self.two_tower = TwoTower(self.tt_cfg).eval()
         self.ranker = Ranker(self.rk_cfg).eval()
         self.index = ANNIndex(self.tt_cfg.dim, m=self.stack.hnsw_m, ef_construction=self.stack.hnsw_ef_construction,
@@ -275,7 +280,21 @@ class ArmPolicy:
                 "pair_dense": torch.from_numpy(pair_dense[rr, cc]),
             }
             p = torch.sigmoid(self.ranker(batch)).numpy()  # (m, T)
-            score[rr, cc] = p @ self.task_weights
+            # OpenBLAS can leave a spurious 'invalid value' flag on large float32 products (numpy#28967); the
+            # scores' finiteness is checked below instead
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                score[rr, cc] = p @ self.task_weights
+        bad = valid & ~np.isfinite(score)
+        if bad.any():  # never rank a non-finite prediction: it is dropped from the slate and counted
+            self.nonfinite_scores += int(bad.sum())
+            if not self._warned_nonfinite:
+                self._warned_nonfinite = True
+                logger.warning("arm ranker gave %d non-finite scores of %d candidates (first: user row %d, item row %d; "
+                               "user_dense finite %s, item_dense finite %s, pair_dense finite %s); they are not shown",
+                               int(bad.sum()), int(valid.sum()), *(int(x[0]) for x in (ctx.user_rows[np.nonzero(bad)[0]],
+                               cand[bad])), bool(np.isfinite(user_dense).all()),
+                               bool(np.isfinite(s.item_dense[cand[bad]]).all()), bool(np.isfinite(pair_dense).all()))
+            valid = valid & ~bad
         # FairRec-like new-item boost, decaying linearly to 0 at boost_max_exposures
         expo = s.item_expo[np.maximum(cand, 0)] if s.n_items else np.zeros((n, C))
         boost = self.stack.new_item_boost * np.clip(1.0 - expo / self.stack.boost_max_exposures, 0.0, 1.0)

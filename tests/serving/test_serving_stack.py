@@ -203,3 +203,21 @@ def test_snapshot_restore_round_trip():
     b = q.recommend(np.array([1, 2]), np.full(2, T), seed=5)
     np.testing.assert_array_equal(a.item_ids, b.item_ids)
     np.testing.assert_array_equal(a.score, b.score)
+
+
+def test_non_finite_ranker_predictions_are_never_ranked_and_counted(caplog):
+    p = _policy()
+    _upload(p, np.arange(30), T - DAY)
+    ranker = p.ranker
+
+    class HalfNaN(torch.nn.Module):  # NaN logits for odd item ids
+        def forward(self, batch):
+            out = ranker(batch)
+            return torch.where((batch["item_id"] % 2 == 1)[:, None], torch.full_like(out, float("nan")), out)
+
+    p.ranker = HalfNaN()
+    with caplog.at_level("WARNING"):
+        out = p.recommend(np.array([1, 2, 3]), np.full(3, T), seed=0)
+    assert (out.item_ids >= 0).all() and (out.item_ids % 2 == 0).all()  # 15 finite candidates fill the slates
+    assert np.isfinite(out.score).all()
+    assert p.nonfinite_scores > 0 and "non-finite scores" in caplog.text

@@ -19,6 +19,24 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
+def _show_coldsim_warnings() -> None:
+    """Print the simulator's warnings about a run (simulator.window.ColdsimWarning) in the console, every time."""
+    import warnings
+
+    from simulator.window import ColdsimWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ColdsimWarning):
+            console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", ColdsimWarning)
+
+
 @app.callback(invoke_without_command=True)
 def simulate(
     ctx: typer.Context,
@@ -39,6 +57,8 @@ def simulate(
                                    "lifts over seeds (t interval): training variance between arms included"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate the scenario, scale, log and options, print "
                                  "what would run, and stop"),
+    start: Optional[str] = typer.Option(None, help="first day (YYYY-MM-DD) of a real log to replay; default: the "
+                                        "densest window of the scenario's days"),
 ):
     """Run a scenario and print arms vs control with lifts and confidence intervals."""
     if ctx.invoked_subcommand is not None:
@@ -48,6 +68,7 @@ def simulate(
     from simulator.tracking import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    _show_coldsim_warnings()
     try:
         if resume:
             opts = options_of_run(tracking_uri, resume)
@@ -59,7 +80,7 @@ def simulate(
             if runtime == "local" and (address or http):
                 raise ValueError("--address and --http need --runtime ray (the local runtime has no cluster and no server)")
             opts = RunOptions(scenario=scenario, scale=scale, days=days, seed=seed, log=log, runtime=runtime,
-                              address=address, http=http, run_root=run_root, experiment=experiment)
+                              address=address, http=http, run_root=run_root, experiment=experiment, start=start)
         sc = get_scenario(opts.scenario)
         if dry_run:
             console.print(plan_run(sc, opts, replicates), highlight=False)

@@ -39,6 +39,7 @@ class RunOptions:
     run_root: str = "coldsim_runs"
     experiment: str = "coldsim"
     salt: str | None = None  # the co-diversion salt (None: the scenario's); replicates re-randomise with it
+    start: str | None = None  # first replayed day of a real log (YYYY-MM-DD); None: the densest window (simulator/window.py)
 
 
 def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
@@ -103,21 +104,56 @@ def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
     sc = resolve_scenario(scenario, opts)
     spec = parse_log_spec(opts.log or "synthetic")
     if spec.kind in ("synthetic", "kuairand"):
+        if opts.start is not None:
+            raise ValueError(f"--start picks the window of a real log; the {spec.kind} platform starts at its own day 0")
         syn = _synthetic_config(sc, spec.options)
         world = (f"synthetic platform: {syn.n_users:,} users, {syn.n_creators:,} creators, {syn.days} days, "
                  f"{syn.slots_per_upload:,.0f} slots per upload")
         if spec.kind == "kuairand":
             world += f", KuaiRand catalogue {spec.path}"
     else:  # a real log is read (and checked) in full: a malformed file fails here, not an hour into a run
-        log = load_log(opts.log, sc)
-        days = (int(log.events["ts"].to_numpy().max()) - log.t0) // 86_400 + 1 if log.events.num_rows else 0
-        world = (f"{spec.kind} log {spec.path}: {log.events.num_rows:,} events, {log.items.num_rows:,} items "
-                 f"over {days} days")
+        if sc.protocol == "ab":
+            log, problems = load_ab_log(opts, sc)
+        else:
+            log, problems = load_log(opts.log, sc), []
+        world = (f"{spec.kind} log {spec.path}: {log.events.num_rows:,} events, {log.items.num_rows:,} items, "
+                 f"{log.n_days} days from {_date(log.t0)}" + (f"; replays {log.meta['window']}" if "window" in log.meta else ""))
+        world += "".join(f"\n  warning: {w}" for w in problems)
     arms = ", ".join(f"{a.name}({a.kind}, {a.share:.0%})" for a in sc.arms)
     where = opts.address or ("in-process" if opts.runtime == "local" else "a local Ray cluster")
     return (f"dry run: scenario {sc.name} ({sc.protocol}), scale {opts.scale or 'default'}, {sc.days} days, "
             f"seed {sc.seed}{f', {replicates} replicates' if replicates > 1 else ''}\n  arms: {arms}; control "
             f"{sc.control}\n  {world}\n  runtime {opts.runtime} on {where}{', HTTP on 127.0.0.1' if opts.http else ''}")
+
+
+def _date(ts: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
+
+
+def load_ab_log(opts: RunOptions, scenario: Scenario) -> tuple[Log, list[str]]:
+    """An A/B run's log: a real log cut to its window (``opts.start``, else the densest; ``simulator.window``),
+    and the warnings that make its read-out doubtful (sparse days, no interactions, too few units per arm)."""
+    from simulator.sources.spec import parse_log_spec
+    from simulator.window import choose_window, log_warnings
+
+    kind = parse_log_spec(opts.log or "synthetic").kind
+    log = load_log(opts.log, scenario)
+    if kind in ("movielens", "tabular"):
+        log = choose_window(log, scenario.days, opts.start)
+    elif opts.start is not None:
+        raise ValueError(f"--start picks the window of a real log; the {kind} platform starts at its own day 0")
+    return log, log_warnings(log, min(scenario.days, log.n_days), [a.share for a in scenario.arms])
+
+
+def _warn(messages: list[str]) -> None:
+    import warnings
+
+    from simulator.window import ColdsimWarning
+
+    for m in messages:
+        warnings.warn(m, ColdsimWarning, stacklevel=3)
 
 
 def runtime_factory(opts: RunOptions, serve_cfg=None):
@@ -198,6 +234,8 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
     if sc.protocol not in OFFLINE_PROTOCOLS:
         raise ValueError(f"scenario '{sc.name}': protocol '{sc.protocol}' is not offline; known: {sorted(OFFLINE_PROTOCOLS)}")
     protocol = OFFLINE_PROTOCOLS[sc.protocol]
+    if opts.start is not None:
+        raise ValueError(f"--start picks an A/B run's window; the offline protocol '{sc.protocol}' splits the whole log")
     log = load_log(opts.log, sc)
     tracker = None
     if tracking_uri is not None:
@@ -273,7 +311,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         run_dir = Path(tags[RUN_DIR_TAG])
     else:
         run_dir = Path(opts.run_root) / f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    log = load_log(opts.log, sc)
+    log, problems = load_ab_log(opts, sc)
+    _warn(problems)
     sim = Simulation(sc, log, runtime_factory(opts, sc.serve), run_dir, tracker=tracker)
     parent = None
     try:

@@ -52,6 +52,25 @@ def test_dry_run_validates_and_runs_nothing(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "n_users" in bad.output
     missing = runner.invoke(app, ["--log", f"tabular:{tmp_path / 'nope.csv'}", "--dry-run"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    start = runner.invoke(app, ["--scale", "tiny", "--start", "2024-01-01", "--dry-run"])
+    assert start.exit_code == 2 and "--start picks the window of a real log" in start.output
+
+
+def test_a_long_real_log_replays_its_densest_window_and_warns(tmp_path, monkeypatch):
+    """A 40-day implicit log (every row a 'view', no interactions) with a busy week: a 3-day run replays the
+    densest window and says the log has no interaction events (docs/sources.md, "Windows and warnings")."""
+    monkeypatch.chdir(tmp_path)
+    day = 86_400
+    rows = ["user,item,ts"] + [f"{u},{(u * 7 + d) % 50},{1_600_000_000 + d * day + u}" for d in range(40)
+                               for u in range(40 if 20 <= d < 27 else 2)]
+    (tmp_path / "plays.csv").write_text("\n".join(rows) + "\n")
+    spec = "tabular:plays.csv?user_id=user&item_id=item&event=view&creator_group_size=1"
+    res = runner.invoke(app, ["--scale", "tiny", "--log", spec, "--dry-run"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "densest 3-day window of 40 days" in out
+    assert "warning: log 'tabular:plays.csv': no interaction events" in out
+    assert "3 of 3 replayed days have fewer than 100 events" in out  # 40 plays a day, even in the busy week
 
 
 def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):

@@ -234,12 +234,17 @@ def _read_grouplens_100k(data_path: Path) -> MovieLensFiles:
         genres = raw.select(flags.list.drop_nulls().alias("genres"))["genres"]
         movies = _movies(_int_tokens(raw["item_id"], isrc, "item_id"), raw["release_date"].fill_null(""), genres)
     user_path = data_path.with_name("u.user")
-    users = None
-    if user_path.is_file():
-        raw = read_text_table(user_path, "|", ("user_id", "age", "gender", "occupation", "zip_code"), encoding="latin-1")
-        users = raw.with_columns(_int_tokens(raw["user_id"], str(user_path), "user_id"))
+    users = _read_users(user_path, "|", ("user_id", "age", "gender", "occupation", "zip_code"))
     return MovieLensFiles("grouplens-100k", ratings, src, movies, str(item_path) if movies is not None else None,
                           users, str(user_path) if users is not None else None)
+
+
+def _read_users(path: Path, sep: str, fields: tuple[str, ...]) -> pl.DataFrame | None:
+    """A GroupLens users file (Latin-1, ``sep``-separated ``fields``, integer ``user_id``), None when absent."""
+    if not path.is_file():
+        return None
+    raw = read_text_table(path, sep, fields, encoding="latin-1")
+    return raw.with_columns(_int_tokens(raw["user_id"], str(path), "user_id"))
 
 
 def _read_grouplens_dat(ratings_path: Path) -> MovieLensFiles:
@@ -257,10 +262,7 @@ def _read_grouplens_dat(ratings_path: Path) -> MovieLensFiles:
         movies = _movies(_int_tokens(raw["item_id"], msrc, "item_id"),
                          raw["title"].str.extract(_TITLE_YEAR).fill_null(""), genres)
     user_path = ratings_path.with_name("users.dat")
-    users = None
-    if user_path.is_file():
-        raw = read_text_table(user_path, "::", ("user_id", "gender", "age", "occupation", "zip_code"), encoding="latin-1")
-        users = raw.with_columns(_int_tokens(raw["user_id"], str(user_path), "user_id"))
+    users = _read_users(user_path, "::", ("user_id", "gender", "age", "occupation", "zip_code"))
     return MovieLensFiles("grouplens-dat", ratings, src, movies, str(movies_path) if movies is not None else None,
                           users, str(user_path) if users is not None else None)
 

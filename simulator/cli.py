@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from typing import Optional
@@ -17,6 +18,34 @@ console = Console()
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's console shows errors only (its INFO lines on every day's read); its log file keeps everything.
+
+    Ray Data reads its logging configuration from ``RAY_DATA_LOGGING_CONFIG`` when it is imported: this writes
+    Ray's default configuration with the console handler at ERROR (a user's own setting wins)."""
+    if "RAY_DATA_LOGGING_CONFIG" in os.environ:
+        return
+    import json
+    import tempfile
+    from pathlib import Path
+
+    config = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"ray": {"format": "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"}},
+        "filters": {"console_filter": {"()": "ray.data._internal.logging.HiddenRecordFilter"}},
+        "handlers": {
+            "file": {"class": "ray.data._internal.logging.SessionFileHandler", "formatter": "ray",
+                     "filename": "ray-data.log"},
+            "console": {"class": "ray._private.log.PlainRayHandler", "formatter": "ray", "level": "ERROR",
+                        "filters": ["console_filter"]},
+        },
+        "loggers": {"ray.data": {"level": "DEBUG", "handlers": ["file", "console"], "propagate": False}},
+    }
+    path = Path(tempfile.gettempdir()) / "coldsim-ray-data-logging.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = str(path)
 
 
 def _show_coldsim_warnings() -> None:
@@ -68,6 +97,8 @@ def simulate(
     from simulator.tracking import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    _quiet_ray_data()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     _show_coldsim_warnings()
     try:
         if resume:

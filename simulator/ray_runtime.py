@@ -107,10 +107,8 @@ class RayRuntime:
             self.trainer.stop()
         finally:
             try:
-                serve.delete(self.app_name)
-                if self._owns_ray:
-                    serve.shutdown()
+                serve.delete(self.app_name)  # the arms' replicas stop gracefully here
             finally:
-                if self._owns_ray:
+                if self._owns_ray:  # no serve.shutdown() first: killing the controller mid-call only adds noise
                     ray.shutdown()
 

@@ -67,6 +67,7 @@ class RayDataDayReader:
         self.t0 = t0
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False  # the CLI shows its own progress; Ray's log files keep the rest
         ctx.execution_options.preserve_order = True
         self._ray_data = ray.data
         self._it = None

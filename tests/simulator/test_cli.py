@@ -81,3 +81,24 @@ def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):
     assert "expo_reach_5" in res.output and "simulated exposures" in res.output
     runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("coldsim").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["base", "coldstart_ab", "dualrec_v5", "ihm", "next_user"]
+
+
+def test_ray_data_console_is_quiet_and_its_log_file_keeps_everything(monkeypatch, tmp_path):
+    import logging
+
+    from simulator import cli
+
+    monkeypatch.delenv("RAY_DATA_LOGGING_CONFIG", raising=False)
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    cli._quiet_ray_data()
+    import os
+
+    assert os.environ["RAY_DATA_LOGGING_CONFIG"] == str(tmp_path / "coldsim-ray-data-logging.yaml")
+    from ray.data._internal.logging import configure_logging
+
+    configure_logging()  # what `import ray.data` does: reads the file
+    handlers = {type(h).__name__: h.level for h in logging.getLogger("ray.data").handlers}
+    assert handlers["PlainRayHandler"] == logging.ERROR and handlers["SessionFileHandler"] == logging.NOTSET
+    monkeypatch.setenv("RAY_DATA_LOGGING_CONFIG", "/mine.yaml")
+    cli._quiet_ray_data()  # a user's own setting wins
+    assert os.environ["RAY_DATA_LOGGING_CONFIG"] == "/mine.yaml"

@@ -217,12 +217,17 @@ def _item_reach(ex: pl.DataFrame, up: pl.DataFrame, ks: list[int]) -> pl.DataFra
     )
 
 
+def _window_counts(arm: ArmData, cfg: MetricsConfig, t0: int, days: int, ex: pl.DataFrame) -> pl.DataFrame:
+    """``item_id, creator_id, n``: exposures within the ExpoReach window of each eligible (uncensored)
+    run-uploaded item, zeros included, from the run's ordered exposures ``ex``."""
+    counts = ex.lazy().filter(pl.col("in_window")).group_by("item_id").agg(n=pl.len())
+    up = _run_uploads(arm, cfg, t0, days).lazy().filter(pl.col("eligible")).select("item_id", "creator_id")
+    return up.join(counts, on="item_id", how="left").with_columns(pl.col("n").fill_null(0).cast(pl.Int64)).collect()
+
+
 def item_window_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> np.ndarray:
     """Exposures within the ExpoReach window of each eligible (uncensored) run-uploaded item, zeros included."""
-    ex = _ordered_exposures(arm, cfg, t0, days)
-    counts = ex.lazy().filter(pl.col("in_window")).group_by("item_id").agg(n=pl.len())
-    up = _run_uploads(arm, cfg, t0, days).lazy().filter(pl.col("eligible")).select("item_id")
-    return up.join(counts, on="item_id", how="left").collect()["n"].fill_null(0).to_numpy().astype(np.int64)
+    return _window_counts(arm, cfg, t0, days, _ordered_exposures(arm, cfg, t0, days))["n"].to_numpy()
 
 
 def resolve_expo_k(arms: ArmData | Sequence[ArmData], cfg: MetricsConfig, t0: int, days: int,
@@ -588,10 +593,7 @@ class _ItemExposures:
 
 
 def _item_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int, ex: pl.DataFrame) -> _ItemExposures:
-    counts = ex.lazy().filter(pl.col("in_window")).group_by("item_id").agg(n=pl.len())
-    up = _run_uploads(arm, cfg, t0, days).lazy().filter(pl.col("eligible")).select("item_id", "creator_id")
-    items = (up.join(counts, on="item_id", how="left").with_columns(pl.col("n").fill_null(0).cast(pl.Int64))
-             .sort("n", "item_id").collect())
+    items = _window_counts(arm, cfg, t0, days, ex).sort("n", "item_id")
     rows = _unit_rows(arm.creators, items["creator_id"].to_numpy(), "creator_id", arm.name)
     return _ItemExposures(items["n"].to_numpy(), rows)
 

@@ -112,24 +112,20 @@ def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
         if spec.kind == "kuairand":
             world += f", KuaiRand catalogue {spec.path}"
     else:  # a real log is read (and checked) in full: a malformed file fails here, not an hour into a run
+        from simulator.window import iso_day
+
         if sc.protocol == "ab":
             log, problems = load_ab_log(opts, sc)
         else:
             log, problems = load_log(opts.log, sc), []
         world = (f"{spec.kind} log {spec.path}: {log.events.num_rows:,} events, {log.items.num_rows:,} items, "
-                 f"{log.n_days} days from {_date(log.t0)}" + (f"; replays {log.meta['window']}" if "window" in log.meta else ""))
+                 f"{log.n_days} days from {iso_day(log.t0)}" + (f"; replays {log.meta['window']}" if "window" in log.meta else ""))
         world += "".join(f"\n  warning: {w}" for w in problems)
     arms = ", ".join(f"{a.name}({a.kind}, {a.share:.0%})" for a in sc.arms)
     where = opts.address or ("in-process" if opts.runtime == "local" else "a local Ray cluster")
     return (f"dry run: scenario {sc.name} ({sc.protocol}), scale {opts.scale or 'default'}, {sc.days} days, "
             f"seed {sc.seed}{f', {replicates} replicates' if replicates > 1 else ''}\n  arms: {arms}; control "
             f"{sc.control}\n  {world}\n  runtime {opts.runtime} on {where}{', HTTP on 127.0.0.1' if opts.http else ''}")
-
-
-def _date(ts: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
 
 
 def load_ab_log(opts: RunOptions, scenario: Scenario) -> tuple[Log, list[str]]:

@@ -38,7 +38,8 @@ def parse_start(start: str) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
 
 
-def _day(ts: int) -> str:
+def iso_day(ts: int) -> str:
+    """The UTC date (YYYY-MM-DD) of unix seconds ``ts``."""
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
 
 
@@ -64,7 +65,7 @@ def choose_window(log: Log, days: int, start: str | None = None) -> Log:
     if start is not None:
         t0 = parse_start(start)
         if not first <= t0 <= last_ts:
-            raise ValueError(f"--start {start}: the log '{log.name}' covers {_day(first)} to {_day(last_ts)}")
+            raise ValueError(f"--start {start}: the log '{log.name}' covers {iso_day(first)} to {iso_day(last_ts)}")
         why = f"--start {start}"
     else:
         if log.n_days <= days:
@@ -76,7 +77,7 @@ def choose_window(log: Log, days: int, start: str | None = None) -> Log:
         t0 = first + best * SECONDS_PER_DAY
         why = (f"densest {days}-day window of {log.n_days} days: {int(sums[best]):,} of {int(weight.sum()):,} "
                f"{'interaction ' if inter.sum() else ''}events (pass --start DATE to choose)")
-    meta = {**log.meta, "start_ts": t0, "window": f"{_day(t0)} to {_day(t0 + (days - 1) * SECONDS_PER_DAY)}, {why}"}
+    meta = {**log.meta, "start_ts": t0, "window": f"{iso_day(t0)} to {iso_day(t0 + (days - 1) * SECONDS_PER_DAY)}, {why}"}
     return dataclasses.replace(log, meta=meta)
 
 

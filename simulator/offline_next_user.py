@@ -116,15 +116,75 @@ def recall_at_k(task: NextUserTask, s: NextUserSamples, rows: np.ndarray, log: L
         out = task.model({"item_id": torch.from_numpy(b["item_id"]), "category": torch.from_numpy(b["category"]),
                           "creator_id": torch.from_numpy(b["creator_id"]), "item_dense": torch.from_numpy(b["item_dense"]),
                           "seq_users": torch.from_numpy(b["nu_seq"]), "seq_len": torch.from_numpy(b["nu_len"])})
-        scores = (out.u_next @ U.T).numpy()  # (m, U)
-        in_seq = (b["nu_seq"] >= 0) & np.isin(b["nu_seq"], users)  # users who already interacted are not candidates
-        scores[np.nonzero(in_seq)[0], np.searchsorted(users, b["nu_seq"][in_seq])] = -np.inf
-        true = np.searchsorted(users, b["user_id"])
-        true_score = scores[np.arange(len(r)), true]
-        rank = (scores > true_score[:, None]).sum(1)  # users strictly better than the real next user
-        for k in ks:
-            hits[k] += int((rank < k).sum())
+        _count_hits(hits, (out.u_next @ U.T).numpy(), b["nu_seq"], b["user_id"], users)
     return {f"recall_{k}": hits[k] / max(len(rows), 1) for k in ks}
+
+
+def _count_hits(hits: dict[int, int], scores: np.ndarray, seq: np.ndarray, true_users: np.ndarray, users: np.ndarray) -> None:
+    """Add to ``hits[k]`` the events whose real next user ranks in the top k of ``scores`` (m, U) over the
+    candidates ``users``; users already in the event's visible sequence are excluded (they interacted)."""
+    in_seq = (seq >= 0) & np.isin(seq, users)
+    scores[np.nonzero(in_seq)[0], np.searchsorted(users, seq[in_seq])] = -np.inf
+    true_score = scores[np.arange(len(true_users)), np.searchsorted(users, true_users)]
+    rank = (scores > true_score[:, None]).sum(1)  # users strictly better than the real next user
+    for k in hits:
+        hits[k] += int((rank < k).sum())
+
+
+FLOORS = {
+    "most_active": "candidates by their positives in the training days",
+    "user_knn": "co-like cosine to the item's visible users (training positives), most active breaks ties",
+    "truth": "the synthetic world's true P(like or comment) times the user's training exposures (a ceiling, "
+             "not a baseline: no model sees it)",
+}
+"""User-side floors of the protocol (and the world's ceiling): scored on the same events, candidates and exclusions."""
+
+
+def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndarray, split_ts: int, ks: list[int],
+                  seed: int = 0, chunk: int = 256) -> dict[str, dict[str, float]]:
+    """Recall@K of the :data:`FLOORS` on positive sample ``rows`` (``truth`` only when the log carries one).
+
+    Ties are broken by a seeded jitter far below one count, so a tie never counts as a hit by luck of order."""
+    from scipy import sparse
+
+    train = np.flatnonzero((s.ts < split_ts) & s.positive & np.isin(s.user_id, users))
+    u_row = np.searchsorted(users, s.user_id[train])
+    n_items = log.items.num_rows
+    active = np.bincount(u_row, minlength=len(users)).astype(np.float64)
+    jitter = np.random.default_rng([seed, 0xF100]).random(len(users)) * 1e-3
+    x = sparse.csr_matrix((np.ones(len(train)), (u_row, s.item_row[train])), shape=(len(users), n_items))
+    x.data[:] = 1.0  # a user-item pair counts once
+    norm = np.sqrt(np.asarray(x.sum(1)).ravel())
+    xn = sparse.diags(1.0 / np.maximum(norm, 1.0)) @ x
+    exposures = np.zeros(len(users))
+    if log.truth is not None:
+        ev = pl.from_arrow(log.events).filter((pl.col("ts") < split_ts) & (pl.col("event") == "expose"))
+        agg = ev.group_by("user_id").len()
+        keep = np.isin(agg["user_id"].to_numpy(), users)
+        exposures[np.searchsorted(users, agg["user_id"].to_numpy()[keep])] = agg["len"].to_numpy()[keep]
+    item_ids = log.items["item_id"].to_numpy()
+    names = [n for n in FLOORS if n != "truth" or log.truth is not None]
+    hits = {n: {k: 0 for k in ks} for n in names}
+    for a in range(0, len(rows), chunk):
+        r = rows[a : a + chunk]
+        seq, true = s.seq[r], s.user_id[r]
+        base = active[None, :] + jitter[None, :]
+        _count_hits(hits["most_active"], np.repeat(base, len(r), 0), seq, true, users)
+        known = (seq >= 0) & np.isin(seq, users)
+        ev_i, pos = np.nonzero(known)
+        q = sparse.csr_matrix((np.ones(len(ev_i)), (ev_i, np.searchsorted(users, seq[known]))), shape=(len(r), len(users)))
+        sim = np.asarray(((q @ xn) @ xn.T).todense())
+        _count_hits(hits["user_knn"], sim + 1e-6 * base / max(base.max(), 1.0), seq, true, users)
+        if "truth" in hits:
+            from simulator.schema import RESPONSE_TYPES
+
+            cols = [RESPONSE_TYPES.index(e) for e in POSITIVE_EVENTS]
+            it = np.repeat(item_ids[s.item_row[r]], len(users))
+            p = log.truth.probs(np.tile(users, len(r)), it)[:, cols].reshape(len(r), len(users), len(cols))
+            p_pos = 1.0 - np.prod(1.0 - p, axis=2)
+            _count_hits(hits["truth"], np.log(p_pos + 1e-12) + np.log(exposures + 1.0)[None, :] + jitter[None, :] * 1e-3,
+                        seq, true, users)
+    return {n: {f"recall_{k}": hits[n][k] / max(len(rows), 1) for k in ks} for n in names}
 
 
 def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None, progress=None) -> tuple[pl.DataFrame, dict]:
@@ -145,6 +205,30 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
                      seed=scenario.seed)
     max_len = max((a.next_user.seq_len if a.next_user else 50) for a in scenario.arms)
     samples = build_samples(log, max_len)
+    train_rows, test_pos = split_rows(scenario, samples, users, split_ts, end_ts)
+    rows_out, figures = [], {}
+    for i, arm in enumerate(scenario.arms):
+        figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), scenario, samples, train_rows, test_pos, log,
+                                             item_dense, users, udense)
+        rows_out.append({"variant": arm.name, **figures[arm.name]})
+        if progress is not None:
+            progress(arm.name)
+    table = pl.DataFrame(rows_out)
+    ks = [f"recall_{k}" for k in oc.recall_k]
+    ctrl = table.filter(pl.col("variant") == scenario.control).row(0, named=True)
+    table = table.with_columns([((pl.col(k) / ctrl[k]) - 1.0).alias(f"{k}_rel") for k in ks])
+    floors = floor_recalls(samples, test_pos, log, users, split_ts, oc.recall_k, seed=scenario.seed)
+    meta = {"split_day": split_day, "days": n_days, "train_samples": int(len(train_rows)), "test_events": int(len(test_pos)),
+            "users": int(len(users)), **{f"random_recall_{k}": min(1.0, k / max(len(users), 1)) for k in oc.recall_k},
+            **{f"floor_{n}_{m}": v for n, f in floors.items() for m, v in f.items()}}
+    return table, {"figures": figures, "floors": floors, **meta}
+
+
+def split_rows(scenario: Scenario, samples: NextUserSamples, users: np.ndarray, split_ts: int,
+               end_ts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows in time order, held-out positive rows): samples of known users before/after the split,
+    training negatives subsampled and held-out events sampled deterministically from the scenario's seed."""
+    oc = scenario.offline
     train_rows = np.flatnonzero(samples.ts < split_ts)
     known = np.isin(samples.user_id, users)
     train_rows = train_rows[known[train_rows]]
@@ -157,20 +241,7 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     test_pos = np.flatnonzero((samples.ts >= split_ts) & (samples.ts < end_ts) & samples.positive & known)
     if len(test_pos) > oc.max_eval:
         test_pos = np.sort(rng.choice(test_pos, oc.max_eval, replace=False))
-    rows_out, figures = [], {}
-    for i, arm in enumerate(scenario.arms):
-        figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), scenario, samples, train_rows, test_pos, log,
-                                             item_dense, users, udense)
-        rows_out.append({"variant": arm.name, **figures[arm.name]})
-        if progress is not None:
-            progress(arm.name)
-    table = pl.DataFrame(rows_out)
-    ks = [f"recall_{k}" for k in oc.recall_k]
-    ctrl = table.filter(pl.col("variant") == scenario.control).row(0, named=True)
-    table = table.with_columns([((pl.col(k) / ctrl[k]) - 1.0).alias(f"{k}_rel") for k in ks])
-    meta = {"split_day": split_day, "days": n_days, "train_samples": int(len(train_rows)), "test_events": int(len(test_pos)),
-            "users": int(len(users)), **{f"random_recall_{k}": min(1.0, k / max(len(users), 1)) for k in oc.recall_k}}
-    return table, {"figures": figures, **meta}
+    return train_rows, test_pos
 
 
 def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSamples, train_rows: np.ndarray,
@@ -206,3 +277,10 @@ def format_table(table: pl.DataFrame, control: str, ks: list[int]) -> str:
             cells = [f"{100 * r[f'recall_{k}_rel']:+.2f}%" for k in ks]
         lines.append(f"| {i} | {r['variant']} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+def format_floors(floors: dict[str, dict[str, float]], random: dict[str, float], ks: list[int]) -> str:
+    """The floors (and the world's ceiling) beside Table 1, absolute Recall@K on the same events."""
+    head = "| floor | " + " | ".join(f"Recall@Top{k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
+    rows = [("random", random)] + list(floors.items())
+    return head + "\n".join(f"| {n} | " + " | ".join(f"{f[f'recall_{k}']:.4f}" for k in ks) + " |" for n, f in rows) + "\n"

@@ -190,14 +190,17 @@ class OfflineReport:
 
 
 def _next_user_protocol(sc: Scenario, log: Log, days: int | None, progress, out_dir: Path) -> OfflineReport:
-    from simulator.offline_next_user import format_table, run_next_user_offline
+    from simulator.offline_next_user import format_floors, format_table, run_next_user_offline
 
     table, meta = run_next_user_offline(sc, log, days, progress=progress)
-    rnd = ", ".join(f"@{k}: {meta[f'random_recall_{k}']:.4f}" for k in sc.offline.recall_k)
+    ks = sc.offline.recall_k
+    rnd = ", ".join(f"@{k}: {meta[f'random_recall_{k}']:.4f}" for k in ks)
     summary = (f"{meta['train_samples']:,} training samples, {meta['test_events']:,} held-out events, "
                f"{meta['users']:,} candidate users (random recall {rnd}); split after day "
                f"{meta['split_day']} of {meta['days']}")
-    return OfflineReport(table, format_table(table, sc.control, sc.offline.recall_k), meta, summary, {}, {})
+    floors = format_floors(meta["floors"], {f"recall_{k}": meta[f"random_recall_{k}"] for k in ks}, ks)
+    markdown = format_table(table, sc.control, ks) + "\nFloors on the same events and candidates:\n\n" + floors
+    return OfflineReport(table, markdown, meta, summary, {"floors.md": floors}, {})
 
 
 def _ihm_protocol(sc: Scenario, log: Log, days: int | None, progress, out_dir: Path) -> OfflineReport:

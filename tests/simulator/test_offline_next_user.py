@@ -72,6 +72,24 @@ def test_recall_at_k_by_hand():
     assert r == {"recall_1": 1.0, "recall_2": 1.0}
 
 
+def test_floors_hand_computed():
+    """most_active ranks by training positives; user_knn by co-like cosine to the visible users, ties by activity."""
+    from simulator.offline_next_user import NextUserSamples, floor_recalls
+
+    # training (ts < 10): u0 likes items 0,1,2; u1 likes 0; u2 likes 0,1; u3 nothing -> activity 3,1,2,0
+    tr_user, tr_item = [0, 0, 0, 1, 2, 2], [0, 1, 2, 0, 0, 1]
+    s = NextUserSamples(ts=np.array([1, 2, 3, 4, 5, 6, 11, 12]), user_id=np.array(tr_user + [2, 2]),
+                        item_row=np.array(tr_item + [3, 3]), positive=np.ones(8, bool),
+                        seq=np.array([[-1]] * 7 + [[1]]), seq_len=np.array([0] * 7 + [1]))
+    items = pa.table({"item_id": [0, 1, 2, 3], "creator_id": [0] * 4, "upload_ts": [0] * 4, "category": [0] * 4})
+    log = Log(name="t", events=pa.table({"ts": [1], "user_id": [0], "item_id": [0], "event": ["expose"]}), items=items)
+    f = floor_recalls(s, np.array([6, 7]), log, np.arange(4), split_ts=10, ks=[1, 2])
+    # event 6 (no visible users, real next user u2): u0 (3) beats u2 (2) under both floors -> rank 1.
+    # event 7 (u1 visible, real next user u2): most_active ranks u0 first again (rank 1); user_knn scores u0
+    # 1/sqrt(3) = 0.58 and u2 1/sqrt(2) = 0.71 against u1's single like -> u2 first (rank 0).
+    assert f == {"most_active": {"recall_1": 0.0, "recall_2": 1.0}, "user_knn": {"recall_1": 0.5, "recall_2": 1.0}}
+
+
 def test_table_layout_absolute_for_control_relative_for_variants():
     t = pl.DataFrame({"variant": ["full", "abl"], "recall_20": [0.4, 0.3], "recall_50": [0.5, 0.55],
                       "recall_20_rel": [0.0, -0.25], "recall_50_rel": [0.0, 0.1]})
@@ -93,3 +111,5 @@ def test_tiny_offline_run_end_to_end(variant):
     table, meta = run_next_user_offline(sc, log)
     assert set(table["variant"]) == {"next_user", variant} and meta["test_events"] > 20
     assert (table["recall_50"] >= table["recall_20"]).all() and (table["recall_50"] > 0).all()
+    assert set(meta["floors"]) == {"most_active", "user_knn", "truth"}  # the synthetic log carries its truth
+    assert meta["floors"]["truth"]["recall_50"] >= meta["floors"]["truth"]["recall_20"] > 0

@@ -70,11 +70,11 @@ def item_batch(log) -> dict[str, np.ndarray]:
 def build_workload(scenario: str, arm_index: int, n_users: int, n_creators: int, days: int, seed: int) -> ArmWorkload:
     """The scenario's arm spec over a synthetic platform of the given size (a few thousand items)."""
     from scenarios import get_scenario
-    from serving.arms import ArmContext, arm_context
-    from simulator.config import SyntheticConfig
-    from simulator.schema import SECONDS_PER_DAY
+    from trainers.arm_context import ArmContext, arm_context
+    from simulator.core.config import SyntheticConfig
+    from simulator.core.schema import SECONDS_PER_DAY
     from simulator.sources.synthetic import generate_synthetic
-    from simulator.world import World
+    from simulator.world.platform import World
 
     sc = get_scenario(scenario)
     cfg = SyntheticConfig(n_users=n_users, n_creators=n_creators, days=days)

@@ -3,7 +3,7 @@
     python benchmarks/bench_aa.py --scale small --seeds 6 --base-models shared per_arm [--one-way]
 
 Runs the ``aa`` scenario (three identical base arms) in-process for each seed and base-model mode
-(:mod:`simulator.calibration`) and prints the false-positive rate over all defined cells, per metric
+(:mod:`simulator.run.calibration`) and prints the false-positive rate over all defined cells, per metric
 and for the CUPED lifts. A calibrated read-out is near 1 - ci_level (5%). ``--one-way`` bootstraps
 every metric over its own unit only (the read-out before the two-way bootstrap). Figures:
 docs/metrics.md, "A/A calibration".
@@ -19,7 +19,7 @@ import polars as pl
 
 def main() -> None:
     from scenarios import get_scenario
-    from simulator.calibration import aa_comparisons, false_positive_rate
+    from simulator.run.calibration import aa_comparisons, false_positive_rate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="tiny")

@@ -35,8 +35,9 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     from scenarios import get_scenario
-    from serving.arms import ArmContext, build_arm
-    from simulator.config import ModelConfig
+    from serving.arms import build_arm
+    from trainers.arm_context import ArmContext
+    from simulator.core.config import ModelConfig
 
     spec = next(x for x in get_scenario("coldstart_ab").arms if x.kind == "dualrec")
     ctx = ArmContext(model=ModelConfig(), slate_size=8, n_item_dense=1, seed=0)

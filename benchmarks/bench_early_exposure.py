@@ -22,10 +22,10 @@ GRID = [  # (uploads per creator-day, fresh_k, fresh_popularity_power, new_item_
 
 def measure(uploads: float | None, fresh_k: float | None, power: float | None, boost: float | None, days: int = 3,
             seed: int = 0) -> dict[str, float]:
-    from simulator.config import ArmSpec, Scenario, StackConfig, SyntheticConfig
-    from simulator.loop import Simulation
+    from simulator.core.config import ArmSpec, Scenario, StackConfig, SyntheticConfig
+    from simulator.run.loop import Simulation
     from simulator.metrics import early_exposure
-    from simulator.runtime import LocalRuntime
+    from simulator.run.runtime import LocalRuntime
     from simulator.sources.synthetic import generate_synthetic
 
     stack = {k: v for k, v in (("fresh_k", fresh_k), ("fresh_popularity_power", power), ("new_item_boost", boost))

@@ -29,7 +29,7 @@ from _common import ForeignLoad, fmt_table, item_batch  # noqa: E402
 
 
 def parse_args(argv=None):
-    from simulator.config import StackConfig
+    from simulator.core.config import StackConfig
 
     st = StackConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -74,9 +74,9 @@ def two_tower_vectors(creators: int, days: int, q: int, seed: int):
     import torch
 
     from scenarios import get_scenario
-    from serving.arms import model_configs
+    from trainers.arm_context import model_configs
     from serving.features import FeatureStore
-    from simulator.config import SyntheticConfig
+    from simulator.core.config import SyntheticConfig
     from simulator.sources.synthetic import generate_synthetic
     from trainers.models.two_tower import TwoTower
 

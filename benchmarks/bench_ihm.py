@@ -48,9 +48,10 @@ def main(argv=None) -> None:
     if a.scale:
         return run_scenario_costs(a.scale)
     from scenarios import get_scenario
-    from serving.arms import ArmContext, build_arm
+    from serving.arms import arm_tasks, build_arm
+    from trainers.arm_context import ArmContext
     from serving.stack import RequestContext
-    from simulator.config import ModelConfig
+    from simulator.core.config import ModelConfig
     from trainers.online import make_learner
 
     sc = get_scenario("ihm_ab")
@@ -98,7 +99,7 @@ def main(argv=None) -> None:
     slate_rows = rng.integers(0, a.items, (a.requests, 8))
     log_s = _median_s(lambda: ch.log_features(policy, rctx, slate_rows, np.ones(slate_rows.shape, bool)), a.repeats)
 
-    learner = make_learner(spec, ctx, sc.train, 0)
+    learner = make_learner(spec, ctx, sc.train, 0, arm_tasks)
     task = learner.extra_tasks[0]
     n = a.samples
     ri = rng.integers(0, a.requests, n)
@@ -128,9 +129,9 @@ def run_scenario_costs(scale: str) -> None:
     from pathlib import Path
 
     from scenarios import get_scenario
-    from simulator.loop import Simulation
-    from simulator.runtime import LocalRuntime
-    from simulator.session import load_log
+    from simulator.run.loop import Simulation
+    from simulator.run.runtime import LocalRuntime
+    from simulator.run.session import load_log
 
     sc = get_scenario("ihm_ab").at_scale(scale)
     with tempfile.TemporaryDirectory() as d:

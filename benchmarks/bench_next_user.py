@@ -29,8 +29,9 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     from scenarios import get_scenario
-    from serving.arms import ArmContext, build_arm
-    from simulator.config import ModelConfig
+    from serving.arms import arm_tasks, build_arm
+    from trainers.arm_context import ArmContext
+    from simulator.core.config import ModelConfig
     from trainers.online import make_learner
 
     sc = get_scenario("coldstart_ab")
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     ch.on_feedback(policy, tick_rows, now=3600)
     tick_s = time.perf_counter() - t
 
-    learner = make_learner(spec, ctx, sc.train, 0)
+    learner = make_learner(spec, ctx, sc.train, 0, arm_tasks)
     task = learner.extra_tasks[0]
     n = a.samples
     it = rng.integers(0, a.items, n)

@@ -1,6 +1,6 @@
 """A whole scenario run (``simulate``'s ``run_scenario``): wall time, time by stage, exposures/s, peak memory, ATS.
 
-Runs ``simulator.session.run_scenario`` with MLflow tracking to a temporary sqlite DB and run directory, for
+Runs ``simulator.run.session.run_scenario`` with MLflow tracking to a temporary sqlite DB and run directory, for
 the given scenario / scale / runtime, while a background thread samples memory every ``--interval`` seconds:
 the summed RSS of this process and all its descendants (Ray's GCS, raylet and, under it, every worker: Serve
 replicas, the Train worker, actors), plus orphaned processes started since whose command line contains
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from scenarios import get_scenario
-    from simulator.session import RunOptions, run_scenario
+    from simulator.run.session import RunOptions, run_scenario
 
     sc = get_scenario(args.scenario)
     tmp = Path(tempfile.mkdtemp(prefix="coldsim-bench-"))

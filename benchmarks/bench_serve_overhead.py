@@ -4,7 +4,7 @@ What it measures
   1. One arm (the scenario's control arm by default): ``ArmPolicy.recommend`` on a tick's worth of requests
      (``--users-per-call`` users per call, array payload) called directly in this process, and the same call
      through a real ``serving.app.ArmDeployment`` (one replica, ``serve.run`` + deployment handle, exactly as
-     ``simulator.ray_runtime.RayRuntime`` calls it). Both copies of the arm are brought to the same state
+     ``simulator.run.ray_runtime.RayRuntime`` calls it). Both copies of the arm are brought to the same state
      (same catalogue upload, same warm-up recommend/feedback rounds), get the same requests and seeds, and
      must return identical slates (checked). Per-call ms for both and the ratio serve / in-process
      (requirement: <= 1.5x). Also the latency of a no-op handle call and the payload size.

@@ -54,7 +54,7 @@ def add_next_user_features(batch: dict[str, np.ndarray], seq_len: int, cold_shar
 
 
 def synthetic_batch(n: int, n_item_dense: int, seed: int) -> dict[str, np.ndarray]:
-    from simulator.schema import RESPONSE_TYPES
+    from simulator.core.schema import RESPONSE_TYPES
     from simulator.sources.synthetic import BASE_RATES
 
     rng = np.random.default_rng([seed, 0x7A1])
@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     from scenarios import get_scenario
-    from serving.arms import ArmContext
+    from trainers.arm_context import ArmContext
+    from serving.arms import arm_tasks
     from trainers.online import make_learner, tick_seed
 
     sc = get_scenario(args.scenario)
@@ -90,7 +91,7 @@ def main(argv=None) -> dict:
     for name in names:
         i = [a.name for a in sc.arms].index(name)
         spec = sc.arms[i]
-        learner = make_learner(spec, ctx, sc.train, i)
+        learner = make_learner(spec, ctx, sc.train, i, arm_tasks)
         batch = synthetic_batch(args.samples, 1, args.seed)
         if learner.extra_tasks:
             add_next_user_features(batch, spec.next_user.seq_len if spec.next_user else 50, args.cold_share, args.seed)

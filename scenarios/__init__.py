@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simulator.config import Scenario
+from simulator.core.config import Scenario
 from scenarios.aa import SCENARIO as AA
 from scenarios.boost_ab import SCENARIO as BOOST_AB
 from scenarios.coldstart_ab import SCENARIO as COLDSTART_AB

@@ -8,7 +8,7 @@ checks it at tiny scale; docs/metrics.md ("A/A calibration") has the measured ra
 per-arm base models. Run this after any change to the world, the models, training or the metrics.
 """
 
-from simulator.config import TINY_UPLOADS, ArmSpec, ScaleConfig, Scenario, SyntheticConfig
+from simulator.core.config import TINY_UPLOADS, ArmSpec, ScaleConfig, Scenario, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(synthetic=SyntheticConfig(n_users=1_500, n_creators=150, days=3,

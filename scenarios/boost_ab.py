@@ -6,7 +6,7 @@ interactions per exposure? Expect base_boost to raise ExpoReach at small K and c
 lower interactions per exposure.
 """
 
-from simulator.config import ArmSpec, Scenario, StackConfig
+from simulator.core.config import ArmSpec, Scenario, StackConfig
 from scenarios.coldstart_ab import SCALES
 
 SCENARIO = Scenario(

@@ -18,7 +18,7 @@ are shared: one learner on all arms' traffic serves every arm, so arms differ on
 ``simulate --scenario coldstart_ab --replicates 3``; ``simulate --scenario aa`` checks the read-out's calibration.
 """
 
-from simulator.config import TINY_UPLOADS, ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, ScaleConfig, Scenario, SyntheticConfig
+from simulator.core.config import TINY_UPLOADS, ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec, ScaleConfig, Scenario, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(

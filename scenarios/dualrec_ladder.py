@@ -11,7 +11,7 @@ give the AUC table (Table 4). The UAC diagnostics (hit rate with and without act
 The paper reports every step positive at 95% confidence on ExpoReach-1K/5K/10K (7-day experiments).
 """
 
-from simulator.config import TINY_UPLOADS, ArmSpec, DualRecSpec, ScaleConfig, Scenario, SyntheticConfig
+from simulator.core.config import TINY_UPLOADS, ArmSpec, DualRecSpec, ScaleConfig, Scenario, SyntheticConfig
 
 SCALES = {
     "tiny": ScaleConfig(

@@ -13,7 +13,7 @@ under each IHM arm (``ihm.ats_p50_min``, ``ihm.ats_p95_min``; run-level ``overal
 minutes for ``ihm`` (the paper reports 15 minutes end to end), about half a day for ``ihm_daily``.
 """
 
-from simulator.config import ArmSpec, IHMArmSpec, Scenario, SyntheticConfig
+from simulator.core.config import ArmSpec, IHMArmSpec, Scenario, SyntheticConfig
 from scenarios.coldstart_ab import SCALES  # the same tiny / small sizes
 
 SCENARIO = Scenario(

@@ -10,7 +10,7 @@ HitRate does not decay across windows while the baselines' does (H2); the frozen
 static-embedding ablations lose part of the gain (SPEC section 4).
 """
 
-from simulator.config import TINY_UPLOADS, ArmSpec, IHMOfflineConfig, ScaleConfig, Scenario, SyntheticConfig
+from simulator.core.config import TINY_UPLOADS, ArmSpec, IHMOfflineConfig, ScaleConfig, Scenario, SyntheticConfig
 
 VARIANTS = ("ihm", "ihm_frozen", "ihm_static", "transductive", "sasrec")
 

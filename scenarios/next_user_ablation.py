@@ -9,7 +9,7 @@ for each ablation. Expected from the paper: every ablation is worse than the ful
 traditional lookalike by far the most, then masked prefix prompts, then half the sequence.
 """
 
-from simulator.config import TINY_UPLOADS, ArmSpec, NextUserSpec, OfflineConfig, ScaleConfig, Scenario, SyntheticConfig
+from simulator.core.config import TINY_UPLOADS, ArmSpec, NextUserSpec, OfflineConfig, ScaleConfig, Scenario, SyntheticConfig
 
 VARIANTS = {
     "next_user": NextUserSpec(),

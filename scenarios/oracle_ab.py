@@ -9,7 +9,7 @@ with CIs that exclude 0 at default scale, the world gives creator-side matching 
 (docs/world.md, "Positive control").
 """
 
-from simulator.config import ArmSpec, DualRecSpec, Scenario, SyntheticConfig
+from simulator.core.config import ArmSpec, DualRecSpec, Scenario, SyntheticConfig
 from scenarios.coldstart_ab import SCALES
 
 SCENARIO = Scenario(

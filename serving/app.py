@@ -16,8 +16,9 @@ import numpy as np
 from ray import serve
 from ray.exceptions import RayTaskError
 
-from simulator.config import ArmSpec
-from serving.arms import ArmContext, arm_kind, build_arm
+from simulator.core.config import ArmSpec
+from serving.arms import arm_kind, build_arm
+from trainers.arm_context import ArmContext
 from serving.http import MAX_BODY_BYTES, ArmEndpoint, build_api
 from serving.stack import Slates
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
-from simulator.config import ArmSpec, DualRecSpec, IHMArmSpec, ModelConfig, NextUserSpec
+from simulator.core.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec
 from serving.channels.basic import FollowingChannel, FreshChannel, PopularChannel, TwoTowerChannel
 from serving.channels.dualrec import DualRecChannel
 from serving.channels.ihm import IHMChannel
@@ -15,6 +13,7 @@ from serving.channels.next_user import NextUserChannel
 from serving.channels.oracle_match import OracleMatchChannel
 from serving.features import FeatureStore
 from serving.stack import ArmPolicy
+from trainers.arm_context import ArmContext, model_configs
 from trainers.dualrec_task import DualRecTask
 from trainers.ihm_online_task import IHMTask
 from trainers.models.creator_ranker import CreatorRankerConfig
@@ -25,27 +24,6 @@ from trainers.models.sasrec import SASRecConfig
 from trainers.models.two_tower import TwoTowerConfig
 from trainers.next_user_loss import NextUserLossConfig
 from trainers.next_user_task import NextUserTask
-
-
-@dataclass(frozen=True)
-class ArmContext:
-    """What every arm constructor needs besides its spec."""
-
-    model: ModelConfig
-    slate_size: int
-    n_item_dense: int
-    seed: int
-    shared_base: bool = False  # the base models are one learner's (TrainConfig.base_models != 'per_arm')
-    model_seed: int | None = None  # initial weights of the arm's base models (arm_context sets it)
-
-
-def model_configs(model: ModelConfig, n_item_dense: int) -> tuple[TwoTowerConfig, RankerConfig]:
-    n_item_dense = max(1, n_item_dense)
-    tt = TwoTowerConfig(dim=model.dim, id_buckets=model.id_buckets, n_user_dense=FeatureStore.N_USER_DENSE,
-                        n_item_dense=n_item_dense, hidden=model.hidden)
-    rk = RankerConfig(dim=model.dim, id_buckets=model.id_buckets, n_user_dense=FeatureStore.N_USER_DENSE,
-                      n_item_dense=n_item_dense, n_pair_dense=FeatureStore.N_PAIR_DENSE, hidden=model.hidden)
-    return tt, rk
 
 
 def user_side_channels(spec: ArmSpec) -> list:
@@ -180,23 +158,10 @@ def arm_kind(spec: ArmSpec) -> ArmKind:
         raise ValueError(f"arm '{spec.name}': unknown kind '{spec.kind}'; known kinds: {sorted(ARM_KINDS)}") from None
 
 
-def arm_seed(base: int, arm_index: int) -> int:
-    """Each arm's models get their own seed, derived from the run seed and the arm's position."""
-    return int(np.random.SeedSequence([base, arm_index, 0xA12]).generate_state(1)[0])
-
-
-def base_model_seed(run_seed: int) -> int:
-    """The seed of the shared base models: the same for every arm, so all arms start from the same weights."""
-    return int(np.random.SeedSequence([run_seed, 0xBA5E]).generate_state(1)[0])
-
-
-def arm_context(ctx: ArmContext, arm_index: int) -> ArmContext:
-    """The context of the arm at ``arm_index`` of a run whose context is ``ctx``: its own seed, and the initial
-    base-model weights either shared by every arm or its own."""
-    seed = arm_seed(ctx.seed, arm_index)
-    return ArmContext(model=ctx.model, slate_size=ctx.slate_size, n_item_dense=ctx.n_item_dense, seed=seed,
-                      shared_base=ctx.shared_base, model_seed=base_model_seed(ctx.seed) if ctx.shared_base else seed)
-
-
 def build_arm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     return arm_kind(spec).policy(spec, ctx)
+
+
+def arm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+    """The extra training tasks of the arm's kind (a :data:`trainers.arm_context.TaskFactory`)."""
+    return arm_kind(spec).tasks(spec, ctx, lr, batch_size)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.ids import IdMap
+from simulator.core.schema import N_PAIR_DENSE, N_USER_DENSE
+from simulator.core.ids import IdMap
 
 SEQ_EVENTS = (0, 1)  # like, comment: the positive interactions that extend an item's user sequence
 INTERACTION_COLS = (0, 1, 2)  # like, comment, follow
@@ -44,8 +45,8 @@ class FeatureStore:
     """Items, users and their counters for one arm; ``max_seq`` positive users kept per item and
     ``max_user_seq`` positive items (item rows) per user (the sequential user towers' input)."""
 
-    N_USER_DENSE = 3
-    N_PAIR_DENSE = 3
+    N_USER_DENSE = N_USER_DENSE
+    N_PAIR_DENSE = N_PAIR_DENSE
 
     def __init__(self, n_item_dense: int, max_seq: int = 50, max_user_seq: int = 50):
         self.items = IdMap(what="item")

@@ -26,8 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 
-from simulator.ids import UnknownIdError
-from simulator.schema import EVENT_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY
+from simulator.core.ids import UnknownIdError
+from simulator.core.schema import EVENT_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY
 from serving.stack import ArmPolicy, Slates
 
 MAX_ID = 2**62
@@ -249,7 +249,7 @@ class ArmsBackend(Protocol):
 
 class LocalBackend:
     """Arms in this process (tests, notebooks, ``python -m serving.http``): endpoints, or policies to wrap in one
-    (``driven`` as a simulation's, e.g. :class:`~simulator.runtime.LocalRuntime`'s ``policies``)."""
+    (``driven`` as a simulation's, e.g. :class:`~simulator.run.runtime.LocalRuntime`'s ``policies``)."""
 
     def __init__(self, arms: dict[str, ArmPolicy | ArmEndpoint], driven: bool = False):
         self.endpoints = {name: a if isinstance(a, ArmEndpoint) else ArmEndpoint(name, a, driven)
@@ -501,8 +501,9 @@ def build_local_api(backend: ArmsBackend, max_body_bytes: int = MAX_BODY_BYTES) 
 def local_arms(arms: list[tuple[str, str]], n_item_dense: int = 1, slate_size: int = 10,
                seed: int = 0) -> dict[str, ArmEndpoint]:
     """Fresh arms on their own for ``(name, kind)`` pairs, e.g. ``[("base", "base"), ("dr", "dualrec")]``."""
-    from simulator.config import ArmSpec, ModelConfig
-    from serving.arms import ArmContext, arm_context, arm_kind, build_arm
+    from simulator.core.config import ArmSpec, ModelConfig
+    from serving.arms import arm_kind, build_arm
+    from trainers.arm_context import ArmContext, arm_context
 
     ctx = ArmContext(model=ModelConfig(), slate_size=slate_size, n_item_dense=n_item_dense, seed=seed)
     out = {}

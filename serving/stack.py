@@ -20,8 +20,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from simulator.config import StackConfig
-from simulator.schema import RESPONSE_TYPES
+from simulator.core.config import StackConfig
+from simulator.core.schema import RESPONSE_TYPES
 from serving.features import FeatureStore
 from serving.index import ANNIndex
 

@@ -1,7 +1,7 @@
 """Per-arm metrics of a co-diverted A/B run (ExpoReach-K, DAC, ...) and bootstrap lifts with CIs.
 
 Pure numpy/polars (plus scipy.sparse for the two-way bootstrap): no Ray or MLflow here. Reads only
-an arm's exposures, uploads and visits (:mod:`simulator.schema`) plus its bucket of creators and
+an arm's exposures, uploads and visits (:mod:`simulator.core.schema`) plus its bucket of creators and
 users and, for CUPED, per-creator pre-treatment covariates. Definitions, the ExpoReach window and
 thresholds, the normalisation across arms of different shares, the bootstraps and CUPED are written
 up in ``docs/metrics.md``.
@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from simulator.config import MetricsConfig
-from simulator.schema import (
+from simulator.core.config import MetricsConfig
+from simulator.core.schema import (
     EXPOSURES_SCHEMA,
     INTERACTION_TYPES,
     SECONDS_PER_DAY,
@@ -105,12 +105,12 @@ def metric_names(cfg: MetricsConfig) -> list[str]:
 class ArmData:
     """What one arm produced over a run, plus its randomisation buckets.
 
-    ``exposures``/``uploads``/``visits`` follow :data:`~simulator.schema.EXPOSURES_SCHEMA`,
-    :data:`~simulator.schema.UPLOADS_SCHEMA` and :data:`~simulator.schema.VISITS_SCHEMA`;
+    ``exposures``/``uploads``/``visits`` follow :data:`~simulator.core.schema.EXPOSURES_SCHEMA`,
+    :data:`~simulator.core.schema.UPLOADS_SCHEMA` and :data:`~simulator.core.schema.VISITS_SCHEMA`;
     ``uploads`` holds only items uploaded during the run. ``creators``/``users`` are all ids of
     the arm's buckets, including creators that never upload and users that never visit.
     ``creator_covariates`` (optional, ``(n_creators, p)``, rows aligned with ``creators``) are
-    pre-treatment covariates for CUPED (:func:`simulator.world.creator_covariates`).
+    pre-treatment covariates for CUPED (:func:`simulator.world.platform.creator_covariates`).
     """
 
     name: str

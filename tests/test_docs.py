@@ -174,7 +174,7 @@ def test_doc_command(doc, line, cmd, sample, doc_env, monkeypatch):
 
     from typer.testing import CliRunner
 
-    from simulator.cli import app
+    from simulator.run.cli import app
 
     where = f"{doc}:{line}: {cmd}"
     args = shlex.split(cmd)

@@ -57,13 +57,14 @@ def _under(name: str, prefixes) -> bool:
 
 def test_parser_sees_lazy_and_relative_imports():
     src = "import os\ndef f():\n    from mlflow import MlflowClient\n    import ray.data\nfrom .ids import IdMap\n"
-    got = imports_of_source(src, "simulator.world")
-    assert {"os", "mlflow", "mlflow.MlflowClient", "ray.data", "simulator.ids", "simulator.ids.IdMap"} <= got
+    got = imports_of_source(src, "simulator.core.config")
+    assert {"os", "mlflow", "mlflow.MlflowClient", "ray.data", "simulator.core.ids", "simulator.core.ids.IdMap"} <= got
     assert {"simulator", "serving", "trainers"} <= {_top(m) for m in MODULES}
 
 
 def _pure_model_modules():
-    return sorted(m for m in MODULES if m.startswith("trainers.models") or m in ("trainers.losses", "trainers.learner", "trainers.next_user_loss"))
+    return sorted(m for m in MODULES if m.startswith("trainers.models")
+                  or m in ("trainers.losses", "trainers.learner", "trainers.next_user_loss"))
 
 
 @pytest.mark.parametrize("module", _pure_model_modules())
@@ -83,18 +84,97 @@ def test_serving_never_imports_ray_except_the_app():
 
 def test_only_the_cli_imports_scenarios():
     bad = sorted(m for m, imps in MODULES.items()
-                 if not m.startswith("scenarios") and m != "simulator.cli" and any(_top(i) == "scenarios" for i in imps))
-    assert not bad, f"{bad} import scenarios (only simulator.cli and tests may)"
-
-
-@pytest.mark.parametrize("module", ["simulator.schema", "simulator.config", "simulator.ids"])
-def test_bottom_modules_import_only_each_other(module):
-    bottom = ("simulator.schema", "simulator.config", "simulator.ids")
-    bad = sorted(i for i in MODULES[module] if _top(i) in PACKAGES and i != "simulator" and not _under(i, bottom))
-    assert not bad, f"{module} imports {bad}"
+                 if not m.startswith("scenarios") and m != "simulator.run.cli" and any(_top(i) == "scenarios" for i in imps))
+    assert not bad, f"{bad} import scenarios (only simulator.run.cli and tests may)"
 
 
 def test_mlflow_only_in_tracking_and_session():
-    allowed = {"simulator.tracking", "simulator.session"}
+    allowed = {"simulator.run.tracking", "simulator.run.session"}
     bad = sorted(m for m, imps in MODULES.items() if m not in allowed and any(_top(i) == "mlflow" for i in imps))
     assert not bad, f"{bad} import mlflow (only {sorted(allowed)} may)"
+
+
+def layer_table(text: str) -> list[tuple[str, list[str], set[str]]]:
+    """(layer, package prefixes, layers it may import) from the table between the ``layers`` markers."""
+    body = text.split("<!-- layers: read by tests/test_layering.py -->", 1)[1].split("<!-- /layers -->", 1)[0]
+    rows = []
+    for line in body.strip().splitlines()[2:]:
+        name, pkgs, may = (c.strip() for c in line.strip().strip("|").split("|"))
+        allowed = set() if may == "nothing of the project" else {x.strip() for x in may.split(",")}
+        rows.append((name, [x.strip().strip("`") for x in pkgs.split(",")], allowed))
+    return rows
+
+
+LAYERS = layer_table((ROOT / "docs" / "architecture.md").read_text())
+
+
+def layer_of(module: str) -> str | None:
+    best = max(((len(p), name) for name, pkgs, _ in LAYERS for p in pkgs if _under(module, [p])), default=None)
+    return best[1] if best else None
+
+
+def project_module(name: str) -> str | None:
+    """The project module an imported dotted name refers to (``a.b.C`` -> ``a.b``), or None."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def test_layer_table_parses_and_names_known_layers():
+    names = [n for n, _, _ in LAYERS]
+    assert names[0] == "core" and "run" in names and len(set(names)) == len(names)
+    for name, _, allowed in LAYERS:
+        assert allowed <= set(names), f"layer {name} may import unknown layers {allowed - set(names)}"
+    assert layer_of("simulator.core.config") == "core" and layer_of("trainers.models.ihm") == "models"
+    assert layer_of("simulator.run.loop") == "run" and layer_of("trainers.online") == "trainers"
+
+
+def test_every_module_has_a_layer():
+    assert not sorted(m for m in MODULES if layer_of(m) is None)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_follow_the_layer_table(module):
+    own = layer_of(module)
+    allowed = {own} | next(a for n, _, a in LAYERS if n == own)
+    bad = sorted({i for i in MODULES[module] if _top(i) in PACKAGES and (m := project_module(i))
+                  and layer_of(m) not in allowed})
+    assert not bad, f"{module} (layer {own}) imports {bad}; docs/architecture.md allows it only {sorted(allowed)}"
+
+
+def _graph() -> dict[str, set[str]]:
+    return {m: {t for i in imps if _top(i) in PACKAGES and (t := project_module(i)) and t != m
+                and not m.startswith(t + ".")} for m, imps in MODULES.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a path (first == last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                return stack[stack.index(t):] + [t]
+            if t not in state and (c := visit(t)):
+                return c
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (c := visit(m)):
+            return c
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycles():
+    """A package importing its own submodules (``__init__`` re-exports) is not a cycle; anything else is."""
+    assert find_cycle(_graph()) is None

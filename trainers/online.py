@@ -19,18 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from simulator.config import ArmSpec, TrainConfig
-from serving.arms import ArmContext, arm_context, arm_kind, arm_seed, base_model_seed, model_configs
+from simulator.core.config import ArmSpec, TrainConfig
+from trainers.arm_context import ArmContext, TaskFactory, arm_context, arm_seed, base_model_seed, model_configs
 from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
 
 
-def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: int,
+def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: int, tasks: TaskFactory,
                  base_models: bool = True) -> OnlineLearner:
     """The arm's learner: two-tower + ranker (unless ``base_models=False``: they are shared), plus the extra
-    tasks its kind registers (e.g. Next-User)."""
+    tasks ``tasks`` gives for its kind (e.g. Next-User; the registry's :func:`serving.arms.arm_tasks`)."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
     actx = arm_context(ctx, arm_index)
-    extra = arm_kind(arm).tasks(arm, actx, train.lr, train.batch_size)
+    extra = tasks(arm, actx, train.lr, train.batch_size)
     return OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
                          epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index), extra_tasks=extra,
                          base_models=base_models)
@@ -52,17 +52,17 @@ class ArmLearners:
       order) and every arm is served its weights; each arm's learner holds only its strategy models;
     - ``control``: as ``shared``, trained on the control arm's traffic only.
 
-    The same object runs in-process (:class:`simulator.runtime.LocalRuntime`) and in the Ray Train worker.
+    The same object runs in-process (:class:`simulator.run.runtime.LocalRuntime`) and in the Ray Train worker.
     """
 
-    def __init__(self, arms: list[ArmSpec], ctx: ArmContext, train: TrainConfig, control: str):
+    def __init__(self, arms: list[ArmSpec], ctx: ArmContext, train: TrainConfig, control: str, tasks: TaskFactory):
         self.mode = train.base_models
         names = [a.name for a in arms]
         if self.mode == "control" and control not in names:
             raise ValueError(f"base_models='control' needs the control arm '{control}' among the arms {names}")
         self.control = control
         per_arm = self.mode == "per_arm"
-        self.learners = {a.name: make_learner(a, ctx, train, i, base_models=per_arm) for i, a in enumerate(arms)}
+        self.learners = {a.name: make_learner(a, ctx, train, i, tasks, base_models=per_arm) for i, a in enumerate(arms)}
         self.base: OnlineLearner | None = None
         if not per_arm:
             tt, rk = model_configs(ctx.model, ctx.n_item_dense)
@@ -167,7 +167,7 @@ def train_loop_per_worker(config: dict) -> None:
     ctx: ArmContext = config["arm_ctx"]
     train_cfg: TrainConfig = config["train"]
     arms: list[ArmSpec] = config["arms"]
-    learners = ArmLearners(arms, ctx, train_cfg, config["control"])
+    learners = ArmLearners(arms, ctx, train_cfg, config["control"], config["tasks"])
     rank0 = ray.train.get_context().get_world_rank() == 0
     while True:
         cmd = ray.get(coord.get.remote())
@@ -195,7 +195,8 @@ def train_loop_per_worker(config: dict) -> None:
 class OnlineTrainer:
     """Driver-side handle: starts the TorchTrainer in a thread, sends ticks, waits for their weights."""
 
-    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[ArmSpec], control: str, storage_path: str):
+    def __init__(self, ctx: ArmContext, train: TrainConfig, arms: list[ArmSpec], control: str, storage_path: str,
+                 tasks: TaskFactory):
         import ray
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -205,7 +206,7 @@ class OnlineTrainer:
         self.trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms,
-                               "control": control},
+                               "control": control, "tasks": tasks},
             scaling_config=ScalingConfig(num_workers=train.num_workers, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name="coldsim_online", storage_path=storage_path),
         )

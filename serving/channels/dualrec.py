@@ -27,8 +27,8 @@ import pickle
 import numpy as np
 import torch
 
-from simulator.config import DualRecSpec
-from simulator.schema import RESPONSE_TYPES, SECONDS_PER_DAY
+from simulator.core.config import DualRecSpec
+from simulator.core.schema import RESPONSE_TYPES, SECONDS_PER_DAY
 from serving.dualrec import budget_mask, combined_scores, integrate_scores
 from serving.features import grow_rows
 from serving.index import ANNIndex

@@ -44,8 +44,8 @@ import time
 import numpy as np
 import torch
 
-from simulator.config import IHMArmSpec
-from simulator.schema import SECONDS_PER_DAY
+from simulator.core.config import IHMArmSpec
+from simulator.core.schema import SECONDS_PER_DAY
 from serving.features import grow_rows
 from serving.index import ANNIndex
 from serving.stack import RequestContext

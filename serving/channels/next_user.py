@@ -19,7 +19,7 @@ import io
 import numpy as np
 import torch
 
-from simulator.config import NextUserSpec
+from simulator.core.config import NextUserSpec
 from serving.index import ANNIndex
 from serving.stack import RequestContext
 from trainers.models.next_user import NextUserConfig, NextUserModel

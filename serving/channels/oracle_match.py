@@ -3,7 +3,7 @@
 ``OracleMatchChannel`` is :class:`~serving.channels.dualrec.DualRecChannel` with its retrieval and
 ranking replaced by the world's truth: for each uploaded item the driver sends the arm's users with
 the highest true score ``s(u, i) = sum_k w_k p_k(u, i)`` (the world's response probabilities,
-DualRec's eq. 10 weights, no user-bias division) and those scores (:mod:`simulator.oracle_match`).
+DualRec's eq. 10 weights, no user-bias division) and those scores (:mod:`simulator.world.oracle_match`).
 Everything else is DualRec's: the activity model and the available-user store with cap N (eq. 12-13),
 the result cache with its expiry, the eq. 14 boost and the budget share of slate slots. It is the
 one arm that sees the world's truth, on purpose: if even it cannot raise ExpoReach and cold-item

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from simulator.schema import LogValidationError, validate_items, validate_users
+from simulator.core.schema import LogValidationError, validate_items, validate_users
 from simulator.sources.tabular import to_unix_seconds
 
 VIDEO_FILE = "video_features_basic_pure.csv"

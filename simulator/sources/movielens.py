@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from simulator.schema import Log, LogValidationError, validate_events, validate_items, validate_log, validate_users
+from simulator.core.schema import Log, LogValidationError, validate_events, validate_items, validate_log, validate_users
 from simulator.sources.tabular import NUMBER_PATTERN, encode_attributes, read_csv_text, read_text_table
 
 LIKE_MIN_RATING = 4.0

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.schema import EVENT_TYPES, Log
+from simulator.core.schema import EVENT_TYPES, Log
 from simulator.sources.datasets import DATASETS, resolve_log
 from simulator.sources.kuairand import VIDEO_FILE
 from simulator.sources.movielens import is_movielens, load_movielens

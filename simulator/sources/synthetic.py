@@ -7,7 +7,7 @@ heavy-tailed quality and content features that predict its latent vector only pa
 (:class:`CreatorItemPrior`, the same distribution for logged items and for the items creator dynamics
 add later). The log is what a popularity/recency logging policy exposed during ``pre_days`` days of
 history and the ``days`` replayed days, with responses drawn from the ground-truth
-:class:`~simulator.response.LatentFactorResponse`, which the log carries as ``truth`` so the world can
+:class:`~simulator.world.response.LatentFactorResponse`, which the log carries as ``truth`` so the world can
 use it as its oracle. docs/world.md describes every mechanism and its parameters.
 
 Optionally a real catalogue (``catalogue``: item_id, creator_id, upload_ts, category, f_*),
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from simulator.config import SyntheticConfig
-from simulator.response import (N_RESP, LatentFactorResponse, NewItems, _logit, _sigmoid, around_creator, creator_rows,
+from simulator.core.config import SyntheticConfig
+from simulator.world.response import (N_RESP, LatentFactorResponse, NewItems, _logit, _sigmoid, around_creator, creator_rows,
                                 unit)
-from simulator.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log, validate_log
+from simulator.core.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log, validate_log
 
 T0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC, a Thursday: simulated day 0 (``log.meta["start_ts"]``)
 CATALOGUE_DAYS = 14  # catalogue items are spread over this many days before the pre-period

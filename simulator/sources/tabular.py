@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from simulator.schema import (
+from simulator.core.schema import (
     EVENT_TYPES,
     Log,
     LogValidationError,

@@ -11,8 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from scenarios import get_scenario
-from simulator.config import ServeConfig
-from simulator.session import RunOptions, run_scenario
+from simulator.core.config import ServeConfig
+from simulator.run.session import RunOptions, run_scenario
 
 pytestmark = pytest.mark.ray
 

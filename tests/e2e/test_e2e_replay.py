@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import ray
 
-from simulator.config import SyntheticConfig
-from simulator.replay import ArrowDayReader, RayDataDayReader, write_log
+from simulator.core.config import SyntheticConfig
+from simulator.world.replay import ArrowDayReader, RayDataDayReader, write_log
 from simulator.sources.synthetic import generate_synthetic
 
 pytestmark = pytest.mark.ray

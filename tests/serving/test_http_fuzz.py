@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from scenarios import get_scenario
-from simulator.config import ArmSpec, DualRecSpec, Scenario
-from simulator.loop import Simulation
-from simulator.runtime import LocalRuntime
+from simulator.core.config import ArmSpec, DualRecSpec, Scenario
+from simulator.run.loop import Simulation
+from simulator.run.runtime import LocalRuntime
 from simulator.sources.synthetic import generate_synthetic
 from serving.arms import ARM_KINDS
 from serving.http import MAX_DAY_GAP_DAYS, LocalBackend, build_local_api, local_arms

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from simulator.config import ArmSpec, ModelConfig
-from serving.arms import ArmContext, arm_context
+from simulator.core.config import ArmSpec, ModelConfig
+from trainers.arm_context import ArmContext, arm_context
 
 pytestmark = pytest.mark.ray
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from serving.arms import ArmContext, build_arm
+from serving.arms import build_arm
+
+from trainers.arm_context import ArmContext
 from serving.channels.dualrec import _dedupe_rows, _visited_within
 from serving.http import LocalBackend, UploadRequest, handle_upload
-from simulator.config import ArmSpec, DualRecSpec, ModelConfig
+from simulator.core.config import ArmSpec, DualRecSpec, ModelConfig
 
 torch.set_num_threads(1)
 DAY = 86_400

@@ -2,10 +2,12 @@
 
 import numpy as np
 
-from serving.arms import ArmContext, build_arm
+from serving.arms import build_arm
+
+from trainers.arm_context import ArmContext
 from serving.channels.basic import FollowingChannel
 from serving.stack import RequestContext
-from simulator.config import ArmSpec, ModelConfig, StackConfig
+from simulator.core.config import ArmSpec, ModelConfig, StackConfig
 
 DAY = 86_400
 T = 10 * DAY

@@ -3,10 +3,12 @@ are explored first (user-side retrieval "favours a few", DualRec Fig. 8)."""
 
 import numpy as np
 
-from serving.arms import ArmContext, build_arm
+from serving.arms import build_arm
+
+from trainers.arm_context import ArmContext
 from serving.channels.basic import FreshChannel
 from serving.stack import RequestContext
-from simulator.config import ArmSpec, ModelConfig
+from simulator.core.config import ArmSpec, ModelConfig
 
 DAY = 86_400
 T = 10 * DAY

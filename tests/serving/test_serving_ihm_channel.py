@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from serving.arms import ArmContext, arm_context, build_arm
+from serving.arms import arm_tasks, build_arm
+
+from trainers.arm_context import ArmContext, arm_context
 from serving.channels.ihm import NEVER
 from serving.stack import RequestContext
-from simulator.config import ArmSpec, IHMArmSpec, ModelConfig, TrainConfig
+from simulator.core.config import ArmSpec, IHMArmSpec, ModelConfig, TrainConfig
 from trainers.learner import concat_batches
 from trainers.online import make_learner
 
@@ -188,7 +190,7 @@ def test_training_freezes_after_train_days_and_the_channel_stops_loading():
     p = build_arm(spec, CTX)
     ids = np.arange(30)
     p.upload_items(ids, ids % 4, np.full(30, T0), ids % 3, np.ones((30, 1), np.float32))
-    learner = make_learner(spec, CTX, TrainConfig(), 0)
+    learner = make_learner(spec, CTX, TrainConfig(), 0, arm_tasks)
     task = learner.extra_tasks[0]
     assert task.name == "ihm"
     ch = _ch(p)
@@ -213,7 +215,7 @@ def test_periodic_retraining_keeps_training_and_loading():
     p = build_arm(spec, CTX)
     ids = np.arange(30)
     p.upload_items(ids, ids % 4, np.full(30, T0), ids % 3, np.ones((30, 1), np.float32))
-    learner = make_learner(spec, CTX, TrainConfig(), 0)
+    learner = make_learner(spec, CTX, TrainConfig(), 0, arm_tasks)
     task = learner.extra_tasks[0]
     learner.train_tick(_served_batch(p, np.arange(100, 110), T0 + 100), tick_seed=1)
     p.set_weights(1, learner.weights(), T0 + 200)
@@ -229,7 +231,7 @@ def test_periodic_retraining_keeps_training_and_loading():
 def test_serving_starts_from_the_tasks_initial_weights():
     spec = _spec()
     p = build_arm(spec, arm_context(CTX, 0))  # as the runtimes build the arm with index 0
-    task = make_learner(spec, CTX, TrainConfig(), 0).extra_tasks[0]
+    task = make_learner(spec, CTX, TrainConfig(), 0, arm_tasks).extra_tasks[0]
     for k, v in _ch(p).item_model.state_dict().items():
         torch.testing.assert_close(v, task.item_tower.state_dict()[k])
 
@@ -245,7 +247,7 @@ def test_daily_ablation_changes_the_index_only_at_the_days_end():
     _feedback(p, [7], [2], [T0 + 100])
     np.testing.assert_array_equal(_vec(ch, r), before)
     assert ch.kv_ts[r] == T0 and ch.counts["inferences"] == 0
-    learner = make_learner(spec, CTX, TrainConfig(), 0)
+    learner = make_learner(spec, CTX, TrainConfig(), 0, arm_tasks)
     batch = _served_batch(p, np.arange(100, 110), T0 + 200)  # every exposure liked at T0 + 200
     learner.train_tick(batch, tick_seed=1)
     model_before = {k: v.clone() for k, v in ch.item_model.state_dict().items()}
@@ -316,7 +318,7 @@ def test_learner_trains_the_ihm_task_on_a_driver_style_tick():
     p.upload_items(ids, ids % 4, np.full(40, T0), ids % 3, np.ones((40, 1), np.float32))
     rounds = [_served_batch(p, np.arange(100, 120), T0 + 100 + r) for r in range(2)]
     batch = concat_batches(rounds)
-    learner = make_learner(spec, CTX, TrainConfig(), 0)
+    learner = make_learner(spec, CTX, TrainConfig(), 0, arm_tasks)
     st = learner.train_tick(batch, tick_seed=3)
     assert np.isfinite(st["ihm.loss"]) and st["ihm.samples"] == len(batch["user_id"])
     w = learner.weights()["ihm"]

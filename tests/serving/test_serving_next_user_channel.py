@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.config import ArmSpec, ModelConfig, NextUserSpec
-from serving.arms import ArmContext, build_arm
+from simulator.core.config import ArmSpec, ModelConfig, NextUserSpec
+from serving.arms import arm_tasks, build_arm
+from trainers.arm_context import ArmContext
 from trainers.online import make_learner
-from simulator.config import TrainConfig
+from simulator.core.config import TrainConfig
 
 H = 3600
 
@@ -76,7 +77,7 @@ def test_log_features_give_the_sequence_seen_at_serve_time(arm):
 
 def test_weights_from_the_learner_swap_in_and_snapshot_round_trips(arm):
     spec, ctx, p = arm
-    learner = make_learner(spec, ctx, TrainConfig(batch_size=8), 0)
+    learner = make_learner(spec, ctx, TrainConfig(batch_size=8), 0, arm_tasks)
     w = learner.weights()
     assert "next_user" in w
     p.set_weights(1, w, ts=H)
@@ -92,7 +93,7 @@ def test_weights_from_the_learner_swap_in_and_snapshot_round_trips(arm):
 
 def test_learner_trains_next_user_on_logged_cold_exposures(arm):
     spec, ctx, p = arm
-    learner = make_learner(spec, ctx, TrainConfig(batch_size=8), 0)
+    learner = make_learner(spec, ctx, TrainConfig(batch_size=8), 0, arm_tasks)
     n = 16
     rng = np.random.default_rng(0)
     labels = np.zeros((n, 5), bool)

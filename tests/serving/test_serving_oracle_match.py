@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from serving.arms import ARM_KINDS, ArmContext, build_arm
-from simulator.config import ArmSpec, DualRecSpec, ModelConfig
-from simulator.oracle_match import oracle_candidates
-from simulator.response import LatentFactorResponse
+from serving.arms import ARM_KINDS, build_arm
+
+from trainers.arm_context import ArmContext
+from simulator.core.config import ArmSpec, DualRecSpec, ModelConfig
+from simulator.world.oracle_match import oracle_candidates
+from simulator.world.response import LatentFactorResponse
 
 torch.set_num_threads(1)
 DAY = 86_400

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from serving.arms import ARM_KINDS, ArmContext, build_arm
-from simulator.config import ArmSpec, ModelConfig, StackConfig
+from serving.arms import ARM_KINDS, build_arm
+
+from trainers.arm_context import ArmContext
+from simulator.core.config import ArmSpec, ModelConfig, StackConfig
 
 S = 4
 DAY = 86_400

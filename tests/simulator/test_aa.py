@@ -10,7 +10,7 @@ small and default scale: docs/metrics.md, "A/A calibration" (benchmarks/bench_aa
 import pytest
 
 from scenarios import get_scenario
-from simulator.calibration import aa_comparisons, false_positive_rate
+from simulator.run.calibration import aa_comparisons, false_positive_rate
 
 SEEDS = list(range(10))
 NOMINAL_BOUND = 0.10

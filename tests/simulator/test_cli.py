@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from simulator.cli import app
+from simulator.run.cli import app
 
 runner = CliRunner()
 

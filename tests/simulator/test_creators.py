@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from simulator.config import WorldConfig
-from simulator.creators import CreatorDynamics, CreatorReference, baseline, daily_feedback, decay
+from simulator.core.config import WorldConfig
+from simulator.world.creators import CreatorDynamics, CreatorReference, baseline, daily_feedback, decay
 
 CREATORS = np.array([10, 20, 30, 40])
 

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from simulator.cli import app
-from simulator.schema import EVENT_TYPES, LogValidationError
+from simulator.run.cli import app
+from simulator.core.schema import EVENT_TYPES, LogValidationError
 from simulator.sources import datasets
 from simulator.sources.datasets import (
     CACHE_ENV,

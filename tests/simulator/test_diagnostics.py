@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from simulator.config import ArmSpec, DualRecSpec, Scenario
+from simulator.core.config import ArmSpec, DualRecSpec, Scenario
 from simulator.diagnostics import auc_table, format_ladder_markdown, msize_table, summarise
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulator.diversion import HOLDOUT, N_BUCKETS, CoDiversion, _salt64, hash_ids
+from simulator.core.diversion import HOLDOUT, N_BUCKETS, CoDiversion, _salt64, hash_ids
 
 IDS = np.arange(100_000, dtype=np.int64)
 M64 = (1 << 64) - 1

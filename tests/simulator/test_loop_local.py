@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 from scenarios import get_scenario
-from simulator.diversion import HOLDOUT
-from simulator.loop import Simulation
-from simulator.runtime import LocalRuntime
+from simulator.core.diversion import HOLDOUT
+from simulator.run.loop import Simulation
+from simulator.run.runtime import LocalRuntime
 from simulator.sources.synthetic import generate_synthetic
 
 DAYS = 2

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from simulator import metrics
-from simulator.config import MetricsConfig
+from simulator.core.config import MetricsConfig
 from simulator.metrics import (
     TWO_WAY_METRICS,
     ArmData,
@@ -24,7 +24,7 @@ from simulator.metrics import (
     normalised_metrics,
     overall_metrics,
 )
-from simulator.schema import EXPOSURES_SCHEMA, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA
+from simulator.core.schema import EXPOSURES_SCHEMA, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA
 
 H = 3600
 D = SECONDS_PER_DAY
@@ -614,8 +614,8 @@ def test_two_way_bootstrap_covers_users_and_creators():
 def test_creator_covariates_from_the_log():
     import pyarrow as pa
 
-    from simulator.schema import Log
-    from simulator.world import CREATOR_COVARIATES, creator_covariates
+    from simulator.core.schema import Log
+    from simulator.world.platform import CREATOR_COVARIATES, creator_covariates
 
     items = pa.table({
         "item_id": [1, 2, 3, 4, 5], "creator_id": [7, 7, 8, 8, 9], "category": [0] * 5,

@@ -11,10 +11,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from simulator.config import IHMOfflineConfig
-from simulator.offline_ihm import (Batches, ItemTable, Positives, Split, Timeline, Variant, decay_slopes, format_table,
+from simulator.core.config import IHMOfflineConfig
+from simulator.run.offline_ihm import (Batches, ItemTable, Positives, Split, Timeline, Variant, decay_slopes, format_table,
                                    hit_ndcg, score, summarize, table1)
-from simulator.schema import Log, validate_log
+from simulator.core.schema import Log, validate_log
 
 H = 3600
 
@@ -142,8 +142,8 @@ def _tiny_scenario(arms=("ihm", "transductive", "sasrec")):
 
 
 def test_tiny_synthetic_run_end_to_end():
-    from simulator.config import SyntheticConfig
-    from simulator.offline_ihm import run_ihm_offline
+    from simulator.core.config import SyntheticConfig
+    from simulator.run.offline_ihm import run_ihm_offline
     from simulator.sources.synthetic import generate_synthetic
 
     log = generate_synthetic(SyntheticConfig(n_users=300, n_creators=30, days=3), seed=1)
@@ -157,8 +157,8 @@ def test_tiny_synthetic_run_end_to_end():
 
 
 def test_unknown_variant_kind_is_a_clear_error():
-    from simulator.config import ArmSpec
-    from simulator.offline_ihm import run_ihm_offline
+    from simulator.core.config import ArmSpec
+    from simulator.run.offline_ihm import run_ihm_offline
 
     sc = _tiny_scenario().model_copy(update={"arms": [ArmSpec(name="x", kind="nope", share=1.0)], "control": "x"})
     with pytest.raises(ValueError, match="nope"):
@@ -169,7 +169,7 @@ def test_cli_runs_the_protocol_and_records_mlflow(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import scenarios
-    from simulator.cli import app
+    from simulator.run.cli import app
 
     monkeypatch.setitem(scenarios.SCENARIOS, "ihm_decay", _tiny_scenario())
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -188,7 +188,7 @@ def test_cli_runs_the_protocol_and_records_mlflow(tmp_path, monkeypatch):
 
 
 def test_chunks_make_every_training_positive_a_target_once_with_context():
-    from simulator.offline_ihm import Chunks
+    from simulator.run.offline_ihm import Chunks
 
     # one user with 7 positives (item rows 0..6 at t = 0..6), another with 2
     p = Positives(ts=np.array([0, 1, 2, 3, 4, 5, 6, 2, 3]), user=np.array([1] * 7 + [2] * 2),

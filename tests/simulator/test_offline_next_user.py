@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from simulator.offline_next_user import build_samples, format_table, recall_at_k
-from simulator.schema import Log, validate_log
+from simulator.run.offline_next_user import build_samples, format_table, recall_at_k
+from simulator.core.schema import Log, validate_log
 
 
 def _log():
@@ -58,7 +58,7 @@ class _FixedTask:
 
 def test_recall_at_k_by_hand():
     # two test events on an item of category 2: the real next users are 2 (rank 0) and 3 (rank >= 1)
-    from simulator.offline_next_user import NextUserSamples
+    from simulator.run.offline_next_user import NextUserSamples
 
     items = pa.table({"item_id": [0], "creator_id": [0], "upload_ts": [0], "category": [2]})
     log = Log(name="t", events=pa.table({"ts": [1], "user_id": [0], "item_id": [0], "event": ["expose"]}), items=items)
@@ -74,7 +74,7 @@ def test_recall_at_k_by_hand():
 
 def test_floors_hand_computed():
     """most_active ranks by training positives; user_knn by co-like cosine to the visible users, ties by activity."""
-    from simulator.offline_next_user import NextUserSamples, floor_recalls
+    from simulator.run.offline_next_user import NextUserSamples, floor_recalls
 
     # training (ts < 10): u0 likes items 0,1,2; u1 likes 0; u2 likes 0,1; u3 nothing -> activity 3,1,2,0
     tr_user, tr_item = [0, 0, 0, 1, 2, 2], [0, 1, 2, 0, 0, 1]
@@ -100,8 +100,8 @@ def test_table_layout_absolute_for_control_relative_for_variants():
 @pytest.mark.parametrize("variant", ["next_user", "lookalike"])
 def test_tiny_offline_run_end_to_end(variant):
     from scenarios import get_scenario
-    from simulator.config import OfflineConfig, SyntheticConfig
-    from simulator.offline_next_user import run_next_user_offline
+    from simulator.core.config import OfflineConfig, SyntheticConfig
+    from simulator.run.offline_next_user import run_next_user_offline
     from simulator.sources.synthetic import generate_synthetic
 
     sc = get_scenario("next_user_ablation")

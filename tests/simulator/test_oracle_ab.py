@@ -3,8 +3,8 @@
 import numpy as np
 
 from scenarios import get_scenario
-from simulator.loop import Simulation
-from simulator.runtime import LocalRuntime
+from simulator.run.loop import Simulation
+from simulator.run.runtime import LocalRuntime
 from simulator.sources.synthetic import generate_synthetic
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from simulator.replay import ArrowDayReader, requests_of_day, tick_bounds, write_log
-from simulator.schema import EVENTS_SCHEMA, SECONDS_PER_DAY, Log, validate_log
+from simulator.world.replay import ArrowDayReader, requests_of_day, tick_bounds, write_log
+from simulator.core.schema import EVENTS_SCHEMA, SECONDS_PER_DAY, Log, validate_log
 
 T0 = 1_767_225_600
 D = SECONDS_PER_DAY

@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from simulator.cli import app
-from simulator.replicates import aggregate_lifts, format_replicates_markdown
+from simulator.run.cli import app
+from simulator.run.replicates import aggregate_lifts, format_replicates_markdown
 
 
 def _cmp(lifts):

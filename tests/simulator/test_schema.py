@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from simulator.schema import EVENTS_SCHEMA, LogValidationError, Log, validate_log
+from simulator.core.schema import EVENTS_SCHEMA, LogValidationError, Log, validate_log
 
 T0 = 1_767_225_600
 

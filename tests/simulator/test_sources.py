@@ -18,9 +18,9 @@ import pytest
 
 from pydantic import ValidationError
 
-from simulator.config import SyntheticConfig
-from simulator.replay import ArrowDayReader, write_log
-from simulator.schema import SECONDS_PER_DAY, Log, LogValidationError
+from simulator.core.config import SyntheticConfig
+from simulator.world.replay import ArrowDayReader, write_log
+from simulator.core.schema import SECONDS_PER_DAY, Log, LogValidationError
 from simulator.sources.kuairand import VIDEO_FILE, load_kuairand_catalogue, load_kuairand_users
 from simulator.sources.movielens import genre_column, load_movielens
 from simulator.sources.spec import LogSpec, load_real_log, parse_log_spec

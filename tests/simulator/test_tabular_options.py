@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from simulator.schema import LogValidationError
+from simulator.core.schema import LogValidationError
 from simulator.sources.spec import load_real_log, parse_log_spec
 from simulator.sources.tabular import (
     EventRule,

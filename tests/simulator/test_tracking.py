@@ -1,4 +1,4 @@
-"""Tests of simulator.tracking: MLflow parent/child runs, resume, failure, tables and plots."""
+"""Tests of simulator.run.tracking: MLflow parent/child runs, resume, failure, tables and plots."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from simulator.config import ArmSpec, MetricsConfig, Scenario
-from simulator.replicates import aggregate_lifts, as_comparison, format_replicates_markdown
-from simulator.tracking import (
+from simulator.core.config import ArmSpec, MetricsConfig, Scenario
+from simulator.run.replicates import aggregate_lifts, as_comparison, format_replicates_markdown
+from simulator.run.tracking import (
     RunTracker,
     flatten_params,
     forest_frame,

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from simulator.schema import SECONDS_PER_DAY, Log, validate_log
-from simulator.window import MIN_EVENTS_PER_DAY, choose_window, log_warnings, parse_start
+from simulator.core.schema import SECONDS_PER_DAY, Log, validate_log
+from simulator.core.window import MIN_EVENTS_PER_DAY, choose_window, log_warnings, parse_start
 
 T0 = 1_700_006_400  # 2023-11-15, a midnight (UTC)
 D = SECONDS_PER_DAY

@@ -4,12 +4,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from simulator.config import SyntheticConfig, WorldConfig
-from simulator.oracle import fit_oracle, pair_labels
-from simulator.response import item_specific_share
-from simulator.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log, validate_log
+from simulator.core.config import SyntheticConfig, WorldConfig
+from simulator.world.oracle import fit_oracle, pair_labels
+from simulator.world.response import item_specific_share
+from simulator.core.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log, validate_log
 from simulator.sources.synthetic import BASE_RATES, generate_synthetic
-from simulator.world import World, creator_reference
+from simulator.world.platform import World, creator_reference
 
 T0 = 1_767_225_600  # a midnight (UTC)
 D = SECONDS_PER_DAY

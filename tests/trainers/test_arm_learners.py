@@ -4,8 +4,10 @@ per-arm base models are each arm's own; every arm starts serving the same base w
 import numpy as np
 import pytest
 
-from serving.arms import ArmContext, arm_context, base_model_seed, build_arm, model_configs
-from simulator.config import ArmSpec, ModelConfig, NextUserSpec, TrainConfig
+from serving.arms import arm_tasks, build_arm
+
+from trainers.arm_context import ArmContext, arm_context, base_model_seed, model_configs
+from simulator.core.config import ArmSpec, ModelConfig, NextUserSpec, TrainConfig
 from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
 from trainers.online import SHARED_BASE, ArmLearners, make_learner, tick_seed
 
@@ -35,7 +37,7 @@ def _ctx(shared: bool) -> ArmContext:
 
 
 def _group(mode: str) -> ArmLearners:
-    return ArmLearners(ARMS, _ctx(mode != "per_arm"), TrainConfig(batch_size=32, base_models=mode), control="base")
+    return ArmLearners(ARMS, _ctx(mode != "per_arm"), TrainConfig(batch_size=32, base_models=mode), control="base", tasks=arm_tasks)
 
 
 def _reference_base() -> OnlineLearner:
@@ -68,7 +70,7 @@ def test_shared_base_is_trained_on_the_pooled_or_control_traffic_and_served_to_e
 
 def test_per_arm_base_models_are_each_arms_own_and_unchanged():
     group = _group("per_arm")
-    solo = make_learner(ARMS[1], CTX, TrainConfig(batch_size=32, base_models="per_arm"), 1)
+    solo = make_learner(ARMS[1], CTX, TrainConfig(batch_size=32, base_models="per_arm"), 1, arm_tasks)
     for tick in range(2):
         batches = {"base": _batch(tick), "nu": _batch(100 + tick)}
         out = group.train_tick(tick, batches)
@@ -92,7 +94,7 @@ def test_state_round_trip_and_a_clear_error_across_modes():
 
 def test_control_mode_needs_the_control_arm():
     with pytest.raises(ValueError, match="control arm 'nope'"):
-        ArmLearners(ARMS, _ctx(True), TrainConfig(base_models="control"), control="nope")
+        ArmLearners(ARMS, _ctx(True), TrainConfig(base_models="control"), control="nope", tasks=arm_tasks)
 
 
 def test_arms_start_from_the_same_base_weights_only_when_shared():

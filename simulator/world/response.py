@@ -1,10 +1,10 @@
 """Response models of the world: the interface, the latent-factor model and how it draws items that the log never had.
 
 A response model gives, for (user, item) pairs, the probability of each event in
-:data:`~simulator.schema.RESPONSE_TYPES`. It is part of the world and never visible to arms.
+:data:`~simulator.core.schema.RESPONSE_TYPES`. It is part of the world and never visible to arms.
 Items that creator dynamics add are drawn by an :class:`ItemPrior`: the synthetic platform's
 generating distribution (:class:`simulator.sources.synthetic.CreatorItemPrior`) or one estimated
-from a fitted oracle (:class:`simulator.oracle.FittedItemPrior`). docs/world.md describes both.
+from a fitted oracle (:class:`simulator.world.oracle.FittedItemPrior`). docs/world.md describes both.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from simulator.ids import IdMap
-from simulator.schema import RESPONSE_TYPES
+from simulator.core.ids import IdMap
+from simulator.core.schema import RESPONSE_TYPES
 
 N_RESP = len(RESPONSE_TYPES)
 
@@ -115,7 +115,7 @@ class LatentFactorResponse:
     """p_e(u, i) = sigmoid(bias_e + a_e * <P_u, V_i> + b_e * q_i + user_e[u] + item_e[i]).
 
     Used both as the synthetic platform's ground truth and as the oracle fitted on a real log
-    (:func:`simulator.oracle.fit_oracle`). Items added later are drawn by ``item_prior`` (a creator's
+    (:func:`simulator.world.oracle.fit_oracle`). Items added later are drawn by ``item_prior`` (a creator's
     new items resemble its old ones as much as its logged items resemble each other); it may also give
     them content features, which :meth:`item_content` returns with those of the logged items
     (``item_content``: (n_items, m) rows aligned with ``item_ids``, columns ``item_prior.content_names``).

@@ -37,8 +37,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from simulator.config import IHMOfflineConfig, Scenario
-from simulator.schema import SECONDS_PER_DAY, Log
+from simulator.core.config import IHMOfflineConfig, Scenario
+from simulator.core.schema import SECONDS_PER_DAY, Log
 from trainers.ihm_task import RETRIEVAL_MODELS, RetrievalSizes, RetrievalTask
 from trainers.models.ihm import IHMConfig
 from trainers.models.sasrec import SASRecConfig

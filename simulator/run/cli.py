@@ -49,10 +49,10 @@ def _quiet_ray_data() -> None:
 
 
 def _show_coldsim_warnings() -> None:
-    """Print the simulator's warnings about a run (simulator.window.ColdsimWarning) in the console, every time."""
+    """Print the simulator's warnings about a run (simulator.core.window.ColdsimWarning) in the console, every time."""
     import warnings
 
-    from simulator.window import ColdsimWarning
+    from simulator.core.window import ColdsimWarning
 
     default = warnings.showwarning
 
@@ -93,8 +93,8 @@ def simulate(
     if ctx.invoked_subcommand is not None:
         return
     from scenarios import get_scenario
-    from simulator.session import RunOptions, options_of_run, plan_run, run_offline, run_replicates, run_scenario
-    from simulator.tracking import format_comparison_rich
+    from simulator.run.session import RunOptions, options_of_run, plan_run, run_offline, run_replicates, run_scenario
+    from simulator.run.tracking import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     _quiet_ray_data()
@@ -159,7 +159,7 @@ def simulate(
 def _print_strategy_tables(res) -> None:
     """The ladder (each arm over the previous one) and each DualRec arm's UAC diagnostics, when the run has them."""
     from simulator.diagnostics import auc_table, format_ladder_markdown, format_table_markdown, summarise
-    from simulator.session import ladder_metrics
+    from simulator.run.session import ladder_metrics
 
     if res.ladder is not None:
         console.print("[bold]ladder[/] (each arm over the one before it)")

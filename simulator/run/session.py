@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from simulator.config import RuntimeKind, Scenario, SyntheticConfig
-from simulator.loop import Simulation, SimulationResult
-from simulator.runtime import LocalRuntime
-from simulator.schema import Log
+from simulator.core.config import RuntimeKind, Scenario, SyntheticConfig
+from simulator.run.loop import Simulation, SimulationResult
+from simulator.run.runtime import LocalRuntime
+from simulator.core.schema import Log
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RUN_DIR_TAG = "coldsim.run_dir"
@@ -39,7 +39,7 @@ class RunOptions:
     run_root: str = "coldsim_runs"
     experiment: str = "coldsim"
     salt: str | None = None  # the co-diversion salt (None: the scenario's); replicates re-randomise with it
-    start: str | None = None  # first replayed day of a real log (YYYY-MM-DD); None: the densest window (simulator/window.py)
+    start: str | None = None  # first replayed day of a real log (YYYY-MM-DD); None: the densest window (simulator/core/window.py)
 
 
 def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
@@ -112,7 +112,7 @@ def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
         if spec.kind == "kuairand":
             world += f", KuaiRand catalogue {spec.path}"
     else:  # a real log is read (and checked) in full: a malformed file fails here, not an hour into a run
-        from simulator.window import iso_day
+        from simulator.core.window import iso_day
 
         if sc.protocol == "ab":
             log, problems = load_ab_log(opts, sc)
@@ -129,10 +129,10 @@ def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
 
 
 def load_ab_log(opts: RunOptions, scenario: Scenario) -> tuple[Log, list[str]]:
-    """An A/B run's log: a real log cut to its window (``opts.start``, else the densest; ``simulator.window``),
+    """An A/B run's log: a real log cut to its window (``opts.start``, else the densest; ``simulator.core.window``),
     and the warnings that make its read-out doubtful (sparse days, no interactions, too few units per arm)."""
     from simulator.sources.spec import parse_log_spec
-    from simulator.window import choose_window, log_warnings
+    from simulator.core.window import choose_window, log_warnings
 
     kind = parse_log_spec(opts.log or "synthetic").kind
     log = load_log(opts.log, scenario)
@@ -146,7 +146,7 @@ def load_ab_log(opts: RunOptions, scenario: Scenario) -> tuple[Log, list[str]]:
 def _warn(messages: list[str]) -> None:
     import warnings
 
-    from simulator.window import ColdsimWarning
+    from simulator.core.window import ColdsimWarning
 
     for m in messages:
         warnings.warn(m, ColdsimWarning, stacklevel=3)
@@ -155,7 +155,7 @@ def _warn(messages: list[str]) -> None:
 def runtime_factory(opts: RunOptions, serve_cfg=None):
     if opts.runtime == "local":
         return LocalRuntime
-    from simulator.ray_runtime import RayRuntime
+    from simulator.run.ray_runtime import RayRuntime
 
     return lambda spec: RayRuntime(spec, address=opts.address, serve_cfg=serve_cfg, http=opts.http)
 
@@ -190,7 +190,7 @@ class OfflineReport:
 
 
 def _next_user_protocol(sc: Scenario, log: Log, days: int | None, progress, out_dir: Path) -> OfflineReport:
-    from simulator.offline_next_user import format_floors, format_table, run_next_user_offline
+    from simulator.run.offline_next_user import format_floors, format_table, run_next_user_offline
 
     table, meta = run_next_user_offline(sc, log, days, progress=progress)
     ks = sc.offline.recall_k
@@ -204,7 +204,7 @@ def _next_user_protocol(sc: Scenario, log: Log, days: int | None, progress, out_
 
 
 def _ihm_protocol(sc: Scenario, log: Log, days: int | None, progress, out_dir: Path) -> OfflineReport:
-    from simulator.offline_ihm import format_decay, format_table, plot_decay, run_ihm_offline
+    from simulator.run.offline_ihm import format_decay, format_table, plot_decay, run_ihm_offline
 
     table, meta = run_ihm_offline(sc, log, days, progress=progress)
     oc = sc.ihm_offline
@@ -238,7 +238,7 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
     log = load_log(opts.log, sc)
     tracker = None
     if tracking_uri is not None:
-        from simulator.tracking import RunTracker, flatten_params
+        from simulator.run.tracking import RunTracker, flatten_params
 
         tracker = RunTracker(tracking_uri, opts.experiment)
         params = flatten_params(sc, exclude={"scales"}) | {"log": opts.log or "synthetic", "scale": opts.scale or "default"}
@@ -300,7 +300,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
     t_start = time.perf_counter()
     tracker = None
     if tracking_uri is not None:
-        from simulator.tracking import RunTracker, flatten_params
+        from simulator.run.tracking import RunTracker, flatten_params
 
         tracker = RunTracker(tracking_uri, opts.experiment)
     sc = resolve_scenario(scenario, opts)
@@ -361,7 +361,7 @@ REPLICATE_GROUP_TAG = "coldsim.replicate_group"
 class ReplicatesOutcome:
     runs: list[RunOutcome]
     seeds: list[int]
-    table: "object"  # polars DataFrame, simulator.replicates.aggregate_lifts
+    table: "object"  # polars DataFrame, simulator.run.replicates.aggregate_lifts
     markdown: str
     parent_run_id: str | None  # the MLflow run holding the pooled table
 
@@ -369,9 +369,9 @@ class ReplicatesOutcome:
 def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
                    tracking_uri: str | None = DEFAULT_TRACKING_URI, progress_factory=None) -> ReplicatesOutcome:
     """Run ``scenario`` with ``replicates`` consecutive seeds (from ``opts.seed`` or the scenario's) and pool the
-    lifts over seeds (:mod:`simulator.replicates`). Each replicate is an ordinary run (MLflow parent run tagged
+    lifts over seeds (:mod:`simulator.run.replicates`). Each replicate is an ordinary run (MLflow parent run tagged
     with the group id); the pooled table goes to one more run, ``<scenario>-replicates``."""
-    from simulator.replicates import aggregate_lifts, format_replicates_markdown
+    from simulator.run.replicates import aggregate_lifts, format_replicates_markdown
 
     if replicates < 1:
         raise ValueError(f"--replicates must be >= 1, got {replicates}")
@@ -392,8 +392,8 @@ def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
     if tracking_uri is not None:
         import tempfile
 
-        from simulator.replicates import as_comparison
-        from simulator.tracking import RunTracker, plot_forest
+        from simulator.run.replicates import as_comparison
+        from simulator.run.tracking import RunTracker, plot_forest
 
         tracker = RunTracker(tracking_uri, opts.experiment)
         arms = sorted(set(table["arm"].to_list()))

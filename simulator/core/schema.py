@@ -35,6 +35,11 @@ EVENT_TYPES: tuple[str, ...] = ("expose", "like", "comment", "follow", "share", 
 """Event vocabulary of a log. ``view`` is an *effective* view (watched long enough)."""
 
 RESPONSE_TYPES: tuple[str, ...] = ("like", "comment", "follow", "share", "view")
+
+N_USER_DENSE = 3
+"""Dense user features every arm's feature store computes (serving.features.FeatureStore.user_dense)."""
+N_PAIR_DENSE = 3
+"""Dense user-item pair features of the ranker (serving.features.FeatureStore.pair_dense)."""
 """Responses the world samples for an exposure (every event type but ``expose``)."""
 
 INTERACTION_TYPES: tuple[str, ...] = ("like", "comment", "follow")

@@ -1,8 +1,8 @@
 """The execution seam: where arms are served and trained. In-process (:class:`LocalRuntime`) or on Ray.
 
-The driver (:mod:`simulator.loop`) talks only to this interface, a tick at a time, with every
+The driver (:mod:`simulator.run.loop`) talks only to this interface, a tick at a time, with every
 arm's batch in one call so a Ray runtime can run the arms concurrently. The Ray runtime
-(:mod:`simulator.ray_runtime`) implements the same methods with Ray Serve, Ray Train and Ray
+(:mod:`simulator.run.ray_runtime`) implements the same methods with Ray Serve, Ray Train and Ray
 Data; the local one calls the same plain classes directly, so both give the same numbers.
 """
 
@@ -15,9 +15,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from simulator.config import ArmSpec, TrainConfig
-from simulator.replay import ArrowDayReader
-from serving.arms import ArmContext, arm_context, build_arm
+from simulator.core.config import ArmSpec, TrainConfig
+from simulator.world.replay import ArrowDayReader
+from serving.arms import arm_tasks, build_arm
+from trainers.arm_context import ArmContext, arm_context
 from serving.stack import ArmPolicy, Slates
 from trainers.online import ArmLearners
 
@@ -71,7 +72,7 @@ class LocalRuntime:
         self.spec = spec
         self.names = [a.name for a in spec.arms]
         self.policies = {a.name: make_policy(spec, i) for i, a in enumerate(spec.arms)}
-        self.learners = ArmLearners(list(spec.arms), spec.arm_ctx, spec.train, spec.control)
+        self.learners = ArmLearners(list(spec.arms), spec.arm_ctx, spec.train, spec.control, arm_tasks)
         self.reader = ArrowDayReader(spec.events_root)
         self._trained: dict[int, dict[str, tuple[int, dict, dict]]] = {}
 

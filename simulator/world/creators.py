@@ -25,15 +25,15 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from simulator.config import WorldConfig
-from simulator.ids import IdMap
+from simulator.core.config import WorldConfig
+from simulator.core.ids import IdMap
 
 USER_ID_LIMIT = 1 << 32  # follower keys pack (creator row, user id) into one int64
 
 
 @dataclass(frozen=True)
 class CreatorReference:
-    """What creator dynamics measure each creator against, from the log (:func:`simulator.world.creator_reference`).
+    """What creator dynamics measure each creator against, from the log (:func:`simulator.world.platform.creator_reference`).
 
     ``exposures`` and ``interactions`` are (C, D) counts per reference day (oldest first) the creator's items
     received in the log; ``pre_period`` says whether those D days are the log's pre-period (the days before the

@@ -20,18 +20,19 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simulator.config import DualRecSpec, Scenario
-from simulator.creators import CreatorDynamics
-from simulator.diversion import HOLDOUT, CoDiversion
+from simulator.core.config import DualRecSpec, Scenario
+from simulator.world.creators import CreatorDynamics
+from simulator.core.diversion import HOLDOUT, CoDiversion
 from simulator.diagnostics import summarise
-from simulator.oracle_match import oracle_candidates
+from simulator.world.oracle_match import oracle_candidates
 from simulator.metrics import (ArmData, compare_arms, daily_metrics, early_exposure, expo_thresholds, exposures_by_age,
                                ladder_comparison, overall_metrics, resolve_expo_k)
-from simulator.replay import requests_of_day, tick_bounds, write_log
-from simulator.runtime import Runtime, RuntimeSpec
-from simulator.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
-from simulator.world import World, creator_covariates, creator_reference
-from serving.arms import ArmContext, arm_kind
+from simulator.world.replay import requests_of_day, tick_bounds, write_log
+from simulator.run.runtime import Runtime, RuntimeSpec
+from simulator.core.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
+from simulator.world.platform import World, creator_covariates, creator_reference
+from serving.arms import arm_kind
+from trainers.arm_context import ArmContext
 from trainers.learner import concat_batches
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
@@ -55,7 +56,7 @@ class ArmRun:
 
     def data(self, share: float, covariates: tuple[np.ndarray, np.ndarray] | None = None) -> ArmData:
         """What the arm produced so far; ``covariates`` = (creator ids, (C, p) matrix) of
-        :func:`~simulator.world.creator_covariates`, aligned here to the arm's creators (0 for unknown ones)."""
+        :func:`~simulator.world.platform.creator_covariates`, aligned here to the arm's creators (0 for unknown ones)."""
         def cat(frames, schema):
             return pl.concat(frames) if frames else pl.from_arrow(schema.empty_table())
         cov = None

@@ -20,9 +20,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from simulator.config import ArmSpec, Scenario
-from simulator.schema import SECONDS_PER_DAY, Log
-from serving.arms import ArmContext, arm_context, next_user_configs, model_configs
+from simulator.core.config import ArmSpec, Scenario
+from simulator.core.schema import SECONDS_PER_DAY, Log
+from serving.arms import next_user_configs
+from trainers.arm_context import ArmContext, arm_context, model_configs
 from trainers.next_user_task import NextUserTask
 
 POSITIVE_EVENTS = ("like", "comment")
@@ -176,7 +177,7 @@ def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndar
         sim = np.asarray(((q @ xn) @ xn.T).todense())
         _count_hits(hits["user_knn"], sim + 1e-6 * base / max(base.max(), 1.0), seq, true, users)
         if "truth" in hits:
-            from simulator.schema import RESPONSE_TYPES
+            from simulator.core.schema import RESPONSE_TYPES
 
             cols = [RESPONSE_TYPES.index(e) for e in POSITIVE_EVENTS]
             it = np.repeat(item_ids[s.item_row[r]], len(users))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from simulator.config import Scenario
+from simulator.core.config import Scenario
 
 
 def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = False, **train_overrides) -> pl.DataFrame:
@@ -21,8 +21,8 @@ def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = 
 
     ``train_overrides`` replace fields of ``scenario.train`` (e.g. ``base_models="per_arm"``);
     ``allow_injected`` lets the arms differ in ``injected_upload_factor`` only (a known effect to detect)."""
-    from simulator.loop import Simulation
-    from simulator.runtime import LocalRuntime
+    from simulator.run.loop import Simulation
+    from simulator.run.runtime import LocalRuntime
     from simulator.sources.synthetic import generate_synthetic
 
     ignore = {"name", "injected_upload_factor"} if allow_injected else {"name"}

@@ -11,12 +11,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from simulator.config import WorldConfig
-from simulator.creators import CreatorReference
-from simulator.ids import IdMap
-from simulator.oracle import fit_oracle, pair_labels
-from simulator.response import ResponseModel
-from simulator.schema import INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, Log
+from simulator.core.config import WorldConfig
+from simulator.world.creators import CreatorReference
+from simulator.core.ids import IdMap
+from simulator.world.oracle import fit_oracle, pair_labels
+from simulator.world.response import ResponseModel
+from simulator.core.schema import INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, Log
 
 
 class World:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.response import ResponseModel
-from simulator.schema import RESPONSE_TYPES
+from simulator.world.response import ResponseModel
+from simulator.core.schema import RESPONSE_TYPES
 
 PAIRS_PER_CHUNK = 1 << 21
 

@@ -16,7 +16,7 @@ import datetime as dt
 import numpy as np
 import pyarrow.compute as pc
 
-from simulator.schema import INTERACTION_TYPES, SECONDS_PER_DAY, Log
+from simulator.core.schema import INTERACTION_TYPES, SECONDS_PER_DAY, Log
 
 class ColdsimWarning(UserWarning):
     """A condition that makes a run's read-out doubtful; ``simulate`` prints it in the console."""

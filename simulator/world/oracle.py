@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from simulator.config import WorldConfig
-from simulator.response import (LatentFactorResponse, NewItems, _logit, around_creator, creator_rows,
+from simulator.core.config import WorldConfig
+from simulator.world.response import (LatentFactorResponse, NewItems, _logit, around_creator, creator_rows,
                                 item_specific_share, unit)
-from simulator.schema import RESPONSE_TYPES, Log
+from simulator.core.schema import RESPONSE_TYPES, Log
 
 
 @dataclass
@@ -21,7 +21,7 @@ class FittedItemPrior:
     A fitted item factor is ``norm * direction``. A new item's direction is
     ``unit(sqrt(1 - share) c + sqrt(share) z)`` around ``c``, the unit mean direction of the creator's
     fitted items, with ``share`` the fitted items' pooled within-creator share
-    (:func:`~simulator.response.item_specific_share`); its log-norm and per-event item biases are the
+    (:func:`~simulator.world.response.item_specific_share`); its log-norm and per-event item biases are the
     creator's mean plus the within-creator residual of one random fitted item (of a creator with at
     least two items, rescaled by sqrt(n_c / (n_c - 1)) so the residuals keep their variance). No
     content: the items keep the log's metadata features (the world copies them from the creator).

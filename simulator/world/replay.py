@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from simulator.schema import EVENTS_SCHEMA, SECONDS_PER_DAY, Log
+from simulator.core.schema import EVENTS_SCHEMA, SECONDS_PER_DAY, Log
 
 
 def write_log(log: Log, root: Path, days: int) -> Path:

@@ -1,9 +1,9 @@
 """The Ray runtime: Ray Data reads the log, Ray Serve serves the arms, Ray Train trains them online.
 
-Implements :class:`simulator.runtime.Runtime`. Ray touchpoints, all here or in the two modules
+Implements :class:`simulator.run.runtime.Runtime`. Ray touchpoints, all here or in the two modules
 it starts: (1) ``ray.init`` (local or ``address='auto'``), (2) the Serve app
 (:mod:`serving.app`), (3) the TorchTrainer loop (:mod:`trainers.online`), (4) Ray Data day
-reads (:mod:`simulator.replay`). Every call to the arms is one handle call per arm carrying the
+reads (:mod:`simulator.world.replay`). Every call to the arms is one handle call per arm carrying the
 whole tick's batch as arrays; the arms' calls run concurrently.
 """
 
@@ -17,11 +17,12 @@ import uuid
 import ray
 from ray import serve
 
-from simulator.config import ServeConfig
-from simulator.replay import RayDataDayReader
-from simulator.runtime import RuntimeSpec
+from simulator.core.config import ServeConfig
+from simulator.world.replay import RayDataDayReader
+from simulator.run.runtime import RuntimeSpec
 from serving.app import APP_NAME, build_app, deployment_name
-from serving.arms import arm_context
+from serving.arms import arm_tasks
+from trainers.arm_context import arm_context
 from trainers.online import OnlineTrainer
 
 
@@ -59,7 +60,7 @@ class RayRuntime:
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
-        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage)
+        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage, arm_tasks)
 
     def read_day(self, day: int):
         return self.reader.read_day(day)

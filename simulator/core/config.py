@@ -1,6 +1,6 @@
 """Typed, frozen configuration of a simulation run (pydantic): platform, world, arms, training, metrics.
 
-Bottom of the import graph next to :mod:`simulator.schema`. A scenario (``scenarios/``) is one
+Bottom of the import graph next to :mod:`simulator.core.schema`. A scenario (``scenarios/``) is one
 :class:`Scenario` value; everything below it reads these types, never free-form dicts.
 """
 
@@ -74,7 +74,7 @@ TINY_UPLOADS = 1.0
 
 
 class WorldConfig(_Frozen):
-    """The world's response model and creator dynamics (``simulator/creators.py``; docs/world.md, "Creators with
+    """The world's response model and creator dynamics (``simulator/world/creators.py``; docs/world.md, "Creators with
     memory": equations, calibration targets and what the tests check)."""
 
     creator_elasticity: float = Field(0.5, ge=0, description="m = rho ** elasticity: the upload multiplier's response "
@@ -139,7 +139,7 @@ class StackConfig(_Frozen):
     @field_validator("rank_weights")
     @classmethod
     def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
-        from simulator.schema import RESPONSE_TYPES
+        from simulator.core.schema import RESPONSE_TYPES
 
         bad = set(v) - set(RESPONSE_TYPES)
         if bad:
@@ -389,7 +389,7 @@ class OfflineConfig(_Frozen):
 class IHMOfflineConfig(_Frozen):
     """The IHM paper's offline decay protocol (section 5.1): train once before the median timestamp, then
     score every later positive in 5 equal time windows with no retraining. The variants are the arms,
-    by ``kind``: ihm, ihm_frozen, ihm_static, transductive, sasrec (``simulator.offline_ihm.VARIANTS``)."""
+    by ``kind``: ihm, ihm_frozen, ihm_static, transductive, sasrec (``simulator.run.offline_ihm.VARIANTS``)."""
 
     windows: int = Field(5, ge=1, description="equal-duration windows the later half is cut into")
     tail_max: int = Field(5, ge=1, description="tail items have fewer than this many training interactions (X)")

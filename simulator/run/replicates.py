@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from simulator.tracking import in_read_order, metric_label, undefined_reason
+from simulator.run.tracking import in_read_order, metric_label, undefined_reason
 
 
 def aggregate_lifts(comparisons: list[pl.DataFrame], ci_level: float = 0.95) -> pl.DataFrame:
@@ -50,7 +50,7 @@ def aggregate_lifts(comparisons: list[pl.DataFrame], ci_level: float = 0.95) -> 
 
 def as_comparison(table: pl.DataFrame) -> pl.DataFrame:
     """The pooled table in :func:`simulator.metrics.compare_arms`' lift layout (``lift`` = ``mean_lift``), the
-    frame :func:`simulator.tracking.plot_forest` draws."""
+    frame :func:`simulator.run.tracking.plot_forest` draws."""
     return table.select("metric", "arm", pl.col("mean_lift").alias("lift"), "ci_low", "ci_high")
 
 

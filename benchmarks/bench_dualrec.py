@@ -81,12 +81,12 @@ def main(argv=None) -> dict:
     out = {
         "users": a.users, "items": a.items, "match_ms_per_item": per_item_ms,
         "targets_per_item": float(np.mean(n_targets)), "day_end_s": day_end_s,
-        "day_end_s_per_10k_users": day_end_s * 10_000 / a.users, "user_index": len(ch.user_index),
+        "day_end_s_per_10k_users": day_end_s * 10_000 / a.users, "user_index": len(ch.creator_side.user_index),
         "recommend_s_with_dualrec": with_dr, "recommend_s_base_channels": without_dr,
         "recommend_ratio": with_dr / without_dr,
     }
     print(f"matching: {per_item_ms:.1f} ms per uploaded item (batches of {a.batch}; {out['targets_per_item']:.0f} targets "
-          f"per item of T=200; user index {len(ch.user_index):,} users)")
+          f"per item of T=200; user index {len(ch.creator_side.user_index):,} users)")
     print(f"end of day: {day_end_s:.2f} s for {a.users:,} users (activity model fit + user index rebuild)")
     print(f"recommend {len(req):,} users: {with_dr:.3f} s with the DualRec channel vs {without_dr:.3f} s without "
           f"({out['recommend_ratio']:.2f}x)")

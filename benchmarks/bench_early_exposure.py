@@ -4,7 +4,7 @@
     python benchmarks/bench_early_exposure.py --grid                # the calibration table of docs/world.md
 
 One ``base`` arm with half of the default platform's users and creators (share 0.5), 3 days, in-process,
-read with :func:`simulator.metrics.early_exposure`. Figures: docs/world.md, "Scarce early exposure".
+read with :func:`simulator.metrics.daily.early_exposure`. Figures: docs/world.md, "Scarce early exposure".
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def measure(uploads: float | None, fresh_k: float | None, power: float | None, b
             seed: int = 0) -> dict[str, float]:
     from simulator.core.config import ArmSpec, Scenario, StackConfig, SyntheticConfig
     from simulator.run.loop import Simulation
-    from simulator.metrics import early_exposure
+    from simulator.metrics.daily import early_exposure
     from simulator.run.runtime import LocalRuntime
     from simulator.sources.synthetic import generate_synthetic
 

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     from scenarios import get_scenario
     from serving.arms import arm_tasks, build_arm
     from trainers.arm_context import ArmContext
-    from serving.stack import RequestContext
+    from serving.channels.base import RequestContext
     from simulator.core.config import ModelConfig
     from trainers.online import make_learner
 
@@ -131,7 +131,7 @@ def run_scenario_costs(scale: str) -> None:
     from scenarios import get_scenario
     from simulator.run.loop import Simulation
     from simulator.run.runtime import LocalRuntime
-    from simulator.run.session import load_log
+    from simulator.run.logs import load_log
 
     sc = get_scenario("ihm_ab").at_scale(scale)
     with tempfile.TemporaryDirectory() as d:
@@ -139,8 +139,8 @@ def run_scenario_costs(scale: str) -> None:
         sim = Simulation(sc, load_log(None, sc), LocalRuntime, Path(d), tracker=None, progress=False)
         res = sim.run()
         wall = time.perf_counter() - t
-        ticks = sim.days * sim.T
-        print(f"ihm_ab --scale {scale}: {sim.days} days x {sim.T} ticks, {res.events:,} exposures, {wall:.0f}s wall "
+        ticks = sim.days * sim.ticks_per_day
+        print(f"ihm_ab --scale {scale}: {sim.days} days x {sim.ticks_per_day} ticks, {res.events:,} exposures, {wall:.0f}s wall "
               f"(serve {res.timings['serve']:.0f}s, train {res.timings['train']:.0f}s)")
         print("| arm | ATS p50 / p95 (min, pooled) | on time: p50 / p95 | ATS samples | late | triggered inferences | "
               "deferred | batch inferences | inference ms/tick | index update ms/tick |")

@@ -6,27 +6,27 @@ from dataclasses import dataclass
 from typing import Callable
 
 from simulator.core.config import ArmSpec, DualRecSpec, IHMArmSpec, NextUserSpec
+from serving.channels.base import Channel
 from serving.channels.basic import FollowingChannel, FreshChannel, PopularChannel, TwoTowerChannel
-from serving.channels.dualrec import DualRecChannel
+from serving.channels.dualrec import DualRecChannel, OracleMatchChannel
 from serving.channels.ihm import IHMChannel
 from serving.channels.next_user import NextUserChannel
-from serving.channels.oracle_match import OracleMatchChannel
 from serving.features import FeatureStore
 from serving.stack import ArmPolicy
 from trainers.arm_context import ArmContext, model_configs
-from trainers.dualrec_task import DualRecTask
-from trainers.ihm_online_task import IHMTask
+from trainers.losses import NextUserLossConfig
 from trainers.models.creator_ranker import CreatorRankerConfig
 from trainers.models.ihm import IHMConfig
 from trainers.models.next_user import NextUserConfig
-from trainers.models.ranker import RankerConfig
 from trainers.models.sasrec import SASRecConfig
 from trainers.models.two_tower import TwoTowerConfig
-from trainers.next_user_loss import NextUserLossConfig
-from trainers.next_user_task import NextUserTask
+from trainers.tasks.base import Task
+from trainers.tasks.dualrec import DualRecTask
+from trainers.tasks.ihm_online import IHMTask
+from trainers.tasks.next_user import NextUserTask
 
 
-def user_side_channels(spec: ArmSpec) -> list:
+def user_side_channels(spec: ArmSpec) -> list[Channel]:
     """The channels of every arm's user-side stack: two-tower, fresh, popular and following (new items of followed
     creators)."""
     st = spec.stack
@@ -63,7 +63,7 @@ def build_next_user(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
                      model_seed=ctx.model_seed, channels=user_side_channels(spec) + [channel])
 
 
-def next_user_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+def next_user_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list[Task]:
     tt, _ = model_configs(ctx.model, ctx.n_item_dense)
     nu, cfg, loss = next_user_configs(spec, ctx)
     return [NextUserTask(cfg, loss, tt, lr=lr, batch_size=batch_size, seed=ctx.seed + 2, max_samples=nu.max_train_samples)]
@@ -79,7 +79,7 @@ def dualrec_configs(spec: ArmSpec, ctx: ArmContext) -> tuple[DualRecSpec, TwoTow
     return dr, tt, rk
 
 
-def build_dualrec(spec: ArmSpec, ctx: ArmContext, channel_cls: type = DualRecChannel) -> ArmPolicy:
+def build_dualrec(spec: ArmSpec, ctx: ArmContext, channel_cls: type[DualRecChannel] = DualRecChannel) -> ArmPolicy:
     """DualRec: the result-cache channel first (its items are attributed to it), then the base stack's channels."""
     tt, rk = model_configs(ctx.model, ctx.n_item_dense)
     dr, dtt, drk = dualrec_configs(spec, ctx)
@@ -92,11 +92,11 @@ def build_dualrec(spec: ArmSpec, ctx: ArmContext, channel_cls: type = DualRecCha
 
 def build_oracle_match(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     """The positive control: DualRec's UAC, cache, boost and budget (``spec.dualrec``) over candidate users the
-    driver picks by the world's truth (:class:`serving.channels.oracle_match.OracleMatchChannel`)."""
+    driver picks by the world's truth (:class:`serving.channels.dualrec.oracle_match.OracleMatchChannel`)."""
     return build_dualrec(spec, ctx, OracleMatchChannel)
 
 
-def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+def dualrec_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list[Task]:
     dr, tt, rk = dualrec_configs(spec, ctx)
     return [DualRecTask(tt, rk, sa_ef=dr.ranker_sa_ef, lr=lr, batch_size=dr.train_batch_size, seed=ctx.seed + 4,
                         negatives=dr.negatives, max_samples=dr.max_train_samples, auc_table=dr.auc_table)]
@@ -125,7 +125,7 @@ def build_ihm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
                      model_seed=ctx.model_seed, channels=user_side_channels(spec) + [channel])
 
 
-def ihm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+def ihm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list[Task]:
     """The IHM task starts from the serving channel's weights (same seed)."""
     ih, item, user = ihm_configs(spec, ctx)
     return [IHMTask(item, user, tau=ih.model.tau, lr=ih.lr, batch_size=ih.train_batch_size, seed=ctx.seed + 5,
@@ -138,7 +138,7 @@ class ArmKind:
     """How to build an arm of this kind: its serving policy and the extra training tasks of its learner."""
 
     policy: Callable[[ArmSpec, ArmContext], ArmPolicy]
-    tasks: Callable[[ArmSpec, ArmContext, float, int], list] = lambda spec, ctx, lr, bs: []
+    tasks: Callable[[ArmSpec, ArmContext, float, int], list[Task]] = lambda spec, ctx, lr, bs: []
     oracle: bool = False  # the driver sends the truth's candidate users with every upload (positive control only)
 
 
@@ -162,6 +162,6 @@ def build_arm(spec: ArmSpec, ctx: ArmContext) -> ArmPolicy:
     return arm_kind(spec).policy(spec, ctx)
 
 
-def arm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list:
+def arm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> list[Task]:
     """The extra training tasks of the arm's kind (a :data:`trainers.arm_context.TaskFactory`)."""
     return arm_kind(spec).tasks(spec, ctx, lr, batch_size)

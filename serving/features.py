@@ -7,10 +7,13 @@ Python. The store is what an arm knows: its own uploads and its own traffic, nev
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from simulator.core.schema import N_PAIR_DENSE, N_USER_DENSE
 from simulator.core.ids import IdMap
+from trainers.checkpoint import capture, id_map, restore
 
 SEQ_EVENTS = (0, 1)  # like, comment: the positive interactions that extend an item's user sequence
 INTERACTION_COLS = (0, 1, 2)  # like, comment, follow
@@ -24,6 +27,27 @@ def grow_rows(a: np.ndarray, n: int, fill=0) -> np.ndarray:
     new = np.full((max(n, 2 * len(a), 64),) + a.shape[1:], fill, dtype=a.dtype)
     new[: len(a)] = a
     return new
+
+
+def sequence_tail(seq: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``size`` entries of left-aligned, -1 padded rows (the most recent, for time-ordered sequences),
+    left-aligned again: ((n, size) entries, -1 padded; (n,) lengths, at most ``size``)."""
+    tail_length = np.minimum(length, size)
+    if seq.shape[1] == 0:
+        return np.full((len(seq), size), -1, np.int64), tail_length
+    source = (length - tail_length)[:, None] + np.arange(size)[None, :]
+    tail = np.take_along_axis(seq, np.minimum(source, seq.shape[1] - 1), 1)
+    return np.where(np.arange(size)[None, :] < tail_length[:, None], tail, -1), tail_length
+
+
+def _ring_read(buffer: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-key ring buffers (rows of ``buffer``, ``count`` appends each) in append order: ((n, L) positions into
+    each row, oldest first; (n, L) bool, True where a slot holds an entry; (n,) lengths)."""
+    size = buffer.shape[1]
+    length = np.minimum(count, size)
+    start = np.where(count > size, count % size, 0)
+    position = (start[:, None] + np.arange(size)[None, :]) % size
+    return position, np.arange(size)[None, :] < length[:, None], length
 
 
 def _ring_append(buf: np.ndarray, buf_ts: np.ndarray | None, count: np.ndarray, keys: np.ndarray,
@@ -41,12 +65,39 @@ def _ring_append(buf: np.ndarray, buf_ts: np.ndarray | None, count: np.ndarray, 
     np.add.at(count, k[starts], counts)
 
 
+@dataclass
+class FeatureStoreState:
+    """What a :class:`FeatureStore` checkpoints: its id maps and every counter, sequence and pair set."""
+
+    items: np.ndarray = id_map()
+    users: np.ndarray = id_map()
+    creators: np.ndarray = id_map()
+    item_creator: np.ndarray
+    item_upload_ts: np.ndarray
+    item_category: np.ndarray
+    item_dense: np.ndarray
+    item_expo: np.ndarray
+    item_inter: np.ndarray
+    item_recent: np.ndarray
+    item_seq: np.ndarray
+    item_seq_ts: np.ndarray
+    item_seq_count: np.ndarray
+    user_requests: np.ndarray
+    user_expo: np.ndarray
+    user_inter: np.ndarray
+    user_seq: np.ndarray
+    user_seq_count: np.ndarray
+    seen: np.ndarray
+    follows: np.ndarray
+
+
 class FeatureStore:
     """Items, users and their counters for one arm; ``max_seq`` positive users kept per item and
     ``max_user_seq`` positive items (item rows) per user (the sequential user towers' input)."""
 
     N_USER_DENSE = N_USER_DENSE
     N_PAIR_DENSE = N_PAIR_DENSE
+    NOT_SAVED = ("n_item_dense", "max_seq", "max_user_seq", "_by_upload")  # sizes; a cache of upload order
 
     def __init__(self, n_item_dense: int, max_seq: int = 50, max_user_seq: int = 50):
         self.items = IdMap(what="item")
@@ -182,27 +233,17 @@ class FeatureStore:
     def sequences(self, item_rows: np.ndarray, with_ts: bool = False):
         """Each item's last ``max_seq`` positive users in time order: ((n, L) ids with -1 padding at the end, lengths)
         and, with ``with_ts``, the (n, L) times of those interactions as a third element."""
-        L = self.max_seq
-        cnt = self.item_seq_count[item_rows]
-        length = np.minimum(cnt, L)
-        start = np.where(cnt > L, cnt % L, 0)
-        idx = (start[:, None] + np.arange(L)[None, :]) % L
-        valid = np.arange(L)[None, :] < length[:, None]
-        seq = np.where(valid, np.take_along_axis(self.item_seq[item_rows], idx, 1), -1)
+        position, filled, length = _ring_read(self.item_seq, self.item_seq_count[item_rows])
+        seq = np.where(filled, np.take_along_axis(self.item_seq[item_rows], position, 1), -1)
         if with_ts:
-            return seq, length, np.where(valid, np.take_along_axis(self.item_seq_ts[item_rows], idx, 1), 0)
+            return seq, length, np.where(filled, np.take_along_axis(self.item_seq_ts[item_rows], position, 1), 0)
         return seq, length
 
     def user_sequences(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each user's last ``max_user_seq`` positive (like/comment) items in time order: ((n, L) item rows,
         -1 padding at the end; (n,) lengths)."""
-        L = self.max_user_seq
-        cnt = self.user_seq_count[user_rows]
-        length = np.minimum(cnt, L)
-        start = np.where(cnt > L, cnt % L, 0)
-        idx = (start[:, None] + np.arange(L)[None, :]) % L
-        valid = np.arange(L)[None, :] < length[:, None]
-        return np.where(valid, np.take_along_axis(self.user_seq[user_rows], idx, 1), -1), length
+        position, filled, length = _ring_read(self.user_seq, self.user_seq_count[user_rows])
+        return np.where(filled, np.take_along_axis(self.user_seq[user_rows], position, 1), -1), length
 
     # ---- follows
     def add_follows(self, user_rows: np.ndarray, creator_ids: np.ndarray) -> None:
@@ -227,16 +268,9 @@ class FeatureStore:
         return np.where(rows >= 0, counts[np.maximum(rows, 0)] if len(counts) else 0, 0)
 
     # ---- checkpoint
-    def state(self) -> dict:
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
-                if k not in ("items", "users", "creators", "_by_upload")} | {
-                    "item_ids": self.items.ids.copy(), "user_ids": self.users.ids.copy(),
-                    "creator_ids": self.creators.ids.copy()}
+    def state(self) -> FeatureStoreState:
+        return capture(self, FeatureStoreState)
 
-    def load_state(self, st: dict) -> None:
-        st = dict(st)
-        self.items = IdMap(st.pop("item_ids"), "item")
-        self.users = IdMap(st.pop("user_ids"), "user")
-        self.creators = IdMap(st.pop("creator_ids", None), "creator")
-        self.__dict__.update(st)
+    def load_state(self, state: FeatureStoreState) -> None:
+        restore(self, state)
         self._by_upload = None

@@ -3,62 +3,35 @@
 A plain class (no Ray): unit tests call it directly; :mod:`serving.app` wraps it in a Ray Serve
 deployment. Every method works on a whole batch of requests or events as numpy arrays.
 
-Seams for the cold-start strategies: a :class:`Channel` adds candidates (Next-User, IHM, the
-DualRec result cache) and may implement hooks (see :class:`ArmPolicy`): work on uploads
-(creator-side matching), on feedback, on weight pushes, a ``rerank`` of the final ranking
-(DualRec's s' = s + alpha * s_item and its exposure budget), after a slate is served, and at
-the end of a simulated day.
+Seams for the cold-start strategies: each :class:`serving.channels.base.Channel` adds candidates
+(Next-User, IHM, the DualRec result cache) and takes part in the arm's other work through the hooks
+the base class declares: uploads (creator-side matching), feedback, weight pushes, the final ranking
+(DualRec's s' = s + alpha * s_item and its exposure budget), the served slate, feature logging, the
+end of a simulated day and checkpoints. ``ArmPolicy`` calls every hook on every channel, in order.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from simulator.core.config import StackConfig
 from simulator.core.schema import RESPONSE_TYPES
-from serving.features import FeatureStore
+from serving.channels.base import Channel, OracleCandidates, RequestContext, Retrieval
+from serving.features import FeatureStore, FeatureStoreState
 from serving.index import ANNIndex
-
-logger = logging.getLogger(__name__)
+from trainers.checkpoint import capture, index_bytes, named_states, nested_state, restore, torch_state
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import TwoTower, TwoTowerConfig
+from trainers.weights import state_dict_of
+
+logger = logging.getLogger(__name__)
 
 SCORE_CHUNK = 65_536
-
-
-@dataclass
-class RequestContext:
-    """A batch of requests: user rows in the feature store, request times, lazily the user vectors."""
-
-    user_rows: np.ndarray
-    ts: np.ndarray
-    rng: np.random.Generator
-    policy: "ArmPolicy"
-    _user_vecs: np.ndarray | None = None
-
-    @property
-    def n(self) -> int:
-        return len(self.user_rows)
-
-    @property
-    def user_vecs(self) -> np.ndarray:
-        if self._user_vecs is None:
-            self._user_vecs = self.policy.user_vectors(self.user_rows)
-        return self._user_vecs
-
-
-class Channel(Protocol):
-    """A retrieval channel: returns (n, k) item rows of the arm's feature store, -1 padded."""
-
-    name: str
-
-    def retrieve(self, ctx: RequestContext) -> np.ndarray: ...
 
 
 @dataclass
@@ -87,17 +60,24 @@ class Slates:
 
 
 @dataclass
-class ArmPolicy:
-    """The serving side of one arm. ``channels`` are constructed by the arm registry.
+class ArmPolicyState:
+    """What an :class:`ArmPolicy` checkpoints: the feature store, the base models, the item index, the weights
+    version and the state record of each channel that has one (by channel name)."""
 
-    A channel may also implement hooks, called when present: ``on_upload(policy, rows) -> targets | None``
-    (targets: {item id: [user ids]}, returned by the upload), ``on_feedback(policy, rows_with_new_positive,
-    now)``, ``on_weights(policy, weights, now)``, ``rerank(policy, ctx, cand, chan, valid, score) ->
-    (score, valid)`` (the final ranking), ``on_served(policy, ctx, slate_rows, slate_channels, valid)``,
-    ``log_features(policy, ctx, slate_rows, valid) -> {name: (n, S, ...)}`` (training features logged at
-    serve time), ``on_day_end(policy, ts) -> {metric: value}`` (daily work and diagnostics),
-    ``state() / load_state()`` (checkpoints).
-    """
+    store: FeatureStoreState = nested_state()
+    two_tower: dict = torch_state()
+    ranker: dict = torch_state()
+    index: bytes = index_bytes()
+    channels: dict = named_states()
+    weights_version: int = 0
+    weights_ts: int | None = None
+    nonfinite_scores: int = 0
+
+
+@dataclass
+class ArmPolicy:
+    """The serving side of one arm. ``channels`` are constructed by the arm registry (:mod:`serving.arms`); each
+    hook of :class:`serving.channels.base.Channel` is called on every channel, in list order."""
 
     name: str
     stack: StackConfig
@@ -105,8 +85,11 @@ class ArmPolicy:
     tt_cfg: TwoTowerConfig
     rk_cfg: RankerConfig
     seed: int
-    channels: list = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
     model_seed: int | None = None  # initial base-model weights (shared by every arm when the base models are); None: seed
+
+    NOT_SAVED = ("name", "stack", "slate_size", "tt_cfg", "rk_cfg", "seed", "model_seed", "_warned_nonfinite",
+                 "task_weights", "channel_names", "last_targets")
 
     def __post_init__(self):
         torch.manual_seed(self.seed if self.model_seed is None else self.model_seed)
@@ -147,36 +130,30 @@ class ArmPolicy:
     # ------------------------------------------------------------------ uploads
     def upload_items(self, item_ids, creator_ids, upload_ts, category, dense,
                      oracle: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """New items enter the store and the item index (embedded with the current item tower); channels'
-        upload work runs (creator-side matching, whose target users are left in ``last_targets``).
+        """New items enter the store and the item index (embedded with the current item tower); then every
+        channel's ``on_upload`` (creator-side matching, whose target users are left in ``last_targets``).
 
         ``oracle``: (n, C) user ids and true scores per item, sent by the driver only to the positive-control
-        arm (``oracle_match``), handed to channels with an ``on_oracle`` hook before their upload work."""
+        arm (``oracle_match``), handed to the channels' ``on_upload`` for the new items."""
         known = self.store.items.contains(np.asarray(item_ids, np.int64))
         rows = self.store.add_items(item_ids, creator_ids, upload_ts, category, dense)
         new_rows = rows[~known]
         self.index.add(new_rows, self.item_vectors(new_rows))
-        if oracle is not None:
-            users, scores = (np.asarray(a)[~known] for a in oracle)
-            for ch in self._hooked("on_oracle"):
-                ch.on_oracle(self, new_rows, users, scores)
+        truth = None if oracle is None else OracleCandidates(*(np.asarray(a)[~known] for a in oracle))
         self.last_targets = {}
-        for ch in self._hooked("on_upload"):
-            self.last_targets.update(ch.on_upload(self, new_rows) or {})
+        for channel in self.channels:
+            self.last_targets.update(channel.on_upload(self, new_rows, truth))
         return new_rows
-
-    def _hooked(self, method: str) -> list:
-        return [c for c in self.channels if hasattr(c, method)]
 
     # ------------------------------------------------------------------ weights
     def set_weights(self, version: int, weights: dict[str, dict[str, np.ndarray]], ts: int | None = None) -> None:
         """Swap in trained weights (no restart): reload models, re-embed every item, rebuild the index."""
-        self.two_tower.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights["two_tower"].items()})
-        self.ranker.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights["ranker"].items()})
+        self.two_tower.load_state_dict(state_dict_of(weights["two_tower"]))
+        self.ranker.load_state_dict(state_dict_of(weights["ranker"]))
         rows = np.arange(self.store.n_items)
         self.index.build(rows, self.item_vectors(rows))
-        for ch in self._hooked("on_weights"):
-            ch.on_weights(self, weights, ts)
+        for channel in self.channels:
+            channel.on_weights(self, weights, ts)
         self.weights_version = version
         self.weights_ts = ts
 
@@ -192,18 +169,15 @@ class ArmPolicy:
         np.add.at(s.user_requests, user_rows, 1)
         ctx = RequestContext(user_rows, ts, np.random.default_rng(seed), self)
         n, S = len(user_ids), self.slate_size
-        parts, chans = [], []
-        for ci, ch in enumerate(self.channels):
-            c = np.asarray(ch.retrieve(ctx), np.int64)
-            c = c.reshape(n, -1) if n else np.zeros((0, 0), np.int64)
-            parts.append(c)
-            chans.append(np.full(c.shape, ci, np.int8))
+        retrievals = self._retrieve(ctx)
+        parts = [retrieval.rows for retrieval in retrievals]
+        chans = [np.full(block.shape, index, np.int8) for index, block in enumerate(parts)]
         cand = np.concatenate(parts, 1) if parts else np.full((n, 0), -1, np.int64)
         chan = np.concatenate(chans, 1) if chans else np.zeros((n, 0), np.int8)
         cand, chan, valid = self._filter(cand, chan, ctx)
         score, feats = self._score(cand, valid, ctx)
-        for ch in self._hooked("rerank"):
-            score, valid = ch.rerank(self, ctx, cand, chan, valid, score)
+        for channel, retrieval in zip(self.channels, retrievals):
+            score, valid = channel.rerank(self, ctx, cand, chan, valid, score, retrieval)
         score = np.where(valid, score, -np.inf)
         k = min(S, cand.shape[1])
         if k == 0:
@@ -230,12 +204,23 @@ class ArmPolicy:
             pair_dense=np.take_along_axis(pair_dense, top[:, :, None], 1),
             score=np.where(top_valid, take(score), -np.inf).astype(np.float32),
         )
-        for ch in self._hooked("on_served"):
-            ch.on_served(self, ctx, rows, out.channel, top_valid)
-        for ch in self._hooked("log_features"):
-            out.extra.update(ch.log_features(self, ctx, rows, top_valid))
+        for channel in self.channels:
+            channel.on_served(self, ctx, rows, out.channel, top_valid)
+        for channel in self.channels:
+            out.extra.update(channel.log_features(self, ctx, rows, top_valid))
         if pad:
             out = _pad_slates(out, S)
+        return out
+
+    def _retrieve(self, ctx: RequestContext) -> list[Retrieval]:
+        """Every channel's retrieval, its rows as an (n, k) int64 block, with its columns in the candidate matrix."""
+        out, start = [], 0
+        for channel in self.channels:
+            retrieval = channel.retrieve(ctx)
+            block = np.asarray(retrieval.rows, np.int64)
+            block = block.reshape(ctx.n, -1) if ctx.n else np.zeros((0, 0), np.int64)
+            out.append(replace(retrieval, rows=block, columns=slice(start, start + block.shape[1])))
+            start += block.shape[1]
         return out
 
     def _filter(self, cand: np.ndarray, chan: np.ndarray, ctx: RequestContext):
@@ -310,39 +295,34 @@ class ArmPolicy:
         ts = np.asarray(ts, np.int64)
         rows = self.store.record(user_ids, item_ids, ts, labels)
         if len(ts):
-            for ch in self._hooked("on_feedback"):
-                ch.on_feedback(self, rows, int(ts.max()))
+            for channel in self.channels:
+                channel.on_feedback(self, rows, int(ts.max()))
         return rows
 
     # ------------------------------------------------------------------ days
     def end_day(self, ts: int) -> dict[str, float]:
         """The end of a simulated day at ``ts``: channels' daily work; returns their diagnostics."""
         out: dict[str, float] = {}
-        for ch in self._hooked("on_day_end"):
-            out.update(ch.on_day_end(self, ts))
+        for channel in self.channels:
+            out.update(channel.on_day_end(self, ts))
         return out
 
     # ------------------------------------------------------------------ checkpoint
+    def state(self) -> ArmPolicyState:
+        """The arm's state record (every channel's included)."""
+        return capture(self, ArmPolicyState)
+
+    def load_state(self, state: ArmPolicyState) -> None:
+        restore(self, state)
+
     def snapshot(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save({
-            "store": self.store.state(), "tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
-            "index": self.index.to_bytes(), "version": self.weights_version, "weights_ts": self.weights_ts,
-            "extra": {c.name: c.state() for c in self.channels if hasattr(c, "state")},
-        }, buf)
-        return buf.getvalue()
+        """:meth:`state` serialised (what a checkpoint stores and a Serve replica sends)."""
+        buffer = io.BytesIO()
+        torch.save(self.state(), buffer)
+        return buffer.getvalue()
 
     def restore(self, data: bytes) -> None:
-        st = torch.load(io.BytesIO(data), weights_only=False)
-        self.store.load_state(st["store"])
-        self.two_tower.load_state_dict(st["tt"])
-        self.ranker.load_state_dict(st["rk"])
-        self.index.from_bytes(st["index"])
-        self.weights_version = st["version"]
-        self.weights_ts = st["weights_ts"]
-        for c in self.channels:
-            if hasattr(c, "load_state") and c.name in st["extra"]:
-                c.load_state(st["extra"][c.name])
+        self.load_state(torch.load(io.BytesIO(data), weights_only=False))
 
 
 def _pad_slates(s: Slates, S: int) -> Slates:

@@ -1,4 +1,5 @@
-"""Strategy diagnostics over a run: what the arms report at the end of each day, summarised and laid out as tables.
+"""Strategy diagnostics over a run: what the arms report at the end of each day, summarised and arranged as tables
+(their markdown: :mod:`simulator.run.report`).
 
 The arms' daily rows (``SimulationResult.diagnostics``) hold, for DualRec arms, the UAC diagnostics
 (``dualrec.hit_rate.<kind>`` with ``dualrec.hit_pairs.<kind>``, the ``dualrec.msize.<kind>.bin<lo>``
@@ -82,33 +83,3 @@ def _bin_label(lo: int, nxt: int | None) -> str:
     if nxt is None:
         return f"{lo}+"
     return str(lo) if nxt == lo + 1 else f"{lo}-{nxt - 1}"
-
-
-def format_ladder_markdown(ladder: pl.DataFrame, metrics: list[str], ci_level: float = 0.95) -> str:
-    """Paper Table 2 layout: one row per arm, its lift over the arm before it, per metric, with the CI."""
-    if ladder.is_empty():
-        return ""
-    head = "| arm | over | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (len(metrics) + 2)]
-    for arm in ladder["arm"].unique(maintain_order=True):
-        sub = ladder.filter(pl.col("arm") == arm)
-        cells = []
-        for m in metrics:
-            r = sub.filter(pl.col("metric") == m)
-            if r.is_empty() or r["lift"][0] is None or not np.isfinite(r["lift"][0]):
-                cells.append("-")
-                continue
-            lift, lo, hi = r["lift"][0], r["ci_low"][0], r["ci_high"][0]
-            mark = "*" if (lo > 0 or hi < 0) else ""
-            cells.append(f"{lift:+.1%}{mark} [{lo:+.1%}, {hi:+.1%}]")
-        lines.append(f"| {arm} | {sub['baseline'][0]} | " + " | ".join(cells) + " |")
-    lines.append(f"\n`*`: the {ci_level:.0%} bootstrap interval excludes 0.")
-    return "\n".join(lines)
-
-
-def format_table_markdown(df: pl.DataFrame, digits: int = 4) -> str:
-    cols = df.columns
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.iter_rows():
-        lines.append("| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines)

@@ -14,6 +14,7 @@ from simulator.core.config import ArmSpec, ModelConfig
 from simulator.core.schema import N_PAIR_DENSE, N_USER_DENSE
 from trainers.models.ranker import RankerConfig
 from trainers.models.two_tower import TwoTowerConfig
+from trainers.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,6 @@ def arm_context(ctx: ArmContext, arm_index: int) -> ArmContext:
                       shared_base=ctx.shared_base, model_seed=base_model_seed(ctx.seed) if ctx.shared_base else seed)
 
 
-TaskFactory = Callable[[ArmSpec, ArmContext, float, int], list]
+TaskFactory = Callable[[ArmSpec, ArmContext, float, int], list[Task]]
 """(arm spec, arm context, learning rate, batch size) -> the arm's extra training tasks (the registry's
 :func:`serving.arms.arm_tasks`); handed to the learners so trainers never import the serving registry."""

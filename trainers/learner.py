@@ -9,7 +9,10 @@ serving stack used when it ranked each exposed item, plus the world's responses.
 
 from __future__ import annotations
 
+import copy
 import io
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,12 +25,15 @@ from trainers.models.two_tower import TwoTower, TwoTowerConfig
 BATCH_KEYS = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "pair_dense", "labels")
 
 
+def as_tensor(column: np.ndarray) -> torch.Tensor:
+    """A logged batch column as a tensor: floats as float32, integers and booleans as they are."""
+    tensor = torch.from_numpy(np.ascontiguousarray(column))
+    return tensor.float() if tensor.is_floating_point() else tensor
+
+
 def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in batch.items():
-        t = torch.from_numpy(np.ascontiguousarray(v))
-        out[k] = t.float() if t.is_floating_point() else t
-    return out
+    """Every column of a logged batch as a tensor (:func:`as_tensor`)."""
+    return {key: as_tensor(column) for key, column in batch.items()}
 
 
 def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -37,17 +43,33 @@ def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+@dataclass
+class LearnerState:
+    """What :class:`OnlineLearner` checkpoints (its state record, :mod:`trainers.checkpoint`'s convention written
+    out by hand: this module imports only torch, numpy and the models)."""
+
+    version: int
+    samples_seen: int
+    extra_tasks: dict[str, Any] = field(default_factory=dict)  # each task's state record, by task name
+    two_tower: dict | None = None  # state dicts of the base models and their optimisers; None without them
+    ranker: dict | None = None
+    opt_tt: dict | None = None
+    opt_rk: dict | None = None
+
+
 class OnlineLearner:
     """Holds one arm's two-tower and ranker with their optimisers; trains on ticks, exports weights.
 
     With ``base_models=False`` it holds only the arm's own strategy models (``extra_tasks``): the base models
     are then one shared learner's (:class:`trainers.online.ArmLearners`)."""
 
+    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed")  # the constructor's arguments
+
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
                  temperature: float, epochs: int, seed: int, extra_tasks: list | None = None,
                  base_models: bool = True):
-        """``extra_tasks``: the arm's own models (e.g. :class:`trainers.next_user_task.NextUserTask`), each with
-        ``name``, ``train(batch, tick_seed) -> stats``, ``weights()``, ``state()`` and ``load_state()``."""
+        """``extra_tasks``: the arm's own models, each a :class:`trainers.tasks.base.Task` (e.g.
+        :class:`trainers.tasks.next_user.NextUserTask`)."""
         self.base_models = base_models
         if base_models:
             torch.manual_seed(seed)
@@ -127,25 +149,33 @@ class OnlineLearner:
                    "ranker": {k: v.detach().numpy().copy() for k, v in self.ranker.state_dict().items()}, **out}
         return out
 
-    def state_bytes(self) -> bytes:
-        """Everything needed to continue training identically (models, optimisers, counters)."""
-        st = {"version": self.version, "samples_seen": self.samples_seen,
-              "extra": {t.name: t.state() for t in self.extra_tasks}}
+    def state(self) -> LearnerState:
+        """The learner's state record: everything needed to continue training identically."""
+        tasks = {task.name: task.state() for task in self.extra_tasks}
+        if not self.base_models:
+            return LearnerState(version=self.version, samples_seen=self.samples_seen, extra_tasks=tasks)
+        return LearnerState(version=self.version, samples_seen=self.samples_seen, extra_tasks=tasks,
+                            two_tower=copy.deepcopy(self.two_tower.state_dict()),
+                            ranker=copy.deepcopy(self.ranker.state_dict()),
+                            opt_tt=copy.deepcopy(self.opt_tt.state_dict()),
+                            opt_rk=copy.deepcopy(self.opt_rk.state_dict()))
+
+    def load_state(self, state: LearnerState) -> None:
         if self.base_models:
-            st |= {"tt": self.two_tower.state_dict(), "rk": self.ranker.state_dict(),
-                   "opt_tt": self.opt_tt.state_dict(), "opt_rk": self.opt_rk.state_dict()}
-        buf = io.BytesIO()
-        torch.save(st, buf)
-        return buf.getvalue()
+            self.two_tower.load_state_dict(state.two_tower)
+            self.ranker.load_state_dict(state.ranker)
+            self.opt_tt.load_state_dict(state.opt_tt)
+            self.opt_rk.load_state_dict(state.opt_rk)
+        self.version = state.version
+        self.samples_seen = state.samples_seen
+        for task in self.extra_tasks:
+            task.load_state(state.extra_tasks[task.name])
+
+    def state_bytes(self) -> bytes:
+        """:meth:`state` serialised (what a checkpoint stores)."""
+        buffer = io.BytesIO()
+        torch.save(self.state(), buffer)
+        return buffer.getvalue()
 
     def load_state_bytes(self, data: bytes) -> None:
-        st = torch.load(io.BytesIO(data), weights_only=False)
-        if self.base_models:
-            self.two_tower.load_state_dict(st["tt"])
-            self.ranker.load_state_dict(st["rk"])
-            self.opt_tt.load_state_dict(st["opt_tt"])
-            self.opt_rk.load_state_dict(st["opt_rk"])
-        self.version = st["version"]
-        self.samples_seen = st["samples_seen"]
-        for t in self.extra_tasks:
-            t.load_state(st["extra"][t.name])
+        self.load_state(torch.load(io.BytesIO(data), weights_only=False))

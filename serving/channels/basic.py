@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from serving.stack import RequestContext
+from serving.channels.base import Channel, RequestContext, Retrieval
 
 
-class TwoTowerChannel:
+class TwoTowerChannel(Channel):
     """Nearest items to the user-tower vector in the arm's hnswlib item index."""
 
     name = "two_tower"
@@ -17,14 +17,14 @@ class TwoTowerChannel:
     def __init__(self, k: int):
         self.k = k
 
-    def retrieve(self, ctx: RequestContext) -> np.ndarray:
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
         if self.k == 0 or len(ctx.policy.index) == 0:
-            return np.full((ctx.n, 0), -1, np.int64)
+            return Retrieval.empty(ctx.n)
         labels, _ = ctx.policy.index.query(ctx.user_vecs, self.k)
-        return labels
+        return Retrieval(labels)
 
 
-class FreshChannel:
+class FreshChannel(Channel):
     """A per-request sample of items uploaded within ``window_s`` before the request.
 
     ``k`` may be fractional: each request gets ``floor(k)`` candidates plus one more with probability
@@ -44,11 +44,11 @@ class FreshChannel:
         self.window_s = int(window_s)
         self.popularity_power = popularity_power
 
-    def retrieve(self, ctx: RequestContext) -> np.ndarray:
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
         s = ctx.policy.store
         width = self.whole + (self.frac > 0)
         if width == 0 or s.n_items == 0:
-            return np.full((ctx.n, 0), -1, np.int64)
+            return Retrieval.empty(ctx.n)
         order = s.rows_by_upload()
         up = s.item_upload_ts[order]
         hi = np.searchsorted(up, ctx.ts, side="right")
@@ -69,10 +69,10 @@ class FreshChannel:
         out = np.where(span[:, None] > 0, rows, -1)
         if self.frac > 0:  # the fractional slot: kept with probability frac
             out[ctx.rng.random(ctx.n) >= self.frac, self.whole] = -1
-        return out
+        return Retrieval(out)
 
 
-class PopularChannel:
+class PopularChannel(Channel):
     """The arm's items with the most recent (decayed) interactions; the same list for every request."""
 
     name = "popular"
@@ -80,19 +80,19 @@ class PopularChannel:
     def __init__(self, k: int):
         self.k = k
 
-    def retrieve(self, ctx: RequestContext) -> np.ndarray:
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
         s = ctx.policy.store
         n_items = s.n_items
         if self.k == 0 or n_items == 0:
-            return np.full((ctx.n, 0), -1, np.int64)
+            return Retrieval.empty(ctx.n)
         k = min(self.k, n_items)
         pop = s.item_recent[:n_items]
         top = np.argpartition(-pop, k - 1)[:k]
         top = top[np.argsort(-pop[top], kind="stable")]
-        return np.broadcast_to(top[None, :], (ctx.n, k))
+        return Retrieval(np.broadcast_to(top[None, :], (ctx.n, k)))
 
 
-class FollowingChannel:
+class FollowingChannel(Channel):
     """The newest items, uploaded within ``window_s`` before the request, of creators the user follows.
 
     Follows come from the follow labels in the arm's feedback (:meth:`FeatureStore.add_follows`), so a creator
@@ -105,13 +105,13 @@ class FollowingChannel:
         self.k = k
         self.window_s = int(window_s)
 
-    def retrieve(self, ctx: RequestContext) -> np.ndarray:
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
         s = ctx.policy.store
         if self.k == 0 or s.n_items == 0:
-            return np.full((ctx.n, 0), -1, np.int64)
+            return Retrieval.empty(ctx.n)
         out = np.full((ctx.n, self.k), -1, np.int64)
         if len(s.follows) == 0 or ctx.n == 0:
-            return out
+            return Retrieval(out)
         # recent items of followed creators, grouped by creator row, newest first within a creator
         order = s.rows_by_upload()
         up = s.item_upload_ts[order]
@@ -137,4 +137,4 @@ class FollowingChannel:
         rank = np.arange(len(req)) - starts
         keep = rank < self.k
         out[req[keep], rank[keep]] = items[keep]
-        return out
+        return Retrieval(out)

@@ -94,7 +94,7 @@ def simulate(
         return
     from scenarios import get_scenario
     from simulator.run.session import RunOptions, options_of_run, plan_run, run_offline, run_replicates, run_scenario
-    from simulator.run.tracking import format_comparison_rich
+    from simulator.run.report import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     _quiet_ray_data()
@@ -158,24 +158,27 @@ def simulate(
 
 def _print_strategy_tables(res) -> None:
     """The ladder (each arm over the previous one) and each DualRec arm's UAC diagnostics, when the run has them."""
-    from simulator.diagnostics import auc_table, format_ladder_markdown, format_table_markdown, summarise
-    from simulator.run.session import ladder_metrics
+    from simulator.diagnostics import auc_table, summarise
+    from simulator.run.report import format_ladder_markdown, format_table_markdown, ladder_metrics
 
     if res.ladder is not None:
         console.print("[bold]ladder[/] (each arm over the one before it)")
         console.print(format_ladder_markdown(res.ladder, ladder_metrics(res), res.scenario.metrics.ci_level))
-    for arm, diag in res.diagnostics.items():
-        s = summarise(diag)
-        if "dualrec.hit_rate.actual" not in s:
+    for arm, diagnostics in res.diagnostics.items():
+        summary = summarise(diagnostics)
+        if "dualrec.hit_rate.actual" not in summary:
             continue
-        pct = lambda k: f"{s[k]:.1%}" if k in s else "-"  # noqa: E731
+
+        def pct(name: str) -> str:
+            return f"{summary[name]:.1%}" if name in summary else "-"
+
         console.print(f"[cyan]{arm}[/] UAC: hit rate {pct('dualrec.hit_rate.actual')} (shadow without activity "
                       f"prediction {pct('dualrec.hit_rate.no_activity')}, without the store "
                       f"{pct('dualrec.hit_rate.no_store')}); users with empty M_u {pct('dualrec.msize.actual.share_zero')}"
                       f" (without the store {pct('dualrec.msize.no_store.share_zero')}); new-item coverage creator-side "
                       f"{pct('dualrec.coverage.creator_side.actual')} vs user-side {pct('dualrec.coverage.user_side')}; "
                       f"matched items' share of exposures {pct('dualrec.expo_share')}")
-        table = auc_table(s)
+        table = auc_table(summary)
         if table is not None and table.height > 1:
             console.print(f"[cyan]{arm}[/] creator-side ranker, progressive AUC (Table 4 layout):")
             console.print(format_table_markdown(table))

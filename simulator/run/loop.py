@@ -8,84 +8,38 @@ creator dynamics, metrics, MLflow logging and a checkpoint.
 
 from __future__ import annotations
 
-import pickle
-import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from simulator.core.config import DualRecSpec, Scenario
-from simulator.world.creators import CreatorDynamics
 from simulator.core.diversion import HOLDOUT, CoDiversion
-from simulator.diagnostics import summarise
-from simulator.world.oracle_match import oracle_candidates
-from simulator.metrics import (ArmData, compare_arms, daily_metrics, early_exposure, expo_thresholds, exposures_by_age,
-                               ladder_comparison, overall_metrics, resolve_expo_k)
-from simulator.world.replay import requests_of_day, tick_bounds, write_log
+from simulator.core.schema import (EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA,
+                                   VISITS_SCHEMA, Log)
+from simulator.metrics.daily import daily_metrics
+from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, load_exposures, load_latest_checkpoint, save_checkpoint,
+                                      save_exposures)
+from simulator.run.results import ArmRun, SimulationResult, measure
 from simulator.run.runtime import Runtime, RuntimeSpec
-from simulator.core.schema import EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA, Log
-from simulator.world.platform import World, creator_covariates, creator_reference
+from simulator.run.timing import StageTimer
+from simulator.world.creators import CreatorDynamics
+from simulator.world.oracle_match import oracle_candidates
+from simulator.world.platform import World, creator_reference
+from simulator.world.replay import requests_of_day, tick_bounds, write_log
 from serving.arms import arm_kind
 from trainers.arm_context import ArmContext
 from trainers.learner import concat_batches
 
+if TYPE_CHECKING:
+    from serving.stack import Slates
+
+
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
     """A generator derived from the run seed and a position in the run: resumable without saved RNG state."""
     return np.random.default_rng([seed, *keys])
-
-
-@dataclass
-class ArmRun:
-    """The driver's view of one arm: its bucket, creator dynamics and what happened so far."""
-
-    name: str
-    index: int
-    creators: np.ndarray
-    users: np.ndarray
-    dynamics: CreatorDynamics
-    exposures: list[pl.DataFrame] = field(default_factory=list)
-    uploads: list[pl.DataFrame] = field(default_factory=list)
-    visits: list[pl.DataFrame] = field(default_factory=list)
-    ats: list[np.ndarray] = field(default_factory=list)
-
-    def data(self, share: float, covariates: tuple[np.ndarray, np.ndarray] | None = None) -> ArmData:
-        """What the arm produced so far; ``covariates`` = (creator ids, (C, p) matrix) of
-        :func:`~simulator.world.platform.creator_covariates`, aligned here to the arm's creators (0 for unknown ones)."""
-        def cat(frames, schema):
-            return pl.concat(frames) if frames else pl.from_arrow(schema.empty_table())
-        cov = None
-        if covariates is not None:
-            ids, matrix = covariates
-            pos = np.minimum(np.searchsorted(ids, self.creators), max(len(ids) - 1, 0))
-            found = (ids[pos] == self.creators) if len(ids) else np.zeros(len(self.creators), bool)
-            cov = np.zeros((len(self.creators), matrix.shape[1]))
-            cov[found] = matrix[pos[found]]
-        return ArmData(name=self.name, exposures=cat(self.exposures, EXPOSURES_SCHEMA),
-                       uploads=cat(self.uploads, UPLOADS_SCHEMA), visits=cat(self.visits, VISITS_SCHEMA),
-                       creators=self.creators, users=self.users, share=share, creator_covariates=cov)
-
-
-@dataclass
-class SimulationResult:
-    scenario: Scenario
-    days: int
-    t0: int
-    daily: dict[str, pl.DataFrame]
-    overall: dict[str, dict[str, float]]
-    comparison: pl.DataFrame
-    age: dict[str, pl.DataFrame]
-    timings: dict[str, float]
-    events: int
-    run_dir: Path
-    diagnostics: dict[str, pl.DataFrame] = field(default_factory=dict)  # per arm, per day: strategy diagnostics, train.*
-    ladder: pl.DataFrame | None = None  # each ladder arm over the one before it (scenario.ladder)
-    expo_k: dict[str, int] = field(default_factory=dict)  # ExpoReach metric name -> the K it used (derived or fixed)
 
 
 class Simulation:
@@ -94,337 +48,331 @@ class Simulation:
     def __init__(self, scenario: Scenario, log: Log, runtime_factory: Callable[[RuntimeSpec], Runtime],
                  run_dir: Path, tracker=None, progress: bool = True, checkpoints: bool = True):
         """``checkpoints=False`` writes no daily checkpoint (a run that will never be resumed, e.g. A/A sweeps)."""
-        self.sc = scenario
+        self.scenario = scenario
         self.checkpoints = checkpoints
         self.log = log
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tracker = tracker
         self.progress = progress
-        self.timings: dict[str, float] = defaultdict(float)
-        t = time.perf_counter()
-        self.t0 = log.t0
-        self.days = min(scenario.days, log.n_days)
-        self.T = scenario.ticks_per_day
-        self.S = scenario.synthetic.slate_size
-        self.world = World(log, scenario.world, scenario.seed)
-        self.arm_specs = list(scenario.arms)
-        self.names = [a.name for a in self.arm_specs]
-        self.diversion = CoDiversion(self.names, [a.share for a in self.arm_specs], scenario.salt)
-        events_root = write_log(log, self.run_dir / "log", self.days)
-        # each creator is measured against its own pre-run feedback (docs/world.md, "Creators with memory")
-        reference = creator_reference(log, self.t0, self.days, scenario.world.baseline_days)
-        all_creators = reference.creator_ids
-        c_arm = self.diversion.arm_of_creators(all_creators)
-        users = np.unique(np.concatenate([log.events["user_id"].to_numpy(),
-                                          log.users["user_id"].to_numpy() if log.users is not None else []]).astype(np.int64))
-        u_arm = self.diversion.arm_of_users(users)
-        self.arms = []
-        for i, a in enumerate(self.arm_specs):
-            m = c_arm == i
-            dyn = CreatorDynamics(reference.select(m), scenario.world, self.days)
-            self.arms.append(ArmRun(a.name, i, all_creators[m], users[u_arm == i], dyn))
-        self.timings["setup"] += time.perf_counter() - t
-        spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
-                           control=scenario.control,
-                           arm_ctx=ArmContext(model=scenario.model, slate_size=self.S,
-                                              n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed,
-                                              shared_base=scenario.train.base_models != "per_arm"))
-        t = time.perf_counter()
-        self.runtime = runtime_factory(spec)
-        self.timings["runtime_start"] += time.perf_counter() - t
+        self.timer = StageTimer()
+        with self.timer("setup"):
+            self.t0 = log.t0
+            self.days = min(scenario.days, log.n_days)
+            self.ticks_per_day = scenario.ticks_per_day
+            self.slate_size = scenario.synthetic.slate_size
+            self.world = World(log, scenario.world, scenario.seed)
+            self.arm_specs = list(scenario.arms)
+            self.arm_names = [spec.name for spec in self.arm_specs]
+            self.diversion = CoDiversion(self.arm_names, [spec.share for spec in self.arm_specs], scenario.salt)
+            events_root = write_log(log, self.run_dir / "log", self.days)
+            self.arms = self._arm_runs(log, scenario)
+        runtime_spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
+                                   control=scenario.control,
+                                   arm_ctx=ArmContext(model=scenario.model, slate_size=self.slate_size,
+                                                      n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed,
+                                                      shared_base=scenario.train.base_models != "per_arm"))
+        with self.timer("runtime_start"):
+            self.runtime = runtime_factory(runtime_spec)
         self.pending: list[int] = []  # ticks submitted to training, weights not yet collected
         self.ready: dict[int, dict] = {}  # collected weights waiting for their publish tick
         self.ats_actions: dict[int, dict[str, np.ndarray]] = {}  # tick -> arm -> ts of positive interactions
         self.n_events = 0
         self.start_day = 0
-        self.train_stats: dict[str, dict[str, list[float]]] = {n: {} for n in self.names}  # since the last day logged
-        self.diagnostics: dict[str, list[dict[str, float]]] = {n: [] for n in self.names}  # one row per day
+        self.train_stats: dict[str, dict[str, list[float]]] = {name: {} for name in self.arm_names}  # since the last day logged
+        self.diagnostics: dict[str, list[dict[str, float]]] = {name: [] for name in self.arm_names}  # one row per day
 
-    # ------------------------------------------------------------------ helpers
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage so far (``setup``, ``runtime_start``, ``replay``, ``world``, ``serve``, ``train``, ...)."""
+        return dict(self.timer.seconds)
+
+    def _arm_runs(self, log: Log, scenario: Scenario) -> list[ArmRun]:
+        """Each arm's buckets of creators and users, and its creators' dynamics."""
+        # each creator is measured against its own pre-run feedback (docs/world.md, "Creators with memory")
+        reference = creator_reference(log, self.t0, self.days, scenario.world.baseline_days)
+        all_creators = reference.creator_ids
+        arm_of_creator = self.diversion.arm_of_creators(all_creators)
+        known_users = log.users["user_id"].to_numpy() if log.users is not None else []
+        users = np.unique(np.concatenate([log.events["user_id"].to_numpy(), known_users]).astype(np.int64))
+        arm_of_user = self.diversion.arm_of_users(users)
+        arms = []
+        for index, spec in enumerate(self.arm_specs):
+            mine = arm_of_creator == index
+            dynamics = CreatorDynamics(reference.select(mine), scenario.world, self.days)
+            arms.append(ArmRun(spec.name, index, all_creators[mine], users[arm_of_user == index], dynamics))
+        return arms
+
+    # ------------------------------------------------------------------ uploads
     def _arm_of_items(self, item_ids: np.ndarray) -> np.ndarray:
-        r = self.world.items.rows(item_ids)
-        return self.diversion.arm_of_creators(self.world.item_creator[r])
+        rows = self.world.items.rows(item_ids)
+        return self.diversion.arm_of_creators(self.world.item_creator[rows])
 
     def _plan_uploads(self, day: int) -> dict[str, np.ndarray]:
         """The day's uploads per arm: replayed log items (kept or dropped) plus dynamic extra items."""
-        lo, hi = self.t0 + day * SECONDS_PER_DAY, self.t0 + (day + 1) * SECONDS_PER_DAY
+        day_start, day_end = self.t0 + day * SECONDS_PER_DAY, self.t0 + (day + 1) * SECONDS_PER_DAY
         n_logged = len(self.log.items)
-        up = self.world.item_upload_ts[:n_logged]
-        day_items = self.world.items.ids[:n_logged][(up >= lo) & (up < hi)]
-        arm_of = self._arm_of_items(day_items)
-        out = {}
-        for a in self.arms:
-            mine = day_items[arm_of == a.index]
+        upload_ts = self.world.item_upload_ts[:n_logged]
+        day_items = self.world.items.ids[:n_logged][(upload_ts >= day_start) & (upload_ts < day_end)]
+        arm_of_item = self._arm_of_items(day_items)
+        planned = {}
+        for arm in self.arms:
+            mine = day_items[arm_of_item == arm.index]
             creators = self.world.item_creator[self.world.items.rows(mine)]
-            rng = rng_for(self.sc.seed, day, a.index, 0xC2EA)
-            keep, extra = a.dynamics.plan(day, creators, rng)
-            factor = self.arm_specs[a.index].injected_upload_factor
+            rng = rng_for(self.scenario.seed, day, arm.index, 0xC2EA)
+            keep, extra = arm.dynamics.plan(day, creators, rng)
+            factor = self.arm_specs[arm.index].injected_upload_factor
             if factor != 1.0:  # an injected effect (calibration): its own stream, so other arms do not change
-                inj = rng_for(self.sc.seed, day, a.index, 0x1A7)
+                injected = rng_for(self.scenario.seed, day, arm.index, 0x1A7)
                 if factor < 1.0:
-                    keep &= inj.random(len(keep)) < factor
+                    keep &= injected.random(len(keep)) < factor
                 else:
-                    extra = extra + inj.poisson((factor - 1.0) * a.dynamics.expected_uploads(day))
-            extra_creators = np.repeat(a.creators, extra)
-            new_ids = self.world.create_items(extra_creators, day, self.t0, rng)
-            ids = np.concatenate([mine[keep], new_ids])
+                    extra = extra + injected.poisson((factor - 1.0) * arm.dynamics.expected_uploads(day))
+            new_ids = self.world.create_items(np.repeat(arm.creators, extra), day, self.t0, rng)
+            item_ids = np.concatenate([mine[keep], new_ids])
             origin = np.array(["replay"] * int(keep.sum()) + ["dynamic"] * len(new_ids), dtype=object)
-            r = self.world.items.rows(ids)
-            a.uploads.append(pl.DataFrame({
-                "day": np.full(len(ids), day, np.int32), "item_id": ids, "creator_id": self.world.item_creator[r],
-                "upload_ts": self.world.item_upload_ts[r], "category": self.world.item_category[r],
-                "origin": origin.astype(str)}, schema=pl.Schema(UPLOADS_SCHEMA)))
-            out[a.name] = ids
-        return out
+            rows = self.world.items.rows(item_ids)
+            arm.uploads.append(pl.DataFrame({
+                "day": np.full(len(item_ids), day, np.int32), "item_id": item_ids,
+                "creator_id": self.world.item_creator[rows], "upload_ts": self.world.item_upload_ts[rows],
+                "category": self.world.item_category[rows], "origin": origin.astype(str)}, schema=pl.Schema(UPLOADS_SCHEMA)))
+            planned[arm.name] = item_ids
+        return planned
 
     def _upload_catalogue(self) -> None:
         n_logged = len(self.log.items)
-        ids = self.world.items.ids[:n_logged][self.world.item_upload_ts[:n_logged] < self.t0]
-        arm_of = self._arm_of_items(ids)
-        self.runtime.upload({a.name: self.world.item_table(ids[arm_of == a.index]) for a in self.arms})
+        item_ids = self.world.items.ids[:n_logged][self.world.item_upload_ts[:n_logged] < self.t0]
+        arm_of_item = self._arm_of_items(item_ids)
+        self.runtime.upload({arm.name: self.world.item_table(item_ids[arm_of_item == arm.index]) for arm in self.arms})
+
+    def _tick_uploads(self, uploads: dict[str, np.ndarray], tick_start: int, tick_end: int) -> dict[str, dict]:
+        """Each arm's planned items with ``upload_ts`` in the tick, as item tables (the positive control's with its
+        truth candidates)."""
+        batch = {}
+        for arm in self.arms:
+            item_ids = uploads[arm.name]
+            upload_ts = self.world.item_upload_ts[self.world.items.rows(item_ids)]
+            table = self.world.item_table(item_ids[(upload_ts >= tick_start) & (upload_ts < tick_end)])
+            spec = self.arm_specs[arm.index]
+            if arm_kind(spec).oracle:  # the positive control gets the truth's candidate users
+                dualrec = spec.dualrec or DualRecSpec()
+                table["oracle_users"], table["oracle_scores"] = oracle_candidates(
+                    self.world.response, table["item_id"], arm.users, dualrec.rank_weights, dualrec.two_tower_k)
+            batch[arm.name] = table
+        return batch
 
     # ------------------------------------------------------------------ one tick
     def _publish_due(self, tick_id: int, ts: int) -> None:
-        delay = self.sc.train.publish_delay_ticks
-        due = [t for t in self.pending if t + 1 + delay <= tick_id]
-        for t in due:
-            self.pending.remove(t)
-            self.ready[t] = self.runtime.collect_weights(t)
-        for t in sorted(k for k in self.ready if k + 1 + delay <= tick_id):
-            w = self.ready.pop(t)
-            self.runtime.publish({arm: (v, wt) for arm, (v, wt, _) in w.items()}, ts)
-            for arm, acts in self.ats_actions.pop(t, {}).items():
-                self.arms[self.names.index(arm)].ats.append((ts - acts).astype(np.int64))
-            for arm, (_, _, st) in w.items():
-                for k, v in st.items():
-                    if np.isfinite(v):
-                        self.train_stats[arm].setdefault(k, []).append(float(v))
+        """Collect and publish the weights of ticks ``t`` with ``t + 1 + publish_delay_ticks <= tick_id`` at ``ts``."""
+        delay = self.scenario.train.publish_delay_ticks
+        for trained_tick in [pending for pending in self.pending if pending + 1 + delay <= tick_id]:
+            self.pending.remove(trained_tick)
+            self.ready[trained_tick] = self.runtime.collect_weights(trained_tick)
+        for trained_tick in sorted(ready for ready in self.ready if ready + 1 + delay <= tick_id):
+            weights = self.ready.pop(trained_tick)
+            self.runtime.publish({arm: (version, arm_weights) for arm, (version, arm_weights, _) in weights.items()}, ts)
+            for arm, action_ts in self.ats_actions.pop(trained_tick, {}).items():
+                self.arms[self.arm_names.index(arm)].ats.append((ts - action_ts).astype(np.int64))
+            for arm, (_, _, stats) in weights.items():
+                for name, value in stats.items():
+                    if np.isfinite(value):
+                        self.train_stats[arm].setdefault(name, []).append(float(value))
 
-    def _tick(self, day: int, tick: int, bounds: np.ndarray, reqs: pl.DataFrame, uploads: dict[str, np.ndarray]):
-        tick_id = day * self.T + tick
-        a_ts, b_ts = int(bounds[tick]), int(bounds[tick + 1])
-        t = time.perf_counter()
-        self._publish_due(tick_id, a_ts)
-        batch = {}
-        for a in self.arms:
-            ids = uploads[a.name]
-            up = self.world.item_upload_ts[self.world.items.rows(ids)]
-            batch[a.name] = self.world.item_table(ids[(up >= a_ts) & (up < b_ts)])
-            spec = self.arm_specs[a.index]
-            if arm_kind(spec).oracle:  # the positive control gets the truth's candidate users
-                dr = spec.dualrec or DualRecSpec()
-                batch[a.name]["oracle_users"], batch[a.name]["oracle_scores"] = oracle_candidates(
-                    self.world.response, batch[a.name]["item_id"], a.users, dr.rank_weights, dr.two_tower_k)
-        self.runtime.upload(batch)
-        self.timings["serve"] += time.perf_counter() - t
-        tr = reqs.filter((pl.col("ts") >= a_ts) & (pl.col("ts") < b_ts))
-        tr = tr.with_columns(pl.int_range(pl.len()).over("user_id").alias("round"))
-        train_parts: dict[str, list[dict]] = {a.name: [] for a in self.arms}
-        acts: dict[str, list[np.ndarray]] = {a.name: [] for a in self.arms}
-        n_rounds = int(tr["round"].max()) + 1 if tr.height else 0
-        for r in range(n_rounds):
-            rr = tr.filter(pl.col("round") == r)
-            u_all, ts_all, arm_all = rr["user_id"].to_numpy(), rr["ts"].to_numpy(), rr["arm"].to_numpy()
-            requests = {}
-            for a in self.arms:
-                m = arm_all == a.index
-                requests[a.name] = (u_all[m], ts_all[m], int(np.random.SeedSequence([self.sc.seed, tick_id, r, a.index]).generate_state(1)[0]))
-            t = time.perf_counter()
-            slates = self.runtime.recommend(requests)
-            self.timings["serve"] += time.perf_counter() - t
-            t = time.perf_counter()
-            fb = {}
-            for a in self.arms:
-                u, ts, _ = requests[a.name]
-                sl = slates[a.name]
-                valid = sl.item_ids >= 0
-                ri, si = np.nonzero(valid)
-                users, items, ets = u[ri], sl.item_ids[ri, si], ts[ri]
-                labels = self.world.respond(users, items, rng_for(self.sc.seed, tick_id, r, a.index, 0x0E5))
-                fb[a.name] = (users, items, ets, labels)
-                self.n_events += len(users)
-                chan = np.asarray(sl.channel_names, dtype=object)[sl.channel[ri, si]] if len(ri) else np.empty(0, object)
-                exp = {"day": np.full(len(users), day, np.int32), "tick": np.full(len(users), tick, np.int32),
-                       "ts": ets, "user_id": users, "item_id": items, "creator_id": sl.creator_id[ri, si],
-                       "upload_ts": sl.upload_ts[ri, si], "position": si.astype(np.int16), "channel": chan.astype(str)}
-                for j, e in enumerate(RESPONSE_TYPES):
-                    exp[e] = labels[:, j]
-                a.exposures.append(pl.DataFrame(exp, schema=pl.Schema(EXPOSURES_SCHEMA)))
-                train_parts[a.name].append({
-                    "user_id": users, "item_id": items, "creator_id": sl.creator_id[ri, si], "category": sl.category[ri, si],
-                    "user_dense": sl.user_dense[ri], "item_dense": sl.item_dense[ri, si], "pair_dense": sl.pair_dense[ri, si],
-                    "labels": labels, **{k: v[ri, si] for k, v in sl.extra.items()},
-                })
-                inter = labels[:, : len(INTERACTION_TYPES)].any(1)
-                acts[a.name].append(ets[inter])
-            self.timings["world"] += time.perf_counter() - t
-            t = time.perf_counter()
-            self.runtime.feedback(fb)
-            self.timings["serve"] += time.perf_counter() - t
-        t = time.perf_counter()
-        self.runtime.submit_training(tick_id, {k: concat_batches(v) for k, v in train_parts.items()})
-        self.pending.append(tick_id)
-        self.ats_actions[tick_id] = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in acts.items()}
-        self.timings["train"] += time.perf_counter() - t
+    def _tick(self, day: int, tick: int, bounds: np.ndarray, requests: pl.DataFrame, uploads: dict[str, np.ndarray]):
+        """Publish due weights, upload the tick's items, serve its requests round by round, submit it to training."""
+        tick_id = day * self.ticks_per_day + tick
+        tick_start, tick_end = int(bounds[tick]), int(bounds[tick + 1])
+        with self.timer("serve"):
+            self._publish_due(tick_id, tick_start)
+            self.runtime.upload(self._tick_uploads(uploads, tick_start, tick_end))
+        requests_this_tick = requests.filter((pl.col("ts") >= tick_start) & (pl.col("ts") < tick_end))
+        requests_this_tick = requests_this_tick.with_columns(pl.int_range(pl.len()).over("user_id").alias("round"))
+        training_rows: dict[str, list[dict]] = {arm.name: [] for arm in self.arms}
+        positive_ts: dict[str, list[np.ndarray]] = {arm.name: [] for arm in self.arms}
+        n_rounds = int(requests_this_tick["round"].max()) + 1 if requests_this_tick.height else 0
+        for round_index in range(n_rounds):
+            requests_this_round = requests_this_tick.filter(pl.col("round") == round_index)
+            arm_requests = self._round_requests(requests_this_round, tick_id, round_index)
+            with self.timer("serve"):
+                slates = self.runtime.recommend(arm_requests)
+            with self.timer("world"):
+                feedback = {}
+                for arm in self.arms:
+                    feedback[arm.name], rows, interaction_ts = self._respond(
+                        arm, day, tick, tick_id, round_index, arm_requests[arm.name], slates[arm.name])
+                    training_rows[arm.name].append(rows)
+                    positive_ts[arm.name].append(interaction_ts)
+            with self.timer("serve"):
+                self.runtime.feedback(feedback)
+        with self.timer("train"):
+            self.runtime.submit_training(tick_id, {arm: concat_batches(rows) for arm, rows in training_rows.items()})
+            self.pending.append(tick_id)
+            self.ats_actions[tick_id] = {arm: np.concatenate(times) if times else np.empty(0, np.int64)
+                                         for arm, times in positive_ts.items()}
+
+    def _round_requests(self, requests_this_round: pl.DataFrame, tick_id: int,
+                        round_index: int) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        """Arm -> (user ids, request times, the arm's serving seed of this round)."""
+        user_ids, request_ts = requests_this_round["user_id"].to_numpy(), requests_this_round["ts"].to_numpy()
+        arm_of_request = requests_this_round["arm"].to_numpy()
+        out = {}
+        for arm in self.arms:
+            mine = arm_of_request == arm.index
+            seed = np.random.SeedSequence([self.scenario.seed, tick_id, round_index, arm.index]).generate_state(1)[0]
+            out[arm.name] = (user_ids[mine], request_ts[mine], int(seed))
+        return out
+
+    def _respond(self, arm: ArmRun, day: int, tick: int, tick_id: int, round_index: int,
+                 request: tuple[np.ndarray, np.ndarray, int], slates: Slates):
+        """The world's responses to an arm's slates of one round, recorded in the arm's exposures. Returns the arm's
+        feedback (user ids, item ids, times, labels), its training rows (the features as served plus the labels)
+        and the times of the round's positive interactions (for ATS)."""
+        request_users, request_ts, _ = request
+        valid = slates.item_ids >= 0
+        request_row, slot = np.nonzero(valid)
+        users, items, event_ts = request_users[request_row], slates.item_ids[request_row, slot], request_ts[request_row]
+        labels = self.world.respond(users, items, rng_for(self.scenario.seed, tick_id, round_index, arm.index, 0x0E5))
+        self.n_events += len(users)
+        channel = (np.asarray(slates.channel_names, dtype=object)[slates.channel[request_row, slot]]
+                   if len(request_row) else np.empty(0, object))
+        exposures = {"day": np.full(len(users), day, np.int32), "tick": np.full(len(users), tick, np.int32),
+                     "ts": event_ts, "user_id": users, "item_id": items, "creator_id": slates.creator_id[request_row, slot],
+                     "upload_ts": slates.upload_ts[request_row, slot], "position": slot.astype(np.int16),
+                     "channel": channel.astype(str)}
+        for column, response in enumerate(RESPONSE_TYPES):
+            exposures[response] = labels[:, column]
+        arm.exposures.append(pl.DataFrame(exposures, schema=pl.Schema(EXPOSURES_SCHEMA)))
+        training_rows = {
+            "user_id": users, "item_id": items, "creator_id": slates.creator_id[request_row, slot],
+            "category": slates.category[request_row, slot], "user_dense": slates.user_dense[request_row],
+            "item_dense": slates.item_dense[request_row, slot], "pair_dense": slates.pair_dense[request_row, slot],
+            "labels": labels, **{name: value[request_row, slot] for name, value in slates.extra.items()},
+        }
+        interacted = labels[:, : len(INTERACTION_TYPES)].any(1)
+        return (users, items, event_ts, labels), training_rows, event_ts[interacted]
 
     # ------------------------------------------------------------------ days
-    def _day(self, day: int) -> None:
-        t = time.perf_counter()
-        day_events = self.runtime.read_day(day)
-        reqs = requests_of_day(day_events, self.S)
-        reqs = reqs.with_columns(pl.Series("arm", self.diversion.arm_of_users(reqs["user_id"].to_numpy())))
-        reqs = reqs.filter(pl.col("arm") != HOLDOUT)
-        self.timings["replay"] += time.perf_counter() - t
-        t = time.perf_counter()
-        if day == 0:
-            self._upload_catalogue()
-        uploads = self._plan_uploads(day)
-        self.timings["world"] += time.perf_counter() - t
-        for a in self.arms:
-            v = reqs.filter(pl.col("arm") == a.index).group_by("user_id").len().sort("user_id")
-            a.visits.append(pl.DataFrame({"day": np.full(v.height, day, np.int32), "user_id": v["user_id"].to_numpy(),
-                                          "requests": v["len"].to_numpy().astype(np.int32)}, schema=pl.Schema(VISITS_SCHEMA)))
-        bounds = tick_bounds(self.t0, day, self.T)
-        for tick in range(self.T):
-            self._tick(day, tick, bounds, reqs, uploads)
-            if self._bar is not None:
-                self._bar.advance(self._tick_task)
-        # creator dynamics see the day's feedback
-        t = time.perf_counter()
-        for a in self.arms:
-            frames = [e for e in a.exposures if e.height and int(e["day"][0]) == day]
-            ex = pl.concat(frames) if frames else None
-            if ex is not None:
-                inter = ex.select(pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in INTERACTION_TYPES]).alias("n"))
-                a.dynamics.observe(day, ex["creator_id"].to_numpy(), np.ones(ex.height),
-                                   inter["n"].to_numpy().astype(np.float64))
-                follows = ex.filter(pl.col("follow"))
-                a.dynamics.add_followers(follows["creator_id"].to_numpy(), follows["user_id"].to_numpy())
-        self.timings["world"] += time.perf_counter() - t
-        t = time.perf_counter()
-        day_end = self.runtime.end_day(int(bounds[-1]))  # daily work of the arms (e.g. DualRec's activity model)
-        self.timings["serve"] += time.perf_counter() - t
-        t = time.perf_counter()
-        for a in self.arms:
-            row = {"day": float(day), **day_end.get(a.name, {}), **a.dynamics.diagnostics(day)}
-            row.update({f"train.{k}": float(np.mean(v)) for k, v in self.train_stats[a.name].items()})
-            self.diagnostics[a.name].append(row)
-        if self.tracker is not None:
-            per_arm = {}
-            live = self.sc.metrics
-            if live.expo_k is None:  # derived K is known only at the end: results() has the ExpoReach curves
-                live = live.model_copy(update={"expo_k": []})
-            for a in self.arms:
-                d = daily_metrics(a.data(self.arm_specs[a.index].share), live, self.t0, day + 1)
-                row = d.filter(pl.col("day") == day).drop("day").row(0, named=True)
-                per_arm[a.name] = {k: float(v) for k, v in row.items()}
-                per_arm[a.name].update({k: v for k, v in self.diagnostics[a.name][-1].items() if k != "day"})
-            self.tracker.log_day(day, per_arm)
-        self.train_stats = {n: {} for n in self.names}
-        self.timings["metrics"] += time.perf_counter() - t
-        t = time.perf_counter()
-        self._collect_all()  # waits for the trainer to finish the day's ticks
-        self.timings["train"] += time.perf_counter() - t
-        t = time.perf_counter()
-        self._checkpoint(day)
-        self.timings["checkpoint"] += time.perf_counter() - t
+    def _day(self, day: int, on_tick: Callable[[], None] | None = None) -> None:
+        """Replay the day's requests tick by tick, then creator dynamics, the arms' daily work, metrics, checkpoint."""
+        with self.timer("replay"):
+            requests = requests_of_day(self.runtime.read_day(day), self.slate_size)
+            requests = requests.with_columns(pl.Series("arm", self.diversion.arm_of_users(requests["user_id"].to_numpy())))
+            requests = requests.filter(pl.col("arm") != HOLDOUT)
+        with self.timer("world"):
+            if day == 0:
+                self._upload_catalogue()
+            uploads = self._plan_uploads(day)
+        self._record_visits(day, requests)
+        bounds = tick_bounds(self.t0, day, self.ticks_per_day)
+        for tick in range(self.ticks_per_day):
+            self._tick(day, tick, bounds, requests, uploads)
+            if on_tick is not None:
+                on_tick()
+        with self.timer("world"):
+            self._observe_creators(day)
+        with self.timer("serve"):
+            day_end = self.runtime.end_day(int(bounds[-1]))  # daily work of the arms (e.g. DualRec's activity model)
+        with self.timer("metrics"):
+            for arm in self.arms:
+                row = {"day": float(day), **day_end.get(arm.name, {}), **arm.dynamics.diagnostics(day)}
+                row.update({f"train.{name}": float(np.mean(values)) for name, values in self.train_stats[arm.name].items()})
+                self.diagnostics[arm.name].append(row)
+            if self.tracker is not None:
+                self.tracker.log_day(day, self._day_metrics(day))
+            self.train_stats = {name: {} for name in self.arm_names}
+        with self.timer("train"):
+            self._collect_all()  # waits for the trainer to finish the day's ticks
+        with self.timer("checkpoint"):
+            self._checkpoint(day)
+
+    def _record_visits(self, day: int, requests: pl.DataFrame) -> None:
+        """Requests per visiting user and arm (``VISITS_SCHEMA``)."""
+        for arm in self.arms:
+            visits = requests.filter(pl.col("arm") == arm.index).group_by("user_id").len().sort("user_id")
+            arm.visits.append(pl.DataFrame({"day": np.full(visits.height, day, np.int32),
+                                            "user_id": visits["user_id"].to_numpy(),
+                                            "requests": visits["len"].to_numpy().astype(np.int32)},
+                                           schema=pl.Schema(VISITS_SCHEMA)))
+
+    def _observe_creators(self, day: int) -> None:
+        """Creator dynamics see the day's exposures, interactions and new followers."""
+        for arm in self.arms:
+            frames = arm.exposures_of_day(day)
+            if not frames:
+                continue
+            exposures = pl.concat(frames)
+            interactions = exposures.select(
+                pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in INTERACTION_TYPES]).alias("n"))
+            arm.dynamics.observe(day, exposures["creator_id"].to_numpy(), np.ones(exposures.height),
+                                 interactions["n"].to_numpy().astype(np.float64))
+            follows = exposures.filter(pl.col("follow"))
+            arm.dynamics.add_followers(follows["creator_id"].to_numpy(), follows["user_id"].to_numpy())
+
+    def _day_metrics(self, day: int) -> dict[str, dict[str, float]]:
+        """Each arm's metrics of ``day`` and its diagnostics row, as the tracker logs them."""
+        live = self.scenario.metrics
+        if live.expo_k is None:  # derived K is known only at the end: results() has the ExpoReach curves
+            live = live.model_copy(update={"expo_k": []})
+        per_arm = {}
+        for arm in self.arms:
+            daily = daily_metrics(arm.data(self.arm_specs[arm.index].share), live, self.t0, day + 1)
+            row = daily.filter(pl.col("day") == day).drop("day").row(0, named=True)
+            per_arm[arm.name] = {name: float(value) for name, value in row.items()}
+            per_arm[arm.name].update({name: value for name, value in self.diagnostics[arm.name][-1].items() if name != "day"})
+        return per_arm
 
     def _collect_all(self) -> None:
-        for t in list(self.pending):
-            self.ready[t] = self.runtime.collect_weights(t)
+        for tick_id in list(self.pending):
+            self.ready[tick_id] = self.runtime.collect_weights(tick_id)
         self.pending.clear()
 
+    # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, day: int) -> None:
+        """Save the day's exposures and the run's state (:mod:`simulator.run.checkpoint`)."""
         self._collect_all()
         if not self.checkpoints:
             return
-        ck = self.run_dir / "checkpoints"
-        ck.mkdir(exist_ok=True)
-        for a in self.arms:
-            d = self.run_dir / "exposures" / a.name
-            d.mkdir(parents=True, exist_ok=True)
-            day_frames = [e for e in a.exposures if e.height and int(e["day"][0]) == day]
-            if day_frames:
-                pl.concat(day_frames).write_parquet(d / f"day={day:04d}.parquet")
-        state = {
-            "day": day, "world": self.world.state(), "runtime": self.runtime.snapshot(), "ready": self.ready,
-            "ats_actions": self.ats_actions, "n_events": self.n_events, "diagnostics": self.diagnostics,
-            "arms": {a.name: {"dynamics": a.dynamics.state(), "uploads": a.uploads, "visits": a.visits, "ats": a.ats}
-                     for a in self.arms},
-        }
-        tmp = ck / f"day={day:04d}.pkl.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.rename(ck / f"day={day:04d}.pkl")
-        for old in ck.glob("day=*.pkl"):
-            if old.name != f"day={day:04d}.pkl":
-                old.unlink()
+        for arm in self.arms:
+            save_exposures(self.run_dir, arm.name, day, arm.exposures_of_day(day))
+        save_checkpoint(self.run_dir, Checkpoint(
+            day=day, world=self.world.state(), runtime=self.runtime.snapshot(), ready=self.ready,
+            ats_actions=self.ats_actions, n_events=self.n_events, diagnostics=self.diagnostics,
+            arms={arm.name: ArmCheckpoint(arm.dynamics.state(), arm.uploads, arm.visits, arm.ats) for arm in self.arms}))
 
     def restore_latest(self) -> int:
         """Load the last completed day's checkpoint; returns the next day to simulate."""
-        ck = sorted((self.run_dir / "checkpoints").glob("day=*.pkl"))
-        if not ck:
-            raise FileNotFoundError(f"no checkpoint under {self.run_dir / 'checkpoints'}")
-        with open(ck[-1], "rb") as f:
-            st = pickle.load(f)
-        self.world.load_state(st["world"])
-        self.runtime.restore(st["runtime"])
-        self.ready, self.ats_actions, self.n_events = st["ready"], st["ats_actions"], st["n_events"]
-        self.diagnostics = st["diagnostics"]
-        day = st["day"]
-        for a in self.arms:
-            s = st["arms"][a.name]
-            a.dynamics.load_state(s["dynamics"])
-            a.uploads, a.visits, a.ats = s["uploads"], s["visits"], s["ats"]
-            a.exposures = [pl.read_parquet(p) for p in sorted((self.run_dir / "exposures" / a.name).glob("day=*.parquet"))
-                           if int(p.stem.split("=")[1].split(".")[0]) <= day]
-        self.start_day = day + 1
+        checkpoint = load_latest_checkpoint(self.run_dir)
+        self.world.load_state(checkpoint.world)
+        self.runtime.restore(checkpoint.runtime)
+        self.ready, self.ats_actions, self.n_events = checkpoint.ready, checkpoint.ats_actions, checkpoint.n_events
+        self.diagnostics = checkpoint.diagnostics
+        for arm in self.arms:
+            saved = checkpoint.arms[arm.name]
+            arm.dynamics.load_state(saved.dynamics)
+            arm.uploads, arm.visits, arm.ats = saved.uploads, saved.visits, saved.ats
+            arm.exposures = load_exposures(self.run_dir, arm.name, checkpoint.day)
+        self.start_day = checkpoint.day + 1
         return self.start_day
 
     # ------------------------------------------------------------------ run
     def run(self, progress_factory=None) -> SimulationResult:
-        self._bar = None
-        try:
-            if progress_factory is not None and self.progress:
-                with progress_factory() as bar:
-                    self._bar = bar
-                    day_task = bar.add_task("days", total=self.days, completed=self.start_day)
-                    self._tick_task = bar.add_task(f"ticks ({', '.join(self.names)})", total=(self.days - self.start_day) * self.T)
-                    for day in range(self.start_day, self.days):
-                        self._day(day)
-                        bar.advance(day_task)
-            else:
+        if progress_factory is not None and self.progress:
+            with progress_factory() as bar:
+                day_task = bar.add_task("days", total=self.days, completed=self.start_day)
+                tick_task = bar.add_task(f"ticks ({', '.join(self.arm_names)})",
+                                         total=(self.days - self.start_day) * self.ticks_per_day)
                 for day in range(self.start_day, self.days):
-                    self._day(day)
-        finally:
-            self._bar = None
+                    self._day(day, on_tick=lambda: bar.advance(tick_task))
+                    bar.advance(day_task)
+        else:
+            for day in range(self.start_day, self.days):
+                self._day(day)
         self.runtime.release_arms()  # until now HTTP uploads got 409: the world must know every item it serves
         return self.results()
 
     def results(self) -> SimulationResult:
-        t = time.perf_counter()
-        covariates = creator_covariates(self.log, self.t0, self.days)
-        data = {a.name: a.data(self.arm_specs[a.index].share, covariates) for a in self.arms}
-        targets = [s.dualrec.targets for s in self.arm_specs if s.dualrec is not None]
-        # derived K: from all arms' items, above the creator-side push (docs/metrics.md); a fixed expo_k is itself
-        m = resolve_expo_k(list(data.values()), self.sc.metrics, self.t0, self.days, k_min=max(targets, default=0) + 1)
-        daily = {k: daily_metrics(v, m, self.t0, self.days) for k, v in data.items()}
-        overall = {k: overall_metrics(v, m, self.t0, self.days) for k, v in data.items()}
-        for a in self.arms:
-            lat = np.concatenate(a.ats) if a.ats else np.empty(0)
-            if len(lat):
-                overall[a.name]["ats_model_p50_min"] = float(np.percentile(lat, 50) / 60)
-                overall[a.name]["ats_model_p95_min"] = float(np.percentile(lat, 95) / 60)
-        comparison = compare_arms(data, self.sc.control, m, self.t0, self.days, self.sc.seed)
-        ladder = ladder_comparison(data, self.sc.ladder, m, self.t0, self.days, self.sc.seed) if self.sc.ladder else None
-        age = {k: exposures_by_age(v, self.t0) for k, v in data.items()}
-        for k, v in data.items():
-            overall[k].update(early_exposure(v, self.t0, self.days))
-        diagnostics = {k: pl.DataFrame(rows, infer_schema_length=None) for k, rows in self.diagnostics.items() if rows}
-        for k, diag in diagnostics.items():
-            overall[k].update({c: v for c, v in summarise(diag).items() if not c.startswith("train.") or ".auc." in c})
-        self.timings["metrics"] += time.perf_counter() - t
-        return SimulationResult(scenario=self.sc, days=self.days, t0=self.t0, daily=daily, overall=overall,
-                                comparison=comparison, age=age, timings=dict(self.timings), events=self.n_events,
-                                run_dir=self.run_dir, diagnostics=diagnostics, ladder=ladder, expo_k=expo_thresholds(m))
+        """The run's metrics over the days played so far (:func:`simulator.run.results.measure`)."""
+        with self.timer("metrics"):
+            result = measure(self.scenario, self.log, self.arms, self.t0, self.days, self.diagnostics, self.n_events,
+                             self.run_dir)
+        return replace(result, timings=self.timings)  # the timings include the metrics just computed

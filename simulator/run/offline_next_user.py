@@ -24,7 +24,7 @@ from simulator.core.config import ArmSpec, Scenario
 from simulator.core.schema import SECONDS_PER_DAY, Log
 from serving.arms import next_user_configs
 from trainers.arm_context import ArmContext, arm_context, model_configs
-from trainers.next_user_task import NextUserTask
+from trainers.tasks.next_user import NextUserTask
 
 POSITIVE_EVENTS = ("like", "comment")
 
@@ -265,23 +265,3 @@ def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSam
     train_s = time.perf_counter() - t
     rec = recall_at_k(task, s, test_rows, log, item_dense, users, udense, oc.recall_k)
     return {**rec, "train_s": train_s, "train_samples_per_s": len(train_rows) * oc.epochs / max(train_s, 1e-9)}
-
-
-def format_table(table: pl.DataFrame, control: str, ks: list[int]) -> str:
-    """Paper Table 1 layout: absolute Recall@K for the full model, relative difference for each variant."""
-    head = "| ID | Variant | " + " | ".join(f"Recall@Top{k}" for k in ks) + " |\n|---|---|" + "---|" * len(ks) + "\n"
-    lines = []
-    for i, r in enumerate(table.iter_rows(named=True)):
-        if r["variant"] == control:
-            cells = [f"{r[f'recall_{k}']:.4f}" for k in ks]
-        else:
-            cells = [f"{100 * r[f'recall_{k}_rel']:+.2f}%" for k in ks]
-        lines.append(f"| {i} | {r['variant']} | " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
-
-
-def format_floors(floors: dict[str, dict[str, float]], random: dict[str, float], ks: list[int]) -> str:
-    """The floors (and the world's ceiling) beside Table 1, absolute Recall@K on the same events."""
-    head = "| floor | " + " | ".join(f"Recall@Top{k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
-    rows = [("random", random)] + list(floors.items())
-    return head + "\n".join(f"| {n} | " + " | ".join(f"{f[f'recall_{k}']:.4f}" for k in ks) + " |" for n, f in rows) + "\n"

@@ -4,15 +4,14 @@ One run's bootstrap CIs resample creators and users, not the run itself: every a
 models on its own traffic, and how fast they learn differs from seed to seed (docs/models/dualrec.md,
 "Measured"). Replicates put that variance in: each seed is a whole run (its own synthetic platform,
 world, model initialisation and bootstrap), and a lift is read from the replicate lifts: their mean,
-a Student-t interval over seeds, and how many seeds agree on its sign.
+a Student-t interval over seeds, and how many seeds agree on its sign (their markdown:
+:func:`simulator.run.report.format_replicates_markdown`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
-
-from simulator.run.tracking import in_read_order, metric_label, undefined_reason
 
 
 def aggregate_lifts(comparisons: list[pl.DataFrame], ci_level: float = 0.95) -> pl.DataFrame:
@@ -49,30 +48,6 @@ def aggregate_lifts(comparisons: list[pl.DataFrame], ci_level: float = 0.95) -> 
 
 
 def as_comparison(table: pl.DataFrame) -> pl.DataFrame:
-    """The pooled table in :func:`simulator.metrics.compare_arms`' lift layout (``lift`` = ``mean_lift``), the
-    frame :func:`simulator.run.tracking.plot_forest` draws."""
+    """The pooled table in :func:`simulator.metrics.comparison.compare_arms`' lift layout (``lift`` = ``mean_lift``), the
+    frame :func:`simulator.run.plots.plot_forest` draws."""
     return table.select("metric", "arm", pl.col("mean_lift").alias("lift"), "ci_low", "ci_high")
-
-
-def format_replicates_markdown(table: pl.DataFrame, seeds: list[int], ci_level: float = 0.95,
-                               expo_k: dict[str, int] | None = None) -> str:
-    """One row per (metric, arm), metrics in read-out order: mean lift [t interval], sign agreement, each seed's lift.
-
-    A mean lift with no reading (no finite seed lift, or a zero-width interval) prints ``undefined``;
-    ``expo_k`` (metric name -> resolved K) adds the K to derived ExpoReach names.
-    """
-    head = f"| metric | arm | mean lift [{ci_level:.0%} CI over seeds] | same sign | " + " | ".join(f"seed {s}" for s in seeds) + " |"
-    lines = [head, "|" + "---|" * (4 + len(seeds))]
-    for r in in_read_order(list(table.iter_rows(named=True))):
-        pooled = {"lift": r["mean_lift"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-        if undefined_reason(pooled) is not None:
-            read = "undefined"
-        else:
-            ci = "" if not np.isfinite(r["ci_low"]) else f" [{r['ci_low']:+.1%}, {r['ci_high']:+.1%}]"
-            mark = "*" if np.isfinite(r["ci_low"]) and (r["ci_low"] > 0 or r["ci_high"] < 0) else ""
-            read = f"{r['mean_lift']:+.1%}{mark}{ci}"
-        agree = "-" if not np.isfinite(r["sign_agreement"]) else f"{r['sign_agreement']:.0%}"
-        per = " | ".join("-" if not np.isfinite(x) else f"{x:+.1%}" for x in r["lifts"])
-        lines.append(f"| {metric_label(r['metric'], expo_k)} | {r['arm']} | {read} | {agree} | {per} |")
-    lines.append(f"\n`*`: the {ci_level:.0%} t interval over seeds excludes 0; `undefined`: no lift to read.")
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""MLflow tracking of a scenario run: a parent run, one nested child run per arm, tables and plots.
+"""MLflow tracking of a scenario run: a parent run, one nested child run per arm, their metrics, tables and plots.
 
 Layout in MLflow (one experiment, one parent run per scenario run)::
 
@@ -13,13 +13,12 @@ nothing leaks between runs, tests or threads. No Ray import: the driver calls th
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 import polars as pl
@@ -28,8 +27,11 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from rich.table import Table
+from simulator.run.offline import OfflineOutcome
+from simulator.run.plots import plot_dac, plot_expo_reach, plot_exposures_by_age, plot_forest
+from simulator.run.replicates import as_comparison
+from simulator.run.report import CUPED_SUFFIX, EXPO_PREFIX, finite_or_none, format_comparison_markdown, treatment_rows, undefined_reason
+from simulator.run.results import SimulationResult
 
 # MLflow's own limits (mlflow.utils.validation), repeated so a batch never trips them.
 MAX_PARAM_VALUE = 6000
@@ -102,439 +104,6 @@ def flatten_params(
         else:
             walk(value, key)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparison tables
-# ---------------------------------------------------------------------------------------------
-
-READ_ORDER: tuple[str, ...] = (
-    "dac",
-    "publications",
-    "cold_interactions",
-    "interactions_per_exposure",
-    "engaged_users",
-    "dau",
-    "view_rate",
-    "share_rate",
-    "exposures",
-    "interactions",
-    "new_item_coverage",
-)
-"""How a read-out lists metrics: ``expo_reach_*`` (ascending K, then ascending quantile), these, then the rest."""
-
-EXPO_PREFIX = "expo_reach_"
-CUPED_SUFFIX = "_cuped"  # lift_cuped, ci_low_cuped, ci_high_cuped, significant_cuped
-_CI_ZERO_WIDTH = 1e-12
-
-
-def metric_sort_key(metric: str) -> tuple[int, int, float, str]:
-    """Sort key of a metric name in the read-out order (:data:`READ_ORDER`).
-
-    ``expo_reach_<K>`` sort by K, then ``expo_reach_q<pct>`` by quantile; metrics not named in the
-    order all share the last key, so a stable sort keeps them in their input order.
-    """
-    if metric.startswith(EXPO_PREFIX):
-        suffix = metric.removeprefix(EXPO_PREFIX)
-        if suffix.isdigit():
-            return 0, 0, float(suffix), ""
-        try:
-            return 0, 1, float(suffix.removeprefix("q")), ""
-        except ValueError:
-            return 0, 2, 0.0, suffix
-    if metric in READ_ORDER:
-        return 1 + READ_ORDER.index(metric), 0, 0.0, ""
-    return 1 + len(READ_ORDER), 0, 0.0, ""
-
-
-def metric_label(metric: str, expo_k: Mapping[str, int] | None = None) -> str:
-    """The metric's name, with its threshold when ``expo_k`` has one the name does not say: ``expo_reach_q90 (K=37)``."""
-    if not expo_k or metric not in expo_k or metric == f"{EXPO_PREFIX}{expo_k[metric]}":
-        return metric
-    return f"{metric} (K={expo_k[metric]})"
-
-
-def _fmt_value(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if float(v).is_integer() and abs(v) < 1e15:
-        return f"{v:,.0f}"
-    if abs(v) >= 100:
-        return f"{v:,.1f}"
-    return f"{v:.4g}"
-
-
-def _fmt_pct(v: float | None, minus: str = "-") -> str:
-    if v is None or math.isnan(v) or math.isinf(v):
-        return "n/a"
-    return f"{v * 100:+.1f}%".replace("-", minus)
-
-
-def _finite(v: Any) -> float | None:
-    """``v`` as a float, or ``None`` when it is missing, NaN or infinite."""
-    return float(v) if v is not None and math.isfinite(v) else None
-
-
-def _ci_sign(lo: float | None, hi: float | None) -> int:
-    """+1 if the CI lies above 0, -1 if below, 0 if it straddles 0 or is missing."""
-    lo, hi = _finite(lo), _finite(hi)
-    if lo is None or hi is None:
-        return 0
-    return 1 if lo > 0 else -1 if hi < 0 else 0
-
-
-def undefined_reason(row: Mapping[str, Any], suffix: str = "") -> str | None:
-    """Why a comparison row's lift (``suffix="_cuped"``: its CUPED lift) has no reading; ``None`` when it has one.
-
-    A lift is undefined when it is missing or not finite, when the control or the treatment value is 0
-    (a division by 0, or a lift of -100% whose bootstrap collapses with it) or when its CI has zero
-    width (a degenerate bootstrap, e.g. ``[-100%, -100%]``). Rows without ``control_value``/``arm_value``
-    (pooled replicates) are judged on the lift and CI alone.
-    """
-    if row.get("control_value") == 0:
-        return "control is 0"
-    if row.get("arm_value") == 0:
-        return "treatment is 0"
-    if _finite(row.get(f"lift{suffix}")) is None:
-        return "no lift"
-    lo, hi = _finite(row.get(f"ci_low{suffix}")), _finite(row.get(f"ci_high{suffix}"))
-    if lo is not None and hi is not None and hi - lo <= _CI_ZERO_WIDTH:
-        return "degenerate CI"
-    return None
-
-
-def significance(row: Mapping[str, Any], suffix: str = "") -> int:
-    """+1 / -1 when the lift is defined and its CI lies above / below 0, else 0.
-
-    When the comparison has a ``significant`` (``significant_cuped``) column, a row it marks False
-    is 0 as well.
-    """
-    if undefined_reason(row, suffix) is not None or row.get(f"significant{suffix}") is False:
-        return 0
-    return _ci_sign(row.get(f"ci_low{suffix}"), row.get(f"ci_high{suffix}"))
-
-
-def has_cuped(comparison: pl.DataFrame, control: str) -> bool:
-    """Whether the comparison carries CUPED lifts with at least one finite value among the treatment arms."""
-    if f"lift{CUPED_SUFFIX}" not in comparison.columns:
-        return False
-    return any(_finite(r[f"lift{CUPED_SUFFIX}"]) is not None for r in _treatment_rows(comparison, control))
-
-
-def in_read_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with ``metric`` and ``arm`` keys grouped by metric in read-out order, then by arm in first-seen order."""
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    return sorted(rows, key=lambda r: (metric_sort_key(r["metric"]), metrics.index(r["metric"]), arms.index(r["arm"])))
-
-
-def _treatment_rows(comparison: pl.DataFrame, control: str) -> list[dict[str, Any]]:
-    """The rows of the treatment arms, in read order."""
-    return in_read_order([r for r in comparison.iter_rows(named=True) if r["arm"] != control])
-
-
-def _lift_parts(row: Mapping[str, Any], suffix: str = "", minus: str = "-") -> tuple[str, str, int]:
-    """A lift as ``(lift text, CI text, significance)``; an undefined one reads ``("undefined", "(<reason>)", 0)``."""
-    reason = undefined_reason(row, suffix)
-    if reason is not None:
-        return "undefined", f"({reason})", 0
-    ci = f"[{_fmt_pct(row.get(f'ci_low{suffix}'), minus)}, {_fmt_pct(row.get(f'ci_high{suffix}'), minus)}]"
-    return _fmt_pct(row[f"lift{suffix}"], minus), ci, significance(row, suffix)
-
-
-def format_comparison_markdown(
-    comparison: pl.DataFrame, control: str, ci_level: float = 0.95, expo_k: Mapping[str, int] | None = None
-) -> str:
-    """The comparison as a markdown table: metric | control | arm | value | lift % | CI [| CUPED lift % | CUPED CI].
-
-    Rows are grouped by metric in read-out order (:func:`metric_sort_key`), then by arm; ``expo_k``
-    (resolved thresholds, metric name -> K) adds the K to derived ExpoReach names. The CUPED columns
-    appear when the comparison has finite CUPED lifts.
-    """
-    level = f"{ci_level * 100:g}% CI"
-    cuped = has_cuped(comparison, control)
-    lines = [
-        f"Control arm: `{control}`. Lift and CI are relative to control; CI from a bootstrap over the randomisation "
-        "units (creators for creator-side metrics, users for user-side ones). ▲/▼: the CI lies above/below 0. "
-        "`undefined`: no lift to read (a zero control or treatment value, or a degenerate bootstrap)."
-        + (" CUPED: the variance-reduced lift and CI (n/a where CUPED does not apply)." if cuped else ""),
-        "",
-        f"| metric | control | arm | value | lift % | {level} |" + (f" CUPED lift % | CUPED {level} |" if cuped else ""),
-        "|---|---:|---|---:|---:|---|" + ("---:|---|" if cuped else ""),
-    ]
-    arrow = {1: " ▲", -1: " ▼", 0: ""}
-    for r in _treatment_rows(comparison, control):
-        lift, ci, sign = _lift_parts(r)
-        line = (f"| {metric_label(r['metric'], expo_k)} | {_fmt_value(r['control_value'])} | {r['arm']} "
-                f"| {_fmt_value(r['arm_value'])} | {lift}{arrow[sign]} | {ci} |")
-        if cuped:
-            if _finite(r.get(f"lift{CUPED_SUFFIX}")) is None:
-                line += " n/a | |"
-            else:
-                c_lift, c_ci, c_sign = _lift_parts(r, CUPED_SUFFIX)
-                line += f" {c_lift}{arrow[c_sign]} | {c_ci} |"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def format_comparison_rich(
-    comparison: pl.DataFrame, control: str, ci_level: float = 0.95, expo_k: Mapping[str, int] | None = None
-) -> Table:
-    """The comparison as a rich table for an 80-column terminal: a lift is green when its CI lies above 0, red below.
-
-    One group per metric in read-out order: the metric's row holds the control's value, one row per
-    treatment arm below it. An undefined lift reads ``undefined`` with its reason, never a collapsed
-    CI. A ``CUPED lift [CI]`` column appears when the comparison has finite CUPED lifts; the lift
-    cells then put the CI on a second line so both columns fit.
-    """
-    from rich import box
-    from rich.table import Table
-
-    cuped = has_cuped(comparison, control)
-    table = Table(title=f"Lift over control '{control}' ({ci_level * 100:g}% CI)", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False)
-    table.add_column("metric / arm")
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column(f"lift [{ci_level * 100:g}% CI]", justify="right")
-    if cuped:
-        table.add_column("CUPED lift [CI]", justify="right")
-    minus = "\u2212"
-    sep = "\n" if cuped else " "
-
-    def cell(r: Mapping[str, Any], suffix: str) -> str:
-        if suffix and _finite(r.get(f"lift{suffix}")) is None:
-            return "[dim]n/a[/dim]"
-        lift, ci, sign = _lift_parts(r, suffix, minus)
-        if lift == "undefined":
-            return f"[dim]{lift}{sep}{ci}[/dim]"
-        style = {1: "green", -1: "red", 0: ""}[sign]
-        return f"[{style}]{lift}{sep}{ci}[/{style}]" if style else f"{lift}{sep}{ci}"
-
-    metric = None
-    for r in _treatment_rows(comparison, control):
-        if r["metric"] != metric:
-            metric = r["metric"]
-            header = [f"[bold]{metric_label(metric, expo_k)}[/bold]", _fmt_value(r["control_value"]), "[dim]control[/dim]"]
-            table.add_row(*header, *([""] if cuped else []))
-        table.add_row(f"  {r['arm']}", _fmt_value(r["arm_value"]), cell(r, ""), *([cell(r, CUPED_SUFFIX)] if cuped else []))
-    return table
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots (object-oriented matplotlib on an Agg canvas: no pyplot, no global backend change)
-# ---------------------------------------------------------------------------------------------
-
-
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _arm_style(arm: str, control: str) -> dict[str, Any]:
-    return {"color": "black", "linestyle": "--", "linewidth": 1.8} if arm == control else {"linewidth": 1.6}
-
-
-def _ordered_arms(arms: Collection[str], control: str) -> list[str]:
-    return ([control] if control in arms else []) + [a for a in arms if a != control]
-
-
-def _day_axis(ax) -> None:
-    """Whole days on the x axis (no 0.5-day ticks on short runs)."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("day")
-
-
-def _legend_outside(fig, axes, title: str = "arm") -> None:
-    """One legend for the figure, right of the axes, so it never covers a line or a bar."""
-    handles: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    if handles:
-        fig.legend(list(handles.values()), list(handles), title=title, loc="outside right upper")
-
-
-def _expo_columns(daily: Mapping[str, pl.DataFrame]) -> list[str]:
-    cols = {c for df in daily.values() for c in df.columns if c.startswith(EXPO_PREFIX)}
-    return sorted(cols, key=metric_sort_key)
-
-
-def plot_expo_reach(daily: Mapping[str, pl.DataFrame], control: str, path: Path,
-                    expo_k: Mapping[str, int] | None = None) -> Path | None:
-    """ExpoReach-K over days, one subplot per ``expo_reach_*`` column, one line per arm.
-
-    ``expo_k`` (metric name -> resolved K) titles derived thresholds with their K. Returns ``None``
-    (and writes nothing) when no arm has such a column.
-    """
-    cols = _expo_columns(daily)
-    if not cols:
-        return None
-    fig = _new_figure(4.2 * len(cols) + 1.4, 3.6)
-    axes = fig.subplots(1, len(cols), squeeze=False)[0]
-    for ax, col in zip(axes, cols, strict=True):
-        name = col.removeprefix(EXPO_PREFIX)
-        k = str(expo_k[col]) if expo_k and col in expo_k else name
-        for arm in _ordered_arms(daily, control):
-            df = daily[arm]
-            if col in df.columns:
-                ax.plot(df["day"].to_numpy(), df[col].to_numpy(), marker="o", markersize=3, label=arm,
-                        **_arm_style(arm, control))
-        ax.set_title(f"ExpoReach-{k}" + (f" ({name})" if k != name else ""))
-        _day_axis(ax)
-        ax.set_ylabel(f"new items with \u2265 {k} exposures")
-        ax.grid(alpha=0.3)
-    _legend_outside(fig, axes)
-    fig.suptitle("Items uploaded in the run that reached K exposures")
-    return _save(fig, path)
-
-
-def plot_dac(daily: Mapping[str, pl.DataFrame], control: str, path: Path) -> Path | None:
-    """Daily active creators per day, one line per arm; ``None`` when no arm has a ``dac`` column."""
-    arms = [a for a in _ordered_arms(daily, control) if "dac" in daily[a].columns]
-    if not arms:
-        return None
-    fig = _new_figure(7.4, 3.8)
-    ax = fig.subplots()
-    for arm in arms:
-        df = daily[arm]
-        ax.plot(df["day"].to_numpy(), df["dac"].to_numpy(), marker="o", markersize=3, label=arm,
-                **_arm_style(arm, control))
-    ax.set_title("DAC: creators uploading at least one item")
-    _day_axis(ax)
-    ax.set_ylabel("daily active creators")
-    ax.grid(alpha=0.3)
-    _legend_outside(fig, [ax])
-    return _save(fig, path)
-
-
-def plot_exposures_by_age(age: Mapping[str, pl.DataFrame], control: str, path: Path) -> Path | None:
-    """Grouped bars of each arm's share of exposures per item-age bin.
-
-    Shares rather than counts, so arms with different traffic shares compare; the bins keep the
-    order in which they first appear. ``None`` when there is nothing to plot.
-    """
-    import numpy as np
-
-    arms = [a for a in _ordered_arms(age, control) if age[a].height]
-    if not arms:
-        return None
-    bins: list[str] = []
-    for a in arms:
-        for b in age[a]["age_bin"].cast(pl.Utf8).to_list():
-            if b not in bins:
-                bins.append(b)
-    x = np.arange(len(bins))
-    width = 0.8 / len(arms)
-    fig = _new_figure(max(6.4, 0.9 * len(bins) * max(1, len(arms) / 2)) + 1.6, 3.8)
-    ax = fig.subplots()
-    for i, arm in enumerate(arms):
-        df = age[arm]
-        counts = dict(zip(df["age_bin"].cast(pl.Utf8).to_list(), df["exposures"].to_list(), strict=True))
-        total = sum(counts.values()) or 1
-        share = [counts.get(b, 0) / total for b in bins]
-        style = {"color": "0.25", "hatch": "//"} if arm == control else {}
-        ax.bar(x + (i - (len(arms) - 1) / 2) * width, share, width, label=f"{arm} (n={total:,})", **style)
-    ax.set_xticks(x, bins)
-    ax.set_xlabel("item age at exposure")
-    ax.set_ylabel("share of the arm's exposures")
-    ax.set_title("Exposures by item age")
-    ax.grid(axis="y", alpha=0.3)
-    _legend_outside(fig, [ax])
-    return _save(fig, path)
-
-
-def forest_frame(comparison: pl.DataFrame, control: str, expo_k: Mapping[str, int] | None = None) -> pl.DataFrame:
-    """What :func:`plot_forest` draws: one row per (metric, treatment arm), metrics in read-out order.
-
-    Columns: ``row`` (the metric's row, 0 at the top), ``label`` (:func:`metric_label`), ``metric``,
-    ``arm``, ``defined`` (see :func:`undefined_reason`), ``lift, ci_low, ci_high`` and
-    ``lift_cuped, ci_low_cuped, ci_high_cuped`` as fractions, NaN where undefined or absent. Takes
-    any frame with ``metric, arm, lift, ci_low, ci_high`` (e.g. pooled replicates renamed so).
-    """
-    nan = float("nan")
-    rows = _treatment_rows(comparison, control)
-    metric_rows = {m: i for i, m in enumerate(dict.fromkeys(r["metric"] for r in rows))}
-    out = []
-    for r in rows:
-        defined = undefined_reason(r) is None
-        cuped = undefined_reason(r, CUPED_SUFFIX) is None
-        out.append({
-            "row": metric_rows[r["metric"]], "label": metric_label(r["metric"], expo_k), "metric": r["metric"],
-            "arm": r["arm"], "defined": defined,
-            **{c: (_finite(r.get(c)) if defined else None) for c in ("lift", "ci_low", "ci_high")},
-            **{f"{c}{CUPED_SUFFIX}": (_finite(r.get(f"{c}{CUPED_SUFFIX}")) if cuped else None)
-               for c in ("lift", "ci_low", "ci_high")},
-        })
-    schema = {"row": pl.Int64, "label": pl.String, "metric": pl.String, "arm": pl.String, "defined": pl.Boolean,
-              **{c: pl.Float64 for c in ("lift", "ci_low", "ci_high", "lift_cuped", "ci_low_cuped", "ci_high_cuped")}}
-    return pl.DataFrame(out, schema=schema).fill_null(nan)
-
-
-def plot_forest(comparison: pl.DataFrame, control: str, path: Path, ci_level: float = 0.95,
-                expo_k: Mapping[str, int] | None = None) -> Path | None:
-    """Forest plot of the lifts: one row per metric (read-out order), a point and CI bar per treatment arm.
-
-    Arms sit at small offsets within a metric's row, one colour each; CUPED lifts, when present, are
-    hollow markers with a dashed bar just below the raw one. Undefined lifts are not drawn: a note
-    under the axis lists them. ``None`` (nothing written) when the comparison has no treatment row.
-    """
-    import textwrap
-
-    from matplotlib.lines import Line2D
-
-    data = forest_frame(comparison, control, expo_k)
-    if data.is_empty():
-        return None
-    labels = data.unique("row", keep="first", maintain_order=True)["label"].to_list()
-    arms = list(dict.fromkeys(data["arm"].to_list()))
-    cuped = data["lift_cuped"].is_not_nan().any()
-    step = 0.8 / len(arms)
-    fig = _new_figure(8.5, 1.6 + len(labels) * (0.3 + 0.12 * len(arms) * (1.5 if cuped else 1.0)))
-    ax = fig.subplots()
-    colours = [f"C{i % 10}" for i in range(len(arms))]
-    for r in data.iter_rows(named=True):
-        i = arms.index(r["arm"])
-        y = r["row"] + (i - (len(arms) - 1) / 2) * step
-        for suffix, dy, face, ls in (("", 0.0, colours[i], "-"), (CUPED_SUFFIX, step / 3, "white", "--")):
-            lift, lo, hi = (r[f"{c}{suffix}"] for c in ("lift", "ci_low", "ci_high"))
-            if math.isnan(lift):
-                continue
-            if not (math.isnan(lo) or math.isnan(hi)):
-                ax.plot([lo * 100, hi * 100], [y + dy, y + dy], color=colours[i], linestyle=ls, linewidth=1.6)
-            ax.plot([lift * 100], [y + dy], marker="o", markersize=5, color=colours[i], markerfacecolor=face,
-                    linestyle="none")
-    ax.axvline(0, color="black", linewidth=1)
-    for row in range(1, len(labels)):
-        ax.axhline(row - 0.5, color="0.85", linewidth=0.6)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_ylim(len(labels) - 0.5, -0.5)  # first metric at the top
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Lift over control '{control}' ({ci_level * 100:g}% CI)")
-    handles = [Line2D([], [], color=c, marker="o", label=a) for a, c in zip(arms, colours, strict=True)]
-    if cuped:
-        handles += [Line2D([], [], color="0.3", marker="o", label="raw lift"),
-                    Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="--", label="CUPED lift")]
-    fig.legend(handles=handles, title="arm", loc="outside right upper")
-    undefined = data.filter(~pl.col("defined"))
-    xlabel = "lift (%)"
-    if undefined.height:
-        note = "undefined, not drawn: " + ", ".join(f"{r['metric']} ({r['arm']})" for r in undefined.iter_rows(named=True))
-        xlabel += "\n" + textwrap.fill(note, 110)
-    ax.set_xlabel(xlabel)
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,14 +252,14 @@ class RunTracker:
         for arm, values in overall.items():
             self._log_metrics(self._child(arm), [Metric(f"overall.{k}", float(v), ts, 0) for k, v in values.items() if v is not None])
         lifts = []
-        for r in _treatment_rows(comparison, control):
+        for row in treatment_rows(comparison, control):
             for suffix, name in (("", ""), (CUPED_SUFFIX, ".cuped")):
-                if undefined_reason(r, suffix) is not None:
+                if undefined_reason(row, suffix) is not None:
                     continue
                 for col, key in (("lift", ""), ("ci_low", ".ci_low"), ("ci_high", ".ci_high")):
-                    value = _finite(r.get(f"{col}{suffix}"))
+                    value = finite_or_none(row.get(f"{col}{suffix}"))
                     if value is not None:
-                        lifts.append(Metric(f"lift.{r['arm']}.{r['metric']}{name}{key}", value, ts, 0))
+                        lifts.append(Metric(f"lift.{row['arm']}.{row['metric']}{name}{key}", value, ts, 0))
         self._log_metrics(pid, lifts)
         self._log_params(pid, {f"expo_k.{name}": int(k) for name, k in (expo_k or {}).items()})
         self._log_expo_history(daily)
@@ -733,6 +302,43 @@ class RunTracker:
                 shutil.copy2(src, root / "plots" / name)
             self.client.log_artifacts(pid, str(root))
         self._terminate(status)
+
+    def finish_result(self, result: SimulationResult, extra_artifacts: Mapping[str, Path]) -> None:
+        """End an A/B run from its result: the stage timings and exposure count, the ladder's lifts (``ladder.<arm>.
+        <metric>``, with ``.ci_low``/``.ci_high``) on the parent, then :meth:`finish`."""
+        self.log_parent_metrics({f"time.{stage}_s": seconds for stage, seconds in result.timings.items()}
+                                | {"events": float(result.events)})
+        if result.ladder is not None:
+            self.log_parent_metrics({f"ladder.{row['arm']}.{row['metric']}{suffix}": row[column]
+                                     for row in result.ladder.iter_rows(named=True)
+                                     for suffix, column in (("", "lift"), (".ci_low", "ci_low"), (".ci_high", "ci_high"))
+                                     if row[column] is not None and row[column] == row[column]})
+        self.finish(result.daily, result.overall, result.comparison, result.age, result.scenario.control,
+                    extra_artifacts=extra_artifacts, ci_level=result.scenario.metrics.ci_level, expo_k=result.expo_k)
+
+    def finish_offline(self, outcome: OfflineOutcome) -> None:
+        """End an offline-protocol run: its per-arm figures, scalar meta, Table 1 (markdown and CSV), extra tables
+        and plots (:meth:`finish_tables`)."""
+        scalars = {name: value for name, value in outcome.meta.items() if isinstance(value, (int, float))}
+        self.finish_tables(outcome.meta["figures"], scalars,
+                           {"table1.md": outcome.markdown, "table1.csv": outcome.table.write_csv(), **outcome.tables},
+                           plots=outcome.plots)
+
+    def finish_replicates(self, table: pl.DataFrame, markdown: str, replicates: int, control: str,
+                          ci_level: float) -> None:
+        """End a replicates run: per arm the pooled ``<metric>.mean_lift`` (``.ci_low``, ``.ci_high``,
+        ``.sign_agreement``), the replicate count, the table (markdown and CSV) and its forest plot."""
+        per_arm: dict[str, dict[str, float]] = {arm: {} for arm in sorted(set(table["arm"].to_list()))}
+        for row in table.iter_rows(named=True):
+            for name in ("mean_lift", "ci_low", "ci_high", "sign_agreement"):
+                if finite_or_none(row[name]) is not None:
+                    per_arm[row["arm"]][f"{row['metric']}.{name}"] = row[name]
+        lifts_as_text = pl.col("lifts").list.eval(pl.element().round(6)).cast(pl.List(pl.String)).list.join(" ")
+        with tempfile.TemporaryDirectory(prefix="coldsim-replicates-") as tmp:
+            forest = plot_forest(as_comparison(table), control, Path(tmp) / "forest.png", ci_level)
+            self.finish_tables(per_arm, {"replicates": float(replicates)},
+                               {"replicates.md": markdown, "replicates.csv": table.with_columns(lifts_as_text).write_csv()},
+                               plots={"forest.png": forest} if forest is not None else None)
 
     def fail(self, message: str) -> None:
         """End all runs as FAILED with the message in a ``coldsim.error`` tag; a no-op before start."""
@@ -783,7 +389,7 @@ class RunTracker:
             for col in (c for c in df.columns if c.startswith(EXPO_PREFIX)):
                 logged = {m.step for m in self.client.get_metric_history(rid, col)}
                 self._log_metrics(rid, [Metric(col, value, ts, int(day)) for day, v in df.select("day", col).iter_rows()
-                                        if int(day) not in logged and (value := _finite(v)) is not None])
+                                        if int(day) not in logged and (value := finite_or_none(v)) is not None])
 
     def _log_params(self, run_id: str, params: Mapping[str, Scalar]) -> None:
         items = [Param(k, _compact(v)) for k, v in params.items()]

@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 
 from simulator.core.schema import LogValidationError, validate_items, validate_users
-from simulator.sources.tabular import to_unix_seconds
+from simulator.sources.timestamps import to_unix_seconds
 
 VIDEO_FILE = "video_features_basic_pure.csv"
 USER_FILE = "user_features_pure.csv"

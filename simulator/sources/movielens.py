@@ -10,7 +10,9 @@ from pathlib import Path
 import polars as pl
 
 from simulator.core.schema import Log, LogValidationError, validate_events, validate_items, validate_log, validate_users
-from simulator.sources.tabular import NUMBER_PATTERN, encode_attributes, read_csv_text, read_text_table
+from simulator.sources.table_files import read_csv_text, read_text_table
+from simulator.sources.tabular import encode_attributes
+from simulator.sources.tabular_options import NUMBER_PATTERN
 
 LIKE_MIN_RATING = 4.0
 """A rating at or above this is also a ``like`` (every rating is an ``expose``)."""

@@ -1,4 +1,4 @@
-"""Log specs (``KIND:PATH?key=value&...``): parsing, kind detection, and loading real logs through one registry."""
+"""Log specs (``KIND:PATH?key=value&...``): parsing, and :data:`LOG_KINDS`, the one registry of log kinds."""
 
 from __future__ import annotations
 
@@ -6,21 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.core.config import SyntheticConfig
 from simulator.core.schema import EVENT_TYPES, Log
 from simulator.sources.datasets import DATASETS, resolve_log
-from simulator.sources.kuairand import VIDEO_FILE
+from simulator.sources.kuairand import USER_FILE, VIDEO_FILE, load_kuairand_catalogue, load_kuairand_users
 from simulator.sources.movielens import is_movielens, load_movielens
-from simulator.sources.tabular import (
-    MAPPABLE_COLUMNS,
-    OPTION_KEYS,
-    READERS,
-    TabularOptions,
-    apply_layout,
-    load_tabular,
-)
-
-KINDS: tuple[str, ...] = ("movielens", "tabular", "kuairand", "synthetic")
-"""Every kind of log source a spec may name."""
+from simulator.sources.table_files import READERS
+from simulator.sources.tabular import MAPPABLE_COLUMNS, load_tabular
+from simulator.sources.tabular_options import OPTION_KEYS, TabularOptions, apply_layout
 
 
 @dataclass(frozen=True)
@@ -31,22 +24,6 @@ class LogSpec:
     kind: str
     path: str
     options: dict[str, str] = field(default_factory=dict)
-
-
-def _is_kuairand(p: Path) -> bool:
-    return (p / VIDEO_FILE).is_file() if p.is_dir() else p.name == VIDEO_FILE
-
-
-def _is_tabular(p: Path) -> bool:
-    return p.is_file() and any(p.name.lower().endswith(s) for s in READERS)
-
-
-DETECTORS: tuple[tuple[str, Callable[[Path], bool]], ...] = (
-    ("movielens", is_movielens),
-    ("kuairand", _is_kuairand),
-    ("tabular", _is_tabular),
-)
-"""Kind of a bare path: the first detector that accepts it wins."""
 
 
 def parse_log_spec(spec: str) -> LogSpec:
@@ -82,7 +59,7 @@ def parse_log_spec(spec: str) -> LogSpec:
             f"log spec {spec!r}: path {path!r} does not exist (nor is it a dataset name: {sorted(DATASETS)})"
         )
     if not kind:
-        kind = next((k for k, accepts in DETECTORS if accepts(Path(path))), "")
+        kind = next((name for name, kind in LOG_KINDS.items() if kind.detect is not None and kind.detect(Path(path))), "")
         if not kind:
             raise ValueError(
                 f"log spec {spec!r}: cannot tell the kind of {path!r} (not a MovieLens directory or ratings file, a "
@@ -103,7 +80,27 @@ def _parse_options(query: str, spec: str) -> dict[str, str]:
     return options
 
 
-def _movielens_from_spec(spec: LogSpec) -> Log:
+def _check_options(spec: LogSpec, allowed: set[str], prefix: str | None = None) -> None:
+    unknown = sorted(k for k in spec.options if k not in allowed and not (prefix and k.startswith(prefix)))
+    if unknown:
+        extra = f" and {prefix}<name>" if prefix else ""
+        raise ValueError(f"{spec.kind} log: unknown options {unknown}; allowed: {sorted(allowed)}{extra} (docs/sources.md)")
+
+
+def synthetic_config(base: SyntheticConfig, options: dict[str, str]) -> SyntheticConfig:
+    """``base`` (a scenario's synthetic platform) with ``synthetic:?n_users=5000&days=7``-style overrides, validated."""
+    data = base.model_dump()
+    unknown = sorted(set(options) - set(data))
+    if unknown:
+        raise ValueError(f"synthetic platform: unknown options {unknown}; allowed: {sorted(data)}")
+    data.update(options)
+    return SyntheticConfig.model_validate(data)
+
+
+# ---------------------------------------------------------------- the loaders of each kind
+
+
+def _load_movielens(spec: LogSpec, synthetic: SyntheticConfig, seed: int) -> Log:
     _check_options(spec, {"creator_group_size"})
     size = spec.options.get("creator_group_size", "16")
     if not size.isdigit():
@@ -115,7 +112,7 @@ RULE_KEYS: tuple[str, ...] = tuple(f"{event}_if" for event in EVENT_TYPES)
 """Spec keys of the tabular event rules (``like_if=rating>=4``)."""
 
 
-def _tabular_from_spec(spec: LogSpec) -> Log:
+def _load_tabular(spec: LogSpec, synthetic: SyntheticConfig, seed: int) -> Log:
     options = apply_layout(spec.options, spec.path)
     _check_options(LogSpec(spec.kind, spec.path, options), {"items", "users", *MAPPABLE_COLUMNS, *OPTION_KEYS, *RULE_KEYS},
                    prefix="event.")
@@ -132,34 +129,77 @@ def _tabular_from_spec(spec: LogSpec) -> Log:
     )
 
 
-def _check_options(spec: LogSpec, allowed: set[str], prefix: str | None = None) -> None:
-    unknown = sorted(k for k in spec.options if k not in allowed and not (prefix and k.startswith(prefix)))
-    if unknown:
-        extra = f" and {prefix}<name>" if prefix else ""
-        raise ValueError(f"{spec.kind} log: unknown options {unknown}; allowed: {sorted(allowed)}{extra} (docs/sources.md)")
+def _load_kuairand(spec: LogSpec, synthetic: SyntheticConfig, seed: int) -> Log:
+    """KuaiRand-Pure's real video->author catalogue (and users' activity levels) driving the synthetic platform."""
+    from simulator.sources.synthetic import generate_synthetic
+
+    root = Path(spec.path)
+    catalogue = load_kuairand_catalogue(root)
+    users_file = (root if root.is_dir() else root.parent) / USER_FILE
+    activity = load_kuairand_users(users_file)["activity"].to_numpy() if users_file.exists() else None
+    return generate_synthetic(synthetic_config(synthetic, spec.options), seed, catalogue=catalogue,
+                              user_activity=activity)
 
 
-REAL_LOG_LOADERS: dict[str, Callable[[LogSpec], Log]] = {
-    "movielens": _movielens_from_spec,
-    "tabular": _tabular_from_spec,
+def _load_synthetic(spec: LogSpec, synthetic: SyntheticConfig, seed: int) -> Log:
+    from simulator.sources.synthetic import generate_synthetic
+
+    return generate_synthetic(synthetic_config(synthetic, spec.options), seed)
+
+
+def _is_kuairand(path: Path) -> bool:
+    return (path / VIDEO_FILE).is_file() if path.is_dir() else path.name == VIDEO_FILE
+
+
+def _is_tabular(path: Path) -> bool:
+    return path.is_file() and any(path.name.lower().endswith(suffix) for suffix in READERS)
+
+
+@dataclass(frozen=True)
+class LogKind:
+    """A kind of log source: how a spec of it loads, whether it is a real log to replay, how a bare path is
+    recognised as one."""
+
+    load: Callable[[LogSpec, SyntheticConfig, int], Log]  # (spec, the scenario's synthetic platform, seed) -> log
+    replayable: bool  # a real log of interactions (an A/B run replays a window of it), not a driver of the platform
+    detect: Callable[[Path], bool] | None = None  # does a bare path hold this kind (None: never detected)
+    label: str = ""  # what plan_run calls the source
+
+
+LOG_KINDS: dict[str, LogKind] = {
+    "movielens": LogKind(_load_movielens, replayable=True, detect=is_movielens, label="MovieLens log"),
+    "kuairand": LogKind(_load_kuairand, replayable=False, detect=_is_kuairand, label="KuaiRand catalogue"),
+    "tabular": LogKind(_load_tabular, replayable=True, detect=_is_tabular, label="tabular log"),
+    "synthetic": LogKind(_load_synthetic, replayable=False),
 }
-"""Kind -> loader of a replayable real log; the only place that maps these names to code."""
+"""Kind name -> :class:`LogKind`: the only place that maps these names to code. A bare path gets the first kind,
+in this order, whose ``detect`` accepts it."""
+
+KINDS: tuple[str, ...] = tuple(LOG_KINDS)
+"""Every kind of log source a spec may name."""
+
+
+def load_spec(spec: LogSpec, synthetic: SyntheticConfig, seed: int) -> Log:
+    """The log a spec names: a real log, or the synthetic platform (``synthetic`` the scenario's, with the spec's
+    overrides; ``seed`` the run's) alone or driven by a real catalogue."""
+    if spec.kind not in LOG_KINDS:
+        raise ValueError(f"unknown log kind {spec.kind!r}; expected one of {list(KINDS)}")
+    return LOG_KINDS[spec.kind].load(spec, synthetic, seed)
 
 
 def load_real_log(spec: LogSpec) -> Log:
-    """Load the real log a spec names (``movielens`` or ``tabular``) through :data:`REAL_LOG_LOADERS`.
+    """Load the real log a spec names (a :data:`LOG_KINDS` kind with ``replayable``: ``movielens``, ``tabular``).
 
     ``kuairand`` (a catalogue without interactions) and ``synthetic`` are not replayable logs:
     they drive the synthetic platform, so asking for them here is a ``ValueError``.
     """
-    loader = REAL_LOG_LOADERS.get(spec.kind)
-    if loader is None:
-        if spec.kind in KINDS:
-            raise ValueError(
-                f"log kind {spec.kind!r} is not a replayable real log: it drives the synthetic platform "
-                f"(real logs: {sorted(REAL_LOG_LOADERS)})"
-            )
+    kind = LOG_KINDS.get(spec.kind)
+    if kind is None:
         raise ValueError(f"unknown log kind {spec.kind!r}; expected one of {list(KINDS)}")
+    if not kind.replayable:
+        real = sorted(name for name, other in LOG_KINDS.items() if other.replayable)
+        raise ValueError(f"log kind {spec.kind!r} is not a replayable real log: it drives the synthetic platform "
+                         f"(real logs: {real})")
     if not Path(spec.path).exists():
         raise ValueError(f"{spec.kind} log: path {spec.path!r} does not exist")
-    return loader(spec)
+    return kind.load(spec, SyntheticConfig(), 0)

@@ -2,7 +2,7 @@
 
 For each uploaded item, every user of the arm's bucket is scored by the world's response model,
 ``s(u, i) = sum_k w_k p_k(u, i)`` with DualRec's eq. 10 weights ``w``, and the ``k`` best go to the
-arm with their scores (:class:`serving.channels.oracle_match.OracleMatchChannel`). Only the driver
+arm with their scores (:class:`serving.channels.dualrec.oracle_match.OracleMatchChannel`). Only the driver
 calls this: it is the one place where an arm gets the world's truth, on purpose.
 """
 

@@ -49,7 +49,7 @@ def ray_run(scenario, tracking, tmp_path_factory):
         rt = sim.runtime
         seen["stats"] = rt.stats()
         seen["url"] = rt.url
-        arm = sim.names[0]
+        arm = sim.arm_names[0]
         user = int(sim.arms[0].users[0])
         item = int(sim.world.items.ids[sim.world.items.rows(sim.arms[0].uploads[0]["item_id"].to_numpy()[:1])][0])
         day_end = int(sim.t0 + sim.days * 86_400)

@@ -23,7 +23,8 @@ from simulator.run.loop import Simulation
 from simulator.run.runtime import LocalRuntime
 from simulator.sources.synthetic import generate_synthetic
 from serving.arms import ARM_KINDS
-from serving.http import MAX_DAY_GAP_DAYS, LocalBackend, build_local_api, local_arms
+from serving.arm_endpoint import MAX_DAY_GAP_DAYS
+from serving.http import LocalBackend, build_local_api, local_arms
 
 with warnings.catch_warnings():  # starlette's note on httpx; the in-process client is what these tests want
     warnings.simplefilter("ignore")
@@ -218,7 +219,7 @@ def test_fuzz_during_a_simulation_then_it_runs_on_and_resumes(scenario, tmp_path
     client = TestClient(build_local_api(backend))
     users = np.concatenate([a.users for a in sim.arms])
     known_users = st.sampled_from(users.tolist())
-    hints = {"arm": st.sampled_from(sim.names + ["nope"]), "item_id": st.sampled_from(sim.world.items.ids.tolist()),
+    hints = {"arm": st.sampled_from(sim.arm_names + ["nope"]), "item_id": st.sampled_from(sim.world.items.ids.tolist()),
              "user_id": known_users, "user_ids[]": known_users, "creator_id": st.sampled_from(sim.arms[0].creators.tolist()),
              "ts": _time_hint(3), "upload_ts": _time_hint(3)}
     spec = client.get("/openapi.json").json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.dualrec import budget_mask, combined_scores, integrate_scores
+from serving.channels.dualrec.scoring import budget_mask, combined_scores, integrate_scores
 
 
 def test_score_integration_with_and_without_user_bias():

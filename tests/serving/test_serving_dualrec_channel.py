@@ -10,7 +10,8 @@ import torch
 from serving.arms import build_arm
 
 from trainers.arm_context import ArmContext
-from serving.channels.dualrec import _dedupe_rows, _visited_within
+from serving.channels.dualrec.creator_side import _dedupe_rows
+from serving.channels.dualrec.diagnostics import _visited_within
 from serving.http import LocalBackend, UploadRequest, handle_upload
 from simulator.core.config import ArmSpec, DualRecSpec, ModelConfig
 
@@ -60,7 +61,7 @@ def test_no_matching_before_the_first_day_ends_then_targets_respect_the_store():
     assert _upload(p, [100], T0) == {}  # no activity model and no user index yet
     users = np.arange(1000, 1012)
     _day0(p, users)
-    assert len(ch.user_index) == len(p.store.users) == 12
+    assert len(ch.creator_side.user_index) == len(p.store.users) == 12
     targets = {}
     for k in range(8):  # eight new items: 8 * 5 targets > 12 users * cap 2
         targets.update(_upload(p, [200 + k], T0 + DAY + 10 + k))
@@ -84,7 +85,7 @@ def test_activity_prediction_restricts_matching_to_predicted_visitors():
     rows = p.store.users.rows(np.array(t[300], np.int64))
     assert len(rows) and (rows % 2 == 0).all()
     # the shadow without activity prediction matched from the same ranked list regardless of a_u
-    shadow = ch.matches["no_activity"][-1][0]
+    shadow = ch.diagnostics.matches["no_activity"][-1][0]
     assert (shadow % 2 == 1).any()
 
 
@@ -149,10 +150,10 @@ def test_item_similarity_retrieval_finds_likers_of_similar_items():
     ch = p.channels[0]
     _upload(p, [600], T0 + DAY + 5)
     row = p.store.items.rows(np.array([600]))
-    sim = ch.sim_items[row[0]]
+    sim = ch.creator_side.sim_items[row[0]]
     assert (sim >= 0).any() and (p.store.item_seq_count[sim[sim >= 0]] > 0).all()  # similar items with likers
     likers = set(p.store.sequences(sim[sim >= 0])[0].ravel().tolist()) - {-1}
-    cand = set(p.store.users.ids[c] for c in ch.candidates(p, row)[0] if c >= 0)
+    cand = set(p.store.users.ids[c] for c in ch.creator_side.candidates(p.store, row)[0] if c >= 0)
     assert likers <= cand
 
 

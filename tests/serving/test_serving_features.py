@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.features import FeatureStore
+from serving.features import FeatureStore, sequence_tail
 
 LIKE = np.array([1, 0, 0, 0, 0], bool)
 COMMENT = np.array([0, 1, 0, 0, 0], bool)
@@ -189,3 +189,16 @@ def test_follow_labels_record_who_follows_whom():
     t.load_state(s.state())
     np.testing.assert_array_equal(t.follows, s.follows)
     np.testing.assert_array_equal(t.n_followers(np.array([7, 9])), [2, 1])
+
+
+def test_sequence_tail_keeps_the_last_entries_left_aligned():
+    seq = np.array([[1, 2, 3, 4], [5, 6, -1, -1], [-1, -1, -1, -1]])
+    length = np.array([4, 2, 0])
+    tail, n = sequence_tail(seq, length, 3)
+    np.testing.assert_array_equal(tail, [[2, 3, 4], [5, 6, -1], [-1, -1, -1]])
+    np.testing.assert_array_equal(n, [3, 2, 0])
+    wide, n = sequence_tail(seq, length, 6)  # longer than the rows: padded
+    np.testing.assert_array_equal(wide[0], [1, 2, 3, 4, -1, -1])
+    np.testing.assert_array_equal(n, [4, 2, 0])
+    empty, n = sequence_tail(np.zeros((2, 0), np.int64), np.zeros(2, np.int64), 2)
+    assert (empty == -1).all() and empty.shape == (2, 2) and n.tolist() == [0, 0]

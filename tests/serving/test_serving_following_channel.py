@@ -6,7 +6,7 @@ from serving.arms import build_arm
 
 from trainers.arm_context import ArmContext
 from serving.channels.basic import FollowingChannel
-from serving.stack import RequestContext
+from serving.channels.base import RequestContext
 from simulator.core.config import ArmSpec, ModelConfig, StackConfig
 
 DAY = 86_400
@@ -28,7 +28,7 @@ def _upload(p, item_ids, creators, upload_ts):
 
 def _candidates(p, channel, users, ts):
     rows = p.store.ensure_users(np.asarray(users))
-    return channel.retrieve(RequestContext(rows, np.asarray(ts, np.int64), np.random.default_rng(0), p))
+    return channel.retrieve(RequestContext(rows, np.asarray(ts, np.int64), np.random.default_rng(0), p)).rows
 
 
 def test_a_follower_gets_the_creators_new_item_and_a_non_follower_does_not():

@@ -7,7 +7,7 @@ from serving.arms import build_arm
 
 from trainers.arm_context import ArmContext
 from serving.channels.basic import FreshChannel
-from serving.stack import RequestContext
+from serving.channels.base import RequestContext
 from simulator.core.config import ArmSpec, ModelConfig
 
 DAY = 86_400
@@ -33,7 +33,7 @@ def _retrieve(k: float, power: float) -> tuple[np.ndarray, object]:
                    np.ones((5, 1), np.float32))
     rows = p.store.ensure_users(np.arange(1000, 3000))
     ch = FreshChannel(k=k, window_s=DAY, popularity_power=power)
-    return ch.retrieve(RequestContext(rows, np.full(len(rows), T), np.random.default_rng(0), p)), p
+    return ch.retrieve(RequestContext(rows, np.full(len(rows), T), np.random.default_rng(0), p)).rows, p
 
 
 def _counts(power: float) -> dict[int, int]:

@@ -4,6 +4,8 @@ feature logging and checkpoints."""
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,8 @@ import torch
 from serving.arms import arm_tasks, build_arm
 
 from trainers.arm_context import ArmContext, arm_context
-from serving.channels.ihm import NEVER
-from serving.stack import RequestContext
+from serving.channels.base import RequestContext
+from serving.channels.ihm.realtime import NEVER
 from simulator.core.config import ArmSpec, IHMArmSpec, ModelConfig, TrainConfig
 from trainers.learner import concat_batches
 from trainers.online import make_learner
@@ -90,14 +92,14 @@ def test_rate_limit_defers_the_second_like_until_the_gap_expires():
     first = _vec(ch, r).copy()
     _feedback(p, [8], [2], [T0 + 200])  # inside the gap: queued for T0 + 400
     assert ch.counts["inferences"] == 1 and ch.counts["deferred"] == 1
-    assert ch.due[r] == T0 + 400 and ch.kv_ts[r] == T0 + 100
+    assert ch.limiter.due[r] == T0 + 400 and ch.kv_ts[r] == T0 + 100
     np.testing.assert_allclose(_vec(ch, r), first, atol=1e-6)  # the index does not reflect user 8 yet
     _feedback(p, [9], [2], [T0 + 250])  # merges into the queued inference
     assert ch.counts["inferences"] == 1 and ch.counts["deferred"] == 1
     _feedback(p, [5], [3], [T0 + 399], like=False)  # a later feedback before the gap expires: still queued
-    assert ch.due[r] == T0 + 400
+    assert ch.limiter.due[r] == T0 + 400
     _feedback(p, [5], [4], [T0 + 450], like=False)  # the gap has expired: the queued inference runs
-    assert ch.counts["inferences"] == 2 and ch.due[r] == NEVER and ch.kv_ts[r] == T0 + 400
+    assert ch.counts["inferences"] == 2 and ch.limiter.due[r] == NEVER and ch.kv_ts[r] == T0 + 400
     assert not np.allclose(_vec(ch, r), first)
     np.testing.assert_allclose(_vec(ch, r), ch.infer(p, np.array([r]))[0], atol=1e-5)  # users 7, 8 and 9
 
@@ -107,7 +109,7 @@ def test_two_likes_in_one_call_one_inference_now_one_queued_and_history_read_up_
     ch = _ch(p)
     r = _row(p, 2)
     _feedback(p, [7, 8], [2, 2], [T0 + 100, T0 + 200])
-    assert ch.counts["inferences"] == 1 and ch.due[r] == T0 + 400
+    assert ch.counts["inferences"] == 1 and ch.limiter.due[r] == T0 + 400
     # the vector served now is the inference at T0 + 100: user 7 only
     np.testing.assert_allclose(_vec(ch, r), ch.infer(p, np.array([r]), np.array([T0 + 100]))[0], atol=1e-5)
     assert not np.allclose(_vec(ch, r), ch.infer(p, np.array([r]))[0], atol=1e-5)
@@ -272,7 +274,7 @@ def test_static_ablation_ignores_history():
     before = _vec(ch, r).copy()
     _feedback(p, [7, 8], [2, 2], [T0 + 100, T0 + 900])
     np.testing.assert_array_equal(_vec(ch, r), before)
-    assert ch.counts["inferences"] == 0 and len(ch.pos_item) == 0
+    assert ch.counts["inferences"] == 0 and len(ch.ats.pending_item) == 0
     np.testing.assert_allclose(ch.infer(p, np.array([r]))[0], before, atol=1e-6)  # the history makes no difference
     d = p.end_day(T0 + DAY)
     assert "ihm.ats_p50_min" not in d and d["ihm.ats_samples"] == 0
@@ -283,12 +285,12 @@ def test_retrieval_returns_only_cold_items_from_the_index():
     _feedback(p, [1, 2], [0, 0], [T0 + 10, T0 + 20], like=False)  # item 0 reaches 2 exposures: no longer cold
     ch = _ch(p)
     users = p.store.ensure_users(np.array([9]))
-    got = ch.retrieve(RequestContext(users, np.array([T0 + 100]), np.random.default_rng(0), p))
+    got = ch.retrieve(RequestContext(users, np.array([T0 + 100]), np.random.default_rng(0), p)).rows
     assert got.shape == (1, 5)
     assert sorted(got[0].tolist()) == [_row(p, i) for i in range(1, 6)]  # all cold items, item 0 left out
     d = p.end_day(T0 + DAY)
     assert d["ihm.index_size"] == 5  # the day's compaction keeps the still-cold items
-    got = ch.retrieve(RequestContext(users, np.array([T0 + 80 * 3600]), np.random.default_rng(0), p))
+    got = ch.retrieve(RequestContext(users, np.array([T0 + 80 * 3600]), np.random.default_rng(0), p)).rows
     assert (got == -1).all()  # every item is older than 72 h
 
 
@@ -299,8 +301,9 @@ def test_snapshot_restore_gives_the_same_state_and_the_same_future():
     q = _policy(impressions_trigger=2)
     q.restore(p.snapshot())
     a, b = _ch(p), _ch(q)
-    for name in ("kv_vec", "kv_ts", "last_infer", "due", "pos_item", "pos_ts", "seq_seen", "expo_seen"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("kv_vec", "kv_ts", "limiter.last_infer", "limiter.due", "ats.pending_item", "ats.pending_ts",
+                 "seq_seen", "expo_seen"):
+        np.testing.assert_array_equal(attrgetter(name)(a), attrgetter(name)(b), err_msg=name)
     np.testing.assert_array_equal(a.index.index.get_items(list(range(6))), b.index.index.get_items(list(range(6))))
     for pol in (p, q):
         _feedback(pol, [4, 5], [2, 4], [T0 + 600, T0 + 700])

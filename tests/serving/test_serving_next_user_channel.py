@@ -53,10 +53,10 @@ def test_only_cold_items_are_retrieved(arm):
     y = np.zeros((3, 5), bool)
     p.feedback(np.array([1, 2, 3]), np.array([0, 0, 0]), np.array([H, H, H]), y)  # item 0 reaches 3 exposures
     rows = p.store.items.rows(np.array([0]))
-    from serving.stack import RequestContext
+    from serving.channels.base import RequestContext
 
     ctx = RequestContext(p.store.ensure_users(np.array([9, 9])), np.array([2 * H, 20 * H]), np.random.default_rng(0), p)
-    got = _nu(p).retrieve(ctx)
+    got = _nu(p).retrieve(ctx).rows
     assert rows[0] not in got[0]  # too many exposures
     assert (got[1] == -1).all()  # every item is older than 10 h at 20 h
 

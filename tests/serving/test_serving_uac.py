@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.uac import ActivityPredictor, AvailableUserStore, MatchingCache, activity_features
+from serving.channels.dualrec.uac import ActivityPredictor, AvailableUserStore, MatchingCache, activity_features
 
 DAY = 86_400
 

@@ -33,7 +33,8 @@ from simulator.sources.datasets import (
 )
 from simulator.sources.movielens import is_movielens, load_movielens
 from simulator.sources.spec import KINDS, LogSpec, load_real_log, parse_log_spec
-from simulator.sources.tabular import LAYOUTS, MalformedFileError, read_text_table
+from simulator.sources.table_files import MalformedFileError, read_text_table
+from simulator.sources.tabular_options import LAYOUTS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ML = FIXTURES / "movielens"

@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 
 from simulator.core.config import ArmSpec, DualRecSpec, Scenario
-from simulator.diagnostics import auc_table, format_ladder_markdown, msize_table, summarise
+from simulator.diagnostics import auc_table, msize_table, summarise
+from simulator.run.report import format_ladder_markdown
 
 
 def test_summary_pools_hit_rates_by_pairs_sums_bins_and_averages_the_rest():

@@ -99,3 +99,20 @@ def test_run_does_not_mutate_the_log(scenario, log, tmp_path_factory):
     n_dynamic = sum(int((u["origin"] == "dynamic").sum()) for a in sim.arms for u in a.uploads)
     assert n_dynamic > 0  # the run did create items
     assert len(log.truth.items) == n_truth_items
+
+
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(sim, scenario, log, tmp_path_factory):
+    """Stop after day 0 (as an interrupted run would), resume from its checkpoint in a new driver: same metrics."""
+    run_dir = tmp_path_factory.mktemp("resume")
+    first = Simulation(scenario, log, LocalRuntime, run_dir, progress=False)
+    first.days = 1
+    first.run()
+    resumed = Simulation(scenario, log, LocalRuntime, run_dir, progress=False)
+    assert resumed.restore_latest() == 1
+    result, uninterrupted = resumed.run(), sim.results()
+    assert result.events == uninterrupted.events
+    assert result.overall == uninterrupted.overall
+    assert result.comparison.equals(uninterrupted.comparison)
+    for name, frame in _exposures(sim).items():
+        assert pl.concat(resumed.arms[resumed.arm_names.index(name)].exposures).equals(frame), name
+    assert set(result.timings) >= {"setup", "runtime_start", "replay", "world", "serve", "train", "metrics", "checkpoint"}

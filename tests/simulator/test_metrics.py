@@ -1,4 +1,4 @@
-"""Tests of simulator.metrics: each metric on a hand-built arm, then the bootstrap lifts."""
+"""Tests of the simulator.metrics package: each metric on a hand-built arm, then the bootstrap lifts."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from simulator import metrics
 from simulator.core.config import MetricsConfig
-from simulator.metrics import (
-    TWO_WAY_METRICS,
-    ArmData,
-    compare_arms,
-    daily_metrics,
-    early_exposure,
-    exposures_by_age,
-    metric_names,
-    normalised_metrics,
-    overall_metrics,
-)
+from simulator.metrics import bootstrap
+from simulator.metrics.bootstrap import derived_k, replicate_k, replicate_reach
+from simulator.metrics.comparison import compare_arms, ladder_comparison
+from simulator.metrics.cuped import cuped_theta
+from simulator.metrics.daily import daily_metrics, early_exposure, exposures_by_age, overall_metrics
+from simulator.metrics.definitions import ArmData, expo_metric_name, expo_thresholds, metric_names
+from simulator.metrics.expo_reach import item_window_exposures, resolve_expo_k
+from simulator.metrics.units import TWO_WAY_METRICS, normalised_metrics
 from simulator.core.schema import EXPOSURES_SCHEMA, SECONDS_PER_DAY, UPLOADS_SCHEMA, VISITS_SCHEMA
 
 H = 3600
@@ -127,7 +123,7 @@ def test_expo_reach_window_and_censoring():
         *[expo(T0 + D + h * H, h, 22, a22, creator=3) for h in range(1, 6)],
     ]
     a = arm(ex, ups)
-    assert sorted(metrics.item_window_exposures(a, CFG, T0, 4)) == [2, 3]  # 22 excluded
+    assert sorted(item_window_exposures(a, CFG, T0, 4)) == [2, 3]  # 22 excluded
     d = daily_metrics(a, CFG, T0, days=4)
     assert d["expo_reach_2"].to_list() == [0, 2, 2, 2]  # 20 reaches 2 on day 1 (its 2nd exposure), 21 on day 1
     assert d["expo_reach_3"].to_list() == [0, 1, 1, 1]  # only 21: 20's 3rd exposure is outside the window
@@ -155,27 +151,27 @@ def _window_arm() -> ArmData:
 
 def test_derived_k_are_quantiles_of_the_control_window_exposures():
     a = _window_arm()
-    assert sorted(metrics.item_window_exposures(a, CFG, T0, 4)) == [0, 1, 2, 3, 10]
+    assert sorted(item_window_exposures(a, CFG, T0, 4)) == [0, 1, 2, 3, 10]
     derived = MetricsConfig(cold_age_hours=2, cold_max_exposures=2, bootstrap_samples=200)  # expo_k=None
     # np.quantile([0, 1, 2, 3, 10]): q50 = 2; q90 = 3 + 0.6 * 7 = 7.2 -> 8; q99 = 3 + 0.96 * 7 = 9.72 -> 10
-    res = metrics.resolve_expo_k(a, derived, T0, 4)
-    assert metrics.expo_thresholds(res) == {"expo_reach_q50": 2, "expo_reach_q90": 8, "expo_reach_q99": 10}
+    res = resolve_expo_k(a, derived, T0, 4)
+    assert expo_thresholds(res) == {"expo_reach_q50": 2, "expo_reach_q90": 8, "expo_reach_q99": 10}
     assert metric_names(res)[:4] == ["expo_reach_q50", "expo_reach_q90", "expo_reach_q99", "dac"]
     o = overall_metrics(a, res, T0, 4)
     assert (o["expo_reach_q50"], o["expo_reach_q90"], o["expo_reach_q99"]) == (3.0, 1.0, 1.0)  # {32, 33, 34}, {34}
     # the caller's floor (DualRec's target count + 1), unless the config sets its own
-    floored = metrics.resolve_expo_k(a, derived, T0, 4, k_min=5)
-    assert list(metrics.expo_thresholds(floored).values()) == [5, 8, 10]
+    floored = resolve_expo_k(a, derived, T0, 4, k_min=5)
+    assert list(expo_thresholds(floored).values()) == [5, 8, 10]
     own = derived.model_copy(update={"expo_k_min": 9})
-    assert list(metrics.expo_thresholds(metrics.resolve_expo_k(a, own, T0, 4, k_min=5)).values()) == [9, 9, 10]
+    assert list(expo_thresholds(resolve_expo_k(a, own, T0, 4, k_min=5)).values()) == [9, 9, 10]
     # no eligible item at all (a 2-day run is shorter than the window): every K is the floor, and at least 1
-    assert set(metrics.expo_thresholds(metrics.resolve_expo_k(a, derived, T0, 2)).values()) == {1}
+    assert set(expo_thresholds(resolve_expo_k(a, derived, T0, 2)).values()) == {1}
     # a fixed expo_k is already resolved
-    assert metrics.resolve_expo_k(a, CFG, T0, 4) is CFG
+    assert resolve_expo_k(a, CFG, T0, 4) is CFG
 
 
 def test_derived_metric_names_and_unresolved_configs():
-    assert [metrics.expo_metric_name(q) for q in (0.5, 0.9, 0.99, 0.995, 0.07)] == [
+    assert [expo_metric_name(q) for q in (0.5, 0.9, 0.99, 0.995, 0.07)] == [
         "expo_reach_q50", "expo_reach_q90", "expo_reach_q99", "expo_reach_q99.5", "expo_reach_q7"]
     unresolved = MetricsConfig()
     assert unresolved.expo_k is None and unresolved.expo_window_days == 3.0
@@ -449,7 +445,7 @@ def test_bootstrap_is_deterministic_and_independent_of_chunking(monkeypatch):
     first = compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=11)
     assert first.equals(compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=11))
     assert first["arm"].unique(maintain_order=True).to_list() == ["t", "u"]
-    monkeypatch.setattr(metrics, "_BOOTSTRAP_CHUNK_BYTES", 8 * 600 * 7)  # a few replicates per chunk
+    monkeypatch.setattr(bootstrap, "_BOOTSTRAP_CHUNK_BYTES", 8 * 600 * 7)  # a few replicates per chunk
     chunked = compare_arms(arms, "c", BOOT_CFG, T0, 7, seed=11)  # same weights; sums may differ in the last bit
     for col in ("ci_low", "ci_high"):
         assert np.allclose(first[col].to_numpy(), chunked[col].to_numpy(), rtol=1e-12, atol=0, equal_nan=True)
@@ -480,7 +476,7 @@ def test_ladder_compares_each_arm_with_the_one_before_it():
         "b": synthetic_arm("b", 300, 600, seed=12, offset=10**6, pub_rate=1.2),
         "c": synthetic_arm("c", 300, 600, seed=13, offset=2 * 10**6, pub_rate=1.2 * 1.1),
     }
-    lad = metrics.ladder_comparison(arms, ["a", "b", "c"], BOOT_CFG, T0, 7, seed=0)
+    lad = ladder_comparison(arms, ["a", "b", "c"], BOOT_CFG, T0, 7, seed=0)
     assert lad["arm"].unique(maintain_order=True).to_list() == ["b", "c"]
     b, c = (lad.filter((pl.col("arm") == x) & (pl.col("metric") == "publications")).row(0, named=True) for x in "bc")
     assert b["baseline"] == "a" and c["baseline"] == "b"
@@ -489,7 +485,7 @@ def test_ladder_compares_each_arm_with_the_one_before_it():
     pair = compare_arms({"b": arms["b"], "c": arms["c"]}, "b", BOOT_CFG, T0, 7, seed=0)
     assert c["ci_low"] == _row(pair, "publications", "c")["ci_low"]
     with pytest.raises(ValueError, match="ladder arms"):
-        metrics.ladder_comparison(arms, ["a", "zz"], BOOT_CFG, T0, 7, seed=0)
+        ladder_comparison(arms, ["a", "zz"], BOOT_CFG, T0, 7, seed=0)
 
 
 # --------------------------------------------------------------------------- undefined lifts, CUPED, two-way bootstrap
@@ -536,7 +532,7 @@ def test_cuped_lift_by_hand():
     c = _with_covariates(arm(uploads=ups_c, creators=(1, 2)), [0, 2])
     t = _with_covariates(arm(uploads=ups_t, creators=(3, 4), name="t"), [1, 3])
     # pooled: x mean 1.5, y mean 2.75; sum((x - 1.5)(y - 2.75)) = 5.5, sum((x - 1.5)^2) = 5 -> theta = 1.1
-    theta = metrics._cuped_theta(np.array([[0.0], [2], [1], [3]]), np.array([[1.0], [4], [2], [4]]))
+    theta = cuped_theta(np.array([[0.0], [2], [1], [3]]), np.array([[1.0], [4], [2], [4]]))
     assert theta.item() == pytest.approx(1.1)
     # adjusted y - 1.1 (x - 1.5): control 2.65, 3.45 (mean 3.05); treatment 2.55, 2.35 (mean 2.45)
     r = _row(compare_arms({"c": c, "t": t}, "c", CFG, T0, 1, seed=0), "publications")
@@ -641,36 +637,36 @@ def test_replicate_k_is_np_quantile_of_the_expanded_sample():
     w[1] = 0  # a replicate that drew no item
     cum = np.cumsum(w, axis=1).astype(np.float64)
     for q in (0.07, 0.5, 0.9, 0.99, 1.0):
-        got = metrics._replicate_k(n, cum, q, floor=1)
+        got = replicate_k(n, cum, q, floor=1)
         assert np.isnan(got[1])
         for b in range(30):
             if b == 1:
                 continue
             want = max(math.ceil(round(float(np.quantile(np.repeat(n, w[b]), q)), 9)), 1)
             assert got[b] == want, (q, b)
-    assert (metrics._replicate_k(n, cum, 0.5, floor=7)[[0, 2, 3]] >= 7).all()
+    assert (replicate_k(n, cum, 0.5, floor=7)[[0, 2, 3]] >= 7).all()
 
 
 def test_replicate_reach_counts_weighted_items_at_or_above_k():
     n = np.array([0, 1, 2, 2, 5])
     cum = np.cumsum(np.array([[1, 0, 2, 1, 1], [1, 1, 1, 1, 1]]), axis=1).astype(np.float64)
     # K = 2: items 2, 3, 4 with weights 2 + 1 + 1 = 4 (replicate 0) and 3 (unit weights); K = 6: none; NaN stays NaN
-    np.testing.assert_array_equal(metrics._replicate_reach(n, cum, np.array([2.0, 2.0])), [4.0, 3.0])
-    np.testing.assert_array_equal(metrics._replicate_reach(n, cum, np.array([6.0, 1.0])), [0.0, 4.0])
-    assert np.isnan(metrics._replicate_reach(n, cum, np.array([np.nan, 1.0]))[0])
+    np.testing.assert_array_equal(replicate_reach(n, cum, np.array([2.0, 2.0])), [4.0, 3.0])
+    np.testing.assert_array_equal(replicate_reach(n, cum, np.array([6.0, 1.0])), [0.0, 4.0])
+    assert np.isnan(replicate_reach(n, cum, np.array([np.nan, 1.0]))[0])
 
 
 def test_derived_k_pools_the_arms_and_is_rederived_only_for_those_arms():
     a, b = _window_arm(), dataclasses.replace(_window_arm(), name="b")
     derived = MetricsConfig(cold_age_hours=2, cold_max_exposures=2, bootstrap_samples=200)
-    res = metrics.resolve_expo_k([a, b], derived, T0, 4)
+    res = resolve_expo_k([a, b], derived, T0, 4)
     # pooled [0, 0, 1, 1, 2, 2, 3, 3, 10, 10]: q50 at position 4.5 = 2; q90 at 8.1 = 10 (one arm alone: 7.2 -> 8)
-    assert metrics.expo_thresholds(res) == {"expo_reach_q50": 2, "expo_reach_q90": 10, "expo_reach_q99": 10}
+    assert expo_thresholds(res) == {"expo_reach_q50": 2, "expo_reach_q90": 10, "expo_reach_q99": 10}
     assert res.expo_k_arms == ["a", "b"] and res.expo_k_min == 1
     names = metric_names(res)
-    assert metrics._derived_k(res, ["b", "a"], names).names == ["expo_reach_q50", "expo_reach_q90", "expo_reach_q99"]
-    assert metrics._derived_k(res, ["a", "c"], names) is None  # a ladder pair: K stays the run's
-    assert metrics._derived_k(CFG, ["a", "b"], metric_names(CFG)) is None  # fixed K
+    assert derived_k(res, ["b", "a"], names).names == ["expo_reach_q50", "expo_reach_q90", "expo_reach_q99"]
+    assert derived_k(res, ["a", "c"], names) is None  # a ladder pair: K stays the run's
+    assert derived_k(CFG, ["a", "b"], metric_names(CFG)) is None  # fixed K
 
 
 def test_derived_k_a_a_calibration_on_small_arms():
@@ -683,7 +679,7 @@ def test_derived_k_a_a_calibration_on_small_arms():
     for s in range(40):
         c = synthetic_arm("c", 40, 80, seed=100 + 2 * s, offset=0, pub_rate=0.3)
         t = synthetic_arm("t", 40, 80, seed=101 + 2 * s, offset=10**6, pub_rate=0.3)
-        res = compare_arms({"c": c, "t": t}, "c", metrics.resolve_expo_k([c, t], cfg0, T0, 7), T0, 7, seed=s)
+        res = compare_arms({"c": c, "t": t}, "c", resolve_expo_k([c, t], cfg0, T0, 7), T0, 7, seed=s)
         e = res.filter(pl.col("metric").str.starts_with("expo_reach") & pl.col("lift").is_not_nan())
         flagged, cells = flagged + int(e["significant"].sum()), cells + e.height
     assert cells >= 60 and flagged / cells <= 0.08, (flagged, cells)

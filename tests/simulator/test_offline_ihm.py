@@ -12,8 +12,9 @@ import torch
 from mlflow import MlflowClient
 
 from simulator.core.config import IHMOfflineConfig
-from simulator.run.offline_ihm import (Batches, ItemTable, Positives, Split, Timeline, Variant, decay_slopes, format_table,
-                                   hit_ndcg, score, summarize, table1)
+from simulator.run.offline_ihm import SUBSETS, Variant, decay_slopes, hit_ndcg, score, summarize, table1
+from simulator.run.offline_ihm_data import Batches, ItemTable, Positives, Split, Timeline
+from simulator.run.report import format_ihm_table
 from simulator.core.schema import Log, validate_log
 
 H = 3600
@@ -50,7 +51,7 @@ def test_histories_and_sequences_are_strictly_before_the_time():
     log = _log()
     items = ItemTable.of(log)
     p = Positives.of(log, items)
-    b = Batches(p, items, spec_seq_len=2, spec_history=3)
+    b = Batches(p, items, seq_len=2, max_history=3)
     h, n = b.item_users.last(np.array([0, 0, 2]), np.array([4 * H, 11 * H, 9 * H]), 3)
     # item 10: users 1 (h1), 2 (h2), 3 (h4), 4 (h10); before 4h: 1, 2 (h4 itself excluded); before 11h: the last 3
     assert h.tolist() == [[1, 2, -1], [2, 3, 4], [4, -1, -1]] and n.tolist() == [2, 3, 1]
@@ -78,7 +79,7 @@ def test_hit_rate_and_ndcg_by_hand():
     w2 = {r["subset"]: r for r in long.filter(pl.col("window") == 2).iter_rows(named=True)}
     assert w2["overall"]["hr"] == pytest.approx(1 / 3) and w2["head"]["hr"] == 0.0
     t = table1(long, 10)
-    assert t["tail_hr10"][0] == 1.0 and "| m | 1.0000 | " in format_table(t, 10)
+    assert t["tail_hr10"][0] == 1.0 and "| m | 1.0000 | " in format_ihm_table(t, 10, SUBSETS)
 
 
 def test_decay_slope_is_the_least_squares_slope():
@@ -188,12 +189,12 @@ def test_cli_runs_the_protocol_and_records_mlflow(tmp_path, monkeypatch):
 
 
 def test_chunks_make_every_training_positive_a_target_once_with_context():
-    from simulator.run.offline_ihm import Chunks
+    from simulator.run.offline_ihm_data import Chunks
 
     # one user with 7 positives (item rows 0..6 at t = 0..6), another with 2
     p = Positives(ts=np.array([0, 1, 2, 3, 4, 5, 6, 2, 3]), user=np.array([1] * 7 + [2] * 2),
                   user_idx=np.array([0] * 7 + [1] * 2), item=np.array([0, 1, 2, 3, 4, 5, 6, 3, 4]))
-    c = Chunks.of(p, np.arange(9), L=4)  # stride 2
+    c = Chunks.of(p, np.arange(9), max_len=4)  # stride 2
     assert sorted(c.t_row.tolist()) == list(range(9))
     got = [(c.seq[i, : c.seq_len[i]].tolist(), c.t_row[c.t_start[i]:c.t_start[i + 1]].tolist(),
             c.t_pos[c.t_start[i]:c.t_start[i + 1]].tolist()) for i in range(len(c))]

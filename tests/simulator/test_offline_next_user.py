@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from simulator.run.offline_next_user import build_samples, format_table, recall_at_k
+from simulator.run.offline_next_user import build_samples, recall_at_k
+from simulator.run.report import format_next_user_table
 from simulator.core.schema import Log, validate_log
 
 
@@ -93,7 +94,7 @@ def test_floors_hand_computed():
 def test_table_layout_absolute_for_control_relative_for_variants():
     t = pl.DataFrame({"variant": ["full", "abl"], "recall_20": [0.4, 0.3], "recall_50": [0.5, 0.55],
                       "recall_20_rel": [0.0, -0.25], "recall_50_rel": [0.0, 0.1]})
-    md = format_table(t, "full", [20, 50])
+    md = format_next_user_table(t, "full", [20, 50])
     assert "| 0 | full | 0.4000 | 0.5000 |" in md and "| 1 | abl | -25.00% | +10.00% |" in md
 
 

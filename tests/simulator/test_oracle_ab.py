@@ -16,9 +16,10 @@ def test_oracle_match_arm_matches_new_items_to_its_own_users(tmp_path):
     diag = res.diagnostics["oracle_match"]
     assert diag["dualrec.coverage.creator_side.actual"].drop_nulls().max() > 0.3  # items got matched from day 1
     ch = sim.runtime.policies["oracle_match"].channels[0]
-    matched = np.concatenate([m[0] for m in ch.matches["actual"]]) if ch.matches["actual"] else np.zeros(0, int)
+    matches = ch.diagnostics.matches["actual"]
+    matched = np.concatenate([m[0] for m in matches]) if matches else np.zeros(0, int)
     store = sim.runtime.policies["oracle_match"].store
-    arm_users = sim.arms[sim.names.index("oracle_match")].users
+    arm_users = sim.arms[sim.arm_names.index("oracle_match")].users
     assert np.isin(store.users.ids[matched], arm_users).all()  # never a user of another arm
     served = res.comparison.filter(res.comparison["arm"] == "oracle_match")
     assert served.height > 0

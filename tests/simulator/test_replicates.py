@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from simulator.run.cli import app
-from simulator.run.replicates import aggregate_lifts, format_replicates_markdown
+from simulator.run.replicates import aggregate_lifts
+from simulator.run.report import format_replicates_markdown
 
 
 def _cmp(lifts):

@@ -14,13 +14,9 @@ import pytest
 
 from simulator.core.schema import LogValidationError
 from simulator.sources.spec import load_real_log, parse_log_spec
-from simulator.sources.tabular import (
-    EventRule,
-    MalformedFileError,
-    TabularOptions,
-    load_tabular,
-    sniff_delimiter,
-)
+from simulator.sources.table_files import MalformedFileError, sniff_delimiter
+from simulator.sources.tabular import load_tabular
+from simulator.sources.tabular_options import EventRule, TabularOptions
 
 DAY0 = 1_600_000_000  # 2020-09-13T12:26:40Z
 

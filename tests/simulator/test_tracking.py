@@ -1,4 +1,5 @@
-"""Tests of simulator.run.tracking: MLflow parent/child runs, resume, failure, tables and plots."""
+"""Tests of simulator.run.tracking (MLflow parent/child runs, resume, failure) and of the tables and plots it logs
+(simulator.run.report, simulator.run.plots)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,11 @@ import pytest
 from mlflow import MlflowClient
 
 from simulator.core.config import ArmSpec, MetricsConfig, Scenario
-from simulator.run.replicates import aggregate_lifts, as_comparison, format_replicates_markdown
-from simulator.run.tracking import (
-    RunTracker,
-    flatten_params,
-    forest_frame,
-    format_comparison_markdown,
-    format_comparison_rich,
-    metric_sort_key,
-    plot_dac,
-    plot_expo_reach,
-    plot_exposures_by_age,
-    plot_forest,
-    undefined_reason,
-)
+from simulator.run.plots import forest_frame, plot_dac, plot_expo_reach, plot_exposures_by_age, plot_forest
+from simulator.run.replicates import aggregate_lifts, as_comparison
+from simulator.run.report import (format_comparison_markdown, format_comparison_rich, format_replicates_markdown,
+                                  metric_sort_key, undefined_reason)
+from simulator.run.tracking import RunTracker, flatten_params
 
 ARMS = ["control", "fresh"]
 DAYS = 3

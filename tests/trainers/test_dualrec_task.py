@@ -8,7 +8,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from trainers.dualrec_task import DualRecTask, split_weights
+from trainers.tasks.dualrec import DualRecTask
+from trainers.weights import unpack_weights
 from trainers.metrics import auc
 from trainers.losses import sampled_softmax
 from trainers.models.creator_ranker import CreatorRanker, CreatorRankerConfig
@@ -74,7 +75,7 @@ def test_the_ranker_learns_a_planted_preference():
 
 def test_weights_round_trip_into_serving_models():
     task = DualRecTask(TT, RK, sa_ef=False, lr=1e-3, batch_size=64, seed=0)
-    tt, rk = split_weights(task.weights())
+    tt, rk = unpack_weights(task.weights(), "tt", "rank")
     m_tt, m_rk = TwoTower(TT), CreatorRanker(CreatorRankerConfig(**{**RK.__dict__, "extra_features": False}))
     m_tt.load_state_dict(tt)
     m_rk.load_state_dict(rk)

@@ -5,7 +5,8 @@ import io
 import numpy as np
 import torch
 
-from trainers.ihm_online_task import IHMTask, split_weights
+from trainers.tasks.ihm_online import IHMTask
+from trainers.weights import unpack_weights
 from trainers.models.ihm import IHMConfig
 from trainers.models.sasrec import SASRecConfig
 
@@ -68,7 +69,8 @@ def test_freezes_after_train_days_unless_periodic():
 def test_weights_and_state_round_trip():
     a = _task()
     a.train(_batch(), 0)
-    item, user, steps = split_weights(a.weights())
+    item, user = unpack_weights(a.weights(), "item", "user")
+    steps = int(a.weights()["meta.steps"])
     assert steps == a.steps > 0 and "static.proj.weight" in item and "item_emb.proj.weight" in user
     buf = io.BytesIO()
     torch.save(a.state(), buf)  # as OnlineLearner.state_bytes does

@@ -8,7 +8,7 @@ import torch
 
 from trainers.models.next_user import NextUserConfig, NextUserModel, NextUserOutput, truncate_sequence
 from trainers.models.two_tower import TwoTowerConfig, UserTower
-from trainers.next_user_loss import (
+from trainers.losses import (
     NextUserLoss,
     NextUserLossConfig,
     auxiliary_loss,

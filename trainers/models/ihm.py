@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainers.models.sequence import tail_positions
 from trainers.models.two_tower import HashEmbedding
 
 
@@ -100,16 +101,13 @@ class ItemHistoryModel(nn.Module):
 
     def history(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """((B, M) user ids, (B, M) bool valid): each row's last ``max_history`` users, M <= max_history."""
-        users, n = batch["hist_users"], batch["hist_len"].long()
+        users = batch["hist_users"]
         B, M_in = users.shape
         M = max(1, min(self.cfg.max_history, M_in))
-        kept = n.clamp(0, M_in).clamp(max=M)  # (B,)
-        slot = torch.arange(M, device=users.device)  # (M,)
-        valid = slot[None, :] < kept[:, None]  # (B, M)
+        src, _, valid = tail_positions(batch["hist_len"], M_in, M)  # (B, M) last users, left-aligned; (B, M)
         if M_in == 0:
             return users.new_zeros(B, M), valid
-        src = (n.clamp(0, M_in) - kept)[:, None] + slot[None, :]  # (B, M) last `kept` users, left-aligned
-        return torch.gather(users, 1, src.clamp(max=M_in - 1)), valid
+        return torch.gather(users, 1, src), valid
 
     def explain(self, batch: dict[str, torch.Tensor]) -> IHMOutput:
         """Eq. (1)-(3) with every intermediate."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainers.models.sequence import tail_positions
 from trainers.models.two_tower import HashEmbedding, mlp
 
 MODES = ("full", "lookalike")
@@ -78,14 +79,10 @@ def truncate_sequence(seq_users: torch.Tensor, seq_len: torch.Tensor, max_len: i
     the auxiliary targets for exactly the users the model sees.
     """
     B, L_in = seq_users.shape
-    n = seq_len.to(seq_users.device).long().clamp(0, L_in)  # (B,)
-    kept = n.clamp(max=max_len)  # (B,)
-    slot = torch.arange(max_len, device=seq_users.device)  # (L,)
-    src = (n - kept)[:, None] + slot[None, :]  # (B, L) source index of slot j
-    valid = slot[None, :] < kept[:, None]  # (B, L)
+    src, kept, valid = tail_positions(seq_len.to(seq_users.device), L_in, max_len)  # (B, L), (B,), (B, L)
     if L_in == 0:
         return torch.full((B, max_len), -1, dtype=seq_users.dtype, device=seq_users.device), kept
-    users = torch.gather(seq_users, 1, src.clamp(max=L_in - 1))
+    users = torch.gather(seq_users, 1, src)
     return torch.where(valid, users, torch.full_like(users, -1)), kept
 
 

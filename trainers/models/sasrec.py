@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainers.models.sequence import tail_positions
 from trainers.models.two_tower import HashEmbedding
 
 ITEM_KEYS = ("item_id", "creator_id", "category", "item_dense")
@@ -58,9 +59,7 @@ class SASRecUserTower(nn.Module):
         B, L_in = seq["item_id"].shape
         longest = int(n_in.max()) if B else 0
         L = max(1, min(self.cfg.seq_len, longest, L_in) if L_in else 1)
-        n = n_in.clamp(0, L_in).clamp(max=L)  # (B,)
-        slot = torch.arange(L, device=n.device)  # (L,)
-        src = ((n_in.clamp(0, L_in) - n)[:, None] + slot[None, :]).clamp(max=max(L_in - 1, 0))  # (B, L)
+        src, n, _ = tail_positions(n_in, L_in, L)  # (B, L) source slots, (B,) kept lengths
         out = {}
         for k in ITEM_KEYS:
             v = seq[k]

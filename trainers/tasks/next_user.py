@@ -5,7 +5,7 @@ prefix features, its positive-user sequence *before* the exposure (``nu_seq``, `
 ``nu_len = -1`` marks exposures that are not of cold items), the requesting user's id and
 dense features, and the world's response. Like/comment = interacted (R = 1).
 
-Loss (paper eq. 4-7, :mod:`trainers.next_user_loss`):
+Loss (paper eq. 4-7, :mod:`trainers.losses`):
   contrastive on interacted samples: u^_next vs the requesting user's user-tower vector, negatives
   = the other interacted samples' users and random exposed users of the tick;
   CE on every sample: sigmoid(u^_next . u) against R;
@@ -15,25 +15,36 @@ Loss (paper eq. 4-7, :mod:`trainers.next_user_loss`):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from trainers.checkpoint import capture, restore, torch_state
+from trainers.learner import as_tensor
+from trainers.losses import NextUserLossConfig, auxiliary_loss, contrastive_loss, exposure_ce_loss
 from trainers.models.next_user import NextUserConfig, NextUserModel
 from trainers.models.two_tower import TwoTowerConfig, UserTower
-from trainers.next_user_loss import NextUserLossConfig, auxiliary_loss, contrastive_loss, exposure_ce_loss
+from trainers.tasks.base import Task
+from trainers.weights import pack_weights
 
 POSITIVE_COLS = (0, 1)  # like, comment
 
 
-def _to_t(a: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.float() if t.is_floating_point() else t
+@dataclass
+class NextUserTaskState:
+    """What a :class:`NextUserTask` checkpoints."""
+
+    model: dict = torch_state()
+    user_tower: dict = torch_state()
+    opt: dict = torch_state()
 
 
-class NextUserTask:
+class NextUserTask(Task):
     """Owns the Next-User model, the requesting-user tower and their optimiser."""
 
     name = "next_user"
+    NOT_SAVED = ("loss_cfg", "batch_size", "max_samples")
 
     def __init__(self, cfg: NextUserConfig, loss_cfg: NextUserLossConfig, tt_cfg: TwoTowerConfig, lr: float,
                  batch_size: int, seed: int, max_samples: int = 8192):
@@ -81,11 +92,11 @@ class NextUserTask:
         if len(rows) == 0:
             return {"samples": 0.0}
         t = {
-            "item_id": _to_t(batch["item_id"][rows]), "category": _to_t(batch["category"][rows]),
-            "creator_id": _to_t(batch["creator_id"][rows]), "item_dense": _to_t(batch["item_dense"][rows]),
-            "seq_users": _to_t(batch["nu_seq"][rows]), "seq_len": _to_t(np.maximum(batch["nu_len"][rows], 0)),
-            "user_id": _to_t(batch["user_id"][rows]), "user_dense": _to_t(batch["user_dense"][rows]),
-            "labels": _to_t(batch["labels"][rows]),
+            "item_id": as_tensor(batch["item_id"][rows]), "category": as_tensor(batch["category"][rows]),
+            "creator_id": as_tensor(batch["creator_id"][rows]), "item_dense": as_tensor(batch["item_dense"][rows]),
+            "seq_users": as_tensor(batch["nu_seq"][rows]), "seq_len": as_tensor(np.maximum(batch["nu_len"][rows], 0)),
+            "user_id": as_tensor(batch["user_id"][rows]), "user_dense": as_tensor(batch["user_dense"][rows]),
+            "labels": as_tensor(batch["labels"][rows]),
         }
         self.model.train()
         self.user_tower.train()
@@ -107,21 +118,11 @@ class NextUserTask:
         return {**{k: v / steps for k, v in sums.items()}, "samples": float(len(rows))}
 
     def weights(self) -> dict[str, np.ndarray]:
-        w = {f"model.{k}": v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
-        w.update({f"user_tower.{k}": v.detach().numpy().copy() for k, v in self.user_tower.state_dict().items()})
-        return w
+        """The model's and the user tower's parameters under ``model.`` and ``user_tower.``."""
+        return pack_weights({"model": self.model, "user_tower": self.user_tower})
 
-    def state(self) -> dict:
-        return {"model": self.model.state_dict(), "user_tower": self.user_tower.state_dict(), "opt": self.opt.state_dict()}
+    def state(self) -> NextUserTaskState:
+        return capture(self, NextUserTaskState)
 
-    def load_state(self, st: dict) -> None:
-        self.model.load_state_dict(st["model"])
-        self.user_tower.load_state_dict(st["user_tower"])
-        self.opt.load_state_dict(st["opt"])
-
-
-def split_weights(w: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """(model state dict, user-tower state dict) as tensors, from :meth:`NextUserTask.weights`."""
-    model = {k[len("model."):]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("model.")}
-    tower = {k[len("user_tower."):]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("user_tower.")}
-    return model, tower
+    def load_state(self, state: NextUserTaskState) -> None:
+        restore(self, state)

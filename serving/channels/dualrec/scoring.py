@@ -6,7 +6,8 @@
   that come from the user's matching set M_u (the DualRec result-cache channel), s otherwise;
 - the exposure budget: at most ``budget`` of a batch's slate slots may go to DualRec items.
 
-The DualRec arm (issue 4) composes these with the UAC store (:mod:`serving.uac`).
+The DualRec channel (:mod:`serving.channels.dualrec.channel`) composes these with the UAC store
+(:mod:`serving.channels.dualrec.uac`).
 """
 
 from __future__ import annotations

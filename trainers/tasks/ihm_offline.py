@@ -1,4 +1,6 @@
-"""RetrievalTask: two-tower next-item training with in-batch sampled softmax and logQ correction (pure torch).
+"""The offline IHM protocol's training task: two-tower next-item training with in-batch sampled softmax and logQ
+correction (pure torch), for IHM and its two baselines on a logged dataset (:mod:`simulator.run.offline_ihm`).
+The online IHM task of an arm is :mod:`trainers.tasks.ihm_online`.
 
 One target is one positive interaction (user u likes item i at time t): the user tower's output
 after u's items before t, the item tower on i's features (and, for IHM, the users who interacted
@@ -11,7 +13,8 @@ Three item towers share the task, built by :data:`RETRIEVAL_MODELS`:
 * ``sasrec``: SASRec next-item: one id embedding table is both the item tower and the user
   tower's input (no features, no history).
 
-Loss (Yi et al. 2019, sampled softmax with logQ correction, in-batch negatives):
+Loss (Yi et al. 2019, sampled softmax with logQ correction, in-batch negatives;
+:func:`trainers.losses.sampled_softmax_logq`):
   l = -log softmax_j( cos(u_b, v_j) / tau - log q_j )[b],  j over the batch's items,
 where q_j is item j's share of the training positives (the in-batch sampling probability up to a
 constant) and columns j != b holding the same item as b are masked (accidental hits).
@@ -25,23 +28,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from trainers.losses import sampled_softmax_logq
 from trainers.models.ihm import IHMConfig, ItemHistoryModel
 from trainers.models.sasrec import IdItemTower, SASRecConfig, SASRecUserTower
-
-
-def sampled_softmax_logq(u: torch.Tensor, v: torch.Tensor, item_key: torch.Tensor, log_q: torch.Tensor,
-                         tau: float) -> torch.Tensor:
-    """Mean in-batch sampled-softmax loss with logQ correction.
-
-    u, v: (B, d) user and positive-item vectors (row b is a positive pair); item_key: (B,) item identity
-    (duplicates of row b's item among the negatives are masked); log_q: (B,) log sampling probability of
-    each row's item.
-    """
-    B = u.shape[0]
-    logits = u @ v.T / tau - log_q[None, :]  # (B, B)
-    dup = (item_key[:, None] == item_key[None, :]) & ~torch.eye(B, dtype=torch.bool, device=u.device)
-    logits = logits.masked_fill(dup, float("-inf"))
-    return nn.functional.cross_entropy(logits, torch.arange(B, device=u.device))
 
 
 class RetrievalTask:

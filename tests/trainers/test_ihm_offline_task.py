@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from trainers.ihm_task import RETRIEVAL_MODELS, RetrievalSizes, sampled_softmax_logq
+from trainers.losses import sampled_softmax_logq
+from trainers.tasks.ihm_offline import RETRIEVAL_MODELS, RetrievalSizes
 from trainers.models.ihm import IHMConfig
 from trainers.models.sasrec import SASRecConfig
 

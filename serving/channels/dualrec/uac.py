@@ -8,7 +8,7 @@ SPEC section 5 / papers/dualrec_creator_side.txt:
 - M_u lives in a result cache whose entries expire (one day by default).
 
 Everything is held as arrays over dense user rows; matching is vectorised over the users of an item.
-The DualRec arm (issue 4) is the caller; this module has no Ray import.
+The DualRec channel (:mod:`serving.channels.dualrec.channel`) is the caller; this module has no Ray import.
 """
 
 from __future__ import annotations

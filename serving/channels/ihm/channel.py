@@ -1,77 +1,56 @@
-"""The IHM channel (papers/item_history_model_ihm.txt sections 3-4): an HNSW index of cold items' IHM embeddings,
-kept fresh by real-time re-inference, queried with the requesting user's SASRec vector.
-
-Real-time serving, in simulated (event) time:
-
-* **Feature logging.** Feedback appends to {item: users who liked/commented} (the arm's
-  :class:`serving.features.FeatureStore` item sequences) and {user: items} (its user sequences).
-* **Inference triggers.** A like/comment on a cold item triggers a re-inference of its embedding at
-  the action's time; so does every ``impressions_trigger``-th impression (at the feedback batch's
-  time). **Rate limit**: two inferences of an item are at least ``rate_limit_s`` apart; a trigger
-  inside the gap queues one inference for the moment the gap expires (further triggers merge into
-  it), run at the first later feedback, request batch or day end whose time has passed it. An
-  inference at time T reads the item's history up to T.
-* **KV store and index.** Each inference writes (vector, inference time) to the KV store
-  (``kv_vec``, ``kv_ts``, by item row) and the vector to the ANN index in place (hnswlib replaces a
-  label's vector), one batch per call. Items enter at upload with their empty-history embedding
-  (E_S). At the end of each day the index is rebuilt from the KV store with the still-cold items
-  (no inference: a compaction, like the paper's daily global index update).
-* **ATS.** For every like/comment on an indexed (cold) item, the simulated time until an inference
-  whose history includes it has updated the index: inference time minus action time. Per day
-  ``ihm.ats_p50_min`` / ``ihm.ats_p95_min`` and over the run so far ``ihm.run.ats_p50_min`` /
-  ``ihm.run.ats_p95_min`` (pooled over every sample, not averaged over days). An action the arm sees only
-  after an inference of its item timed later than the action (the driver serves a tick in rounds, not
-  in time order) is *late*: it waits for the next allowed inference; ``ihm.late`` counts them and the
-  ``ats_ontime_*`` percentiles leave them out.
-
-Model weights come from the arm's :class:`trainers.ihm_online_task.IHMTask` through ``on_weights``; a
-weight load re-infers every cold item and rebuilds the index. The task freezes after its
-``train_days`` (its weights stop changing, so there is nothing new to load), after which embeddings
-change only through new interactions: the inductive setting. Ablations (``IHMArmSpec``):
-``realtime=False`` infers nothing on feedback and re-infers every cold item once a day, at the
-day's end, where it also applies the day's weights (daily batch inference); ``static_only=True``
-embeds items by E_S alone and does no feedback work.
-
-Ray-free: the arm's Serve deployment calls these hooks through :class:`serving.stack.ArmPolicy`.
-"""
+"""IHMChannel: IHM retrieval with real-time inference, a KV store of item embeddings and ATS measurement (the
+serving side of the IHM strategy; :mod:`serving.channels.ihm` describes how it works)."""
 
 from __future__ import annotations
 
-import io
-import pickle
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from simulator.core.config import IHMArmSpec
 from simulator.core.schema import SECONDS_PER_DAY
-from serving.features import grow_rows
-from serving.index import ANNIndex
-from serving.stack import RequestContext
-from trainers.ihm_online_task import split_weights
+from serving.channels.base import Channel, OracleCandidates, RequestContext, Retrieval
+from serving.channels.cold import ColdItemIndex
+from serving.channels.ihm.realtime import NEVER, ATSTracker, RateLimiter, ats_percentiles
+from serving.features import grow_rows, sequence_tail
+from trainers.checkpoint import capture, index_bytes, restore, torch_state
 from trainers.models.ihm import IHMConfig, ItemHistoryModel
 from trainers.models.sasrec import SASRecConfig, SASRecUserTower
+from trainers.weights import unpack_weights
 
-NEVER = np.iinfo(np.int64).min // 4  # "no time": never inferred / nothing queued
 CHUNK = 4096
-OVERFETCH = 2  # index neighbours fetched per candidate kept (items that stopped being cold are skipped)
+COUNTS = ("inferences", "deferred", "late", "batch_inferences", "upload_inferences", "index_updates", "weight_loads")
+"""The day's counters, logged as ``ihm.<name>``."""
 
 
-def _last(seq: np.ndarray, length: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
-    """The last ``L`` entries of left-aligned, -1 padded rows, left-aligned again: ((n, L), (n,))."""
-    n = np.minimum(length, L)
-    if seq.shape[1] == 0:
-        return np.full((len(seq), L), -1, np.int64), n
-    idx = (length - n)[:, None] + np.arange(L)[None, :]
-    out = np.take_along_axis(seq, np.minimum(idx, seq.shape[1] - 1), 1)
-    return np.where(np.arange(L)[None, :] < n[:, None], out, -1), n
+@dataclass
+class IHMChannelState:
+    """What an :class:`IHMChannel` checkpoints."""
+
+    item_model: dict = torch_state()
+    user_tower: dict = torch_state()
+    index: bytes = index_bytes()
+    kv_vec: np.ndarray
+    kv_ts: np.ndarray
+    limiter: RateLimiter
+    ats: ATSTracker
+    expo_seen: np.ndarray
+    seq_seen: np.ndarray
+    counts: dict[str, int]
+    run_inferences: int
+    clock: int
+    steps_loaded: int
+    first_day: int | None
+    pending_weights: tuple | None
 
 
-class IHMChannel:
+class IHMChannel(Channel):
     """IHM retrieval with real-time inference, a KV store of item embeddings and ATS measurement."""
 
     name = "ihm"
+    NOT_SAVED = ("spec", "history_work", "seconds")
 
     def __init__(self, spec: IHMArmSpec, item_cfg: IHMConfig, user_cfg: SASRecConfig, m: int, ef_construction: int,
                  ef: int, seed: int):
@@ -79,48 +58,34 @@ class IHMChannel:
         self.spec = spec
         self.item_model = ItemHistoryModel(item_cfg).eval()
         self.user_tower = SASRecUserTower(user_cfg, self.item_model.static).eval()
-        self.index = ANNIndex(item_cfg.dim, m=m, ef_construction=ef_construction, ef=ef, seed=seed)
-        self.gap = int(round(spec.rate_limit_s))
-        self.max_age_s = int(spec.cold_max_age_hours * 3600)
+        self.index = ColdItemIndex(item_cfg.dim, spec.cold_max_exposures, int(spec.cold_max_age_hours * 3600), m=m,
+                                   ef_construction=ef_construction, ef=ef, seed=seed)
         self.history_work = not spec.static_only  # feedback can change an embedding
         # KV store, by item row: the served embedding and when it was inferred
         self.kv_vec = np.zeros((0, item_cfg.dim), np.float32)
         self.kv_ts = np.full(0, NEVER, np.int64)
-        # trigger state, by item row
-        self.last_infer = np.full(0, NEVER, np.int64)  # time of the last triggered inference (the rate limit)
-        self.due = np.full(0, NEVER, np.int64)  # time of the queued inference, NEVER when none
+        self.limiter = RateLimiter(int(round(spec.rate_limit_s)))  # trigger state, by item row
+        self.ats = ATSTracker()
         self.expo_seen = np.zeros(0, np.int64)  # item exposures at the last impressions check
         self.seq_seen = np.zeros(0, np.int64)  # positives of the item already seen by on_feedback
-        # ATS: positives (item row, time) the index does not reflect yet; samples (seconds)
-        self.pos_item = np.zeros(0, np.int64)
-        self.pos_ts = np.zeros(0, np.int64)
-        self.pos_late = np.zeros(0, bool)  # seen after a later-timed inference of its item (round order)
-        self.ats_day: list[np.ndarray] = []  # (2, m): seconds, late flag
-        self.ats_run = np.zeros((2, 0), np.int64)
-        self.counts = dict.fromkeys(("inferences", "deferred", "late", "batch_inferences", "upload_inferences",
-                                     "index_updates", "weight_loads"), 0)  # today's
+        self.counts = dict.fromkeys(COUNTS, 0)  # today's
         self.run_inferences = 0
         self.clock = NEVER  # the latest simulated time seen
         self.steps_loaded = -1
         self.first_day: int | None = None
-        self._pending_weights: tuple | None = None  # daily mode: applied at the day's end
+        self.pending_weights: tuple | None = None  # daily mode: applied at the day's end
         self.seconds = {"infer": 0.0, "index": 0.0}  # wall time (benchmarks; not logged: not deterministic)
 
     # ------------------------------------------------------------------ helpers
     def _grow_items(self, n: int) -> None:
         self.kv_vec = grow_rows(self.kv_vec, n)
         self.kv_ts = grow_rows(self.kv_ts, n, NEVER)
-        self.last_infer = grow_rows(self.last_infer, n, NEVER)
-        self.due = grow_rows(self.due, n, NEVER)
+        self.limiter.grow(n)
         self.expo_seen = grow_rows(self.expo_seen, n)
         self.seq_seen = grow_rows(self.seq_seen, n)
 
     def _tick(self, now: int) -> None:
         self.clock = max(self.clock, int(now))
-
-    def cold(self, policy, rows: np.ndarray, now) -> np.ndarray:
-        s = policy.store
-        return (s.item_expo[rows] < self.spec.cold_max_exposures) & (np.asarray(now) - s.item_upload_ts[rows] < self.max_age_s)
 
     def frozen(self, ts: int) -> bool:
         """Past the training days (without periodic retraining): nothing is logged for training."""
@@ -163,63 +128,14 @@ class IHMChannel:
             self.index.build(rebuild_with, self.kv_vec[rebuild_with])
         self.seconds["index"] += time.perf_counter() - t
 
-    def _resolve(self, job_item: np.ndarray, job_t: np.ndarray) -> None:
-        """ATS: each pending positive is reflected by its item's first inference at or after its time."""
-        if len(self.pos_item) == 0 or len(job_item) == 0:
-            return
-        base = min(int(job_t.min()), int(self.pos_ts.min()))
-        span = max(int(job_t.max()), int(self.pos_ts.max())) - base + 1
-        jk = job_item * span + (job_t - base)
-        order = np.argsort(jk, kind="stable")
-        jk, ji, jt = jk[order], job_item[order], job_t[order]
-        pk = self.pos_item * span + (self.pos_ts - base)
-        i = np.minimum(np.searchsorted(jk, pk, side="left"), len(jk) - 1)
-        hit = (ji[i] == self.pos_item) & (jt[i] >= self.pos_ts)
-        if hit.any():
-            self.ats_day.append(np.stack([jt[i[hit]] - self.pos_ts[hit], self.pos_late[hit]]))
-        self._keep_pending(~hit)
-
-    def _keep_pending(self, keep: np.ndarray) -> None:
-        self.pos_item, self.pos_ts, self.pos_late = self.pos_item[keep], self.pos_ts[keep], self.pos_late[keep]
-
-    def _schedule(self, items: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rate-limited inference jobs (item, time) for triggers (item, time); updates the queue."""
-        ji, jt = [], []
-        order = np.lexsort((times, items))
-        items, times = items[order].tolist(), times[order].tolist()
-        gap = self.gap
-        k = 0
-        while k < len(items):
-            r = items[k]
-            last, due = int(self.last_infer[r]), int(self.due[r])
-            while k < len(items) and items[k] == r:
-                t = times[k]
-                k += 1
-                if due != NEVER and due <= t:  # the queued inference ran before this trigger
-                    ji.append(r), jt.append(due)
-                    last, due = due, NEVER
-                if due != NEVER:
-                    continue  # merged into the queued inference
-                if t >= last + gap:
-                    ji.append(r), jt.append(t)
-                    last = t
-                else:
-                    due = last + gap
-                    self.counts["deferred"] += 1
-            self.last_infer[r], self.due[r] = last, due
-        return np.array(ji, np.int64), np.array(jt, np.int64)
-
     def _run(self, policy, job_item: np.ndarray, job_t: np.ndarray) -> None:
         """Queued inferences now due join the jobs; every job counts; the latest per item is computed and indexed."""
-        due = self.due[: policy.store.n_items]
-        q = np.flatnonzero((due != NEVER) & (due <= self.clock))
-        if len(q):
-            job_item, job_t = np.concatenate([job_item, q]), np.concatenate([job_t, self.due[q]])
-            self.last_infer[q] = self.due[q]
-            self.due[q] = NEVER
+        due_items, due_times = self.limiter.take_due(policy.store.n_items, self.clock)
+        if len(due_items):
+            job_item, job_t = np.concatenate([job_item, due_items]), np.concatenate([job_t, due_times])
         if len(job_item) == 0:
             return
-        self._resolve(job_item, job_t)
+        self.ats.resolve(job_item, job_t)
         self.counts["inferences"] += len(job_item)
         order = np.lexsort((job_t, job_item))
         ji, jt = job_item[order], job_t[order]
@@ -227,16 +143,22 @@ class IHMChannel:
         rows, at = ji[last], jt[last]
         self._write(rows, self.infer(policy, rows, at), at)
 
+    def _schedule(self, items: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rate-limited inference jobs (item, time) for triggers (item, time)."""
+        job_item, job_t, deferred = self.limiter.schedule(items, times)
+        self.counts["deferred"] += deferred
+        return job_item, job_t
+
     def _reinfer_all(self, policy, now: int) -> None:
         """Batch inference of every cold item at ``now`` and an index rebuild (weight loads, daily mode)."""
         s = policy.store
         rows = np.arange(s.n_items)
-        rows = rows[self.cold(policy, rows, now)]
+        rows = rows[self.index.is_cold(s, rows, now)]
         at = np.full(len(rows), now, np.int64)
         self._write(rows, self.infer(policy, rows, at), at, rebuild_with=rows)
         self.counts["batch_inferences"] += len(rows)
-        self._resolve(rows, at)
-        self.due[: s.n_items] = NEVER  # queued inferences are covered by this one
+        self.ats.resolve(rows, at)
+        self.limiter.clear_queue(s.n_items)  # queued inferences are covered by this one
 
     def _new_positives(self, policy, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(item row, time) of positives appended to these items' sequences since the last call."""
@@ -250,52 +172,56 @@ class IHMChannel:
         return item, s.item_seq_ts[item, j % L]
 
     # ------------------------------------------------------------------ hooks called by ArmPolicy
-    def on_upload(self, policy, rows: np.ndarray) -> None:
+    def on_upload(self, policy, rows: np.ndarray, oracle: OracleCandidates | None) -> dict[int, list[int]]:
         """New items enter the KV store and (when cold) the index with their empty-history embedding E_S."""
         if len(rows) == 0:
-            return
+            return {}
         s = policy.store
         self._grow_items(s.n_items)
         self.seq_seen[rows] = s.item_seq_count[rows]
         self.expo_seen[rows] = s.item_expo[rows]
         vec = self.infer(policy, rows)
         self.counts["upload_inferences"] += len(rows)
-        cold = self.cold(policy, rows, max(self.clock, int(s.item_upload_ts[rows].max())))
+        cold = self.index.is_cold(s, rows, max(self.clock, int(s.item_upload_ts[rows].max())))
         self.kv_vec[rows] = vec
         self.kv_ts[rows] = s.item_upload_ts[rows]
         t = time.perf_counter()
         self.index.add(rows[cold], vec[cold])
         self.seconds["index"] += time.perf_counter() - t
+        return {}
 
     def on_feedback(self, policy, rows: np.ndarray, now: int) -> None:
+        """Positives on cold items trigger (rate-limited) re-inference; so does every ``impressions_trigger``-th
+        impression; ATS starts counting for each positive."""
         s = policy.store
         self._grow_items(s.n_items)
         self._tick(now)
         if not self.history_work:
             return
         item, ts = self._new_positives(policy, rows)
-        cold = self.cold(policy, item, ts)
+        cold = self.index.is_cold(s, item, ts)
         item, ts = item[cold], ts[cold]
-        late = ts < self.last_infer[item]  # an inference later than the action ran before it was seen
+        late = ts < self.limiter.last_infer[item]  # an inference later than the action ran before it was seen
         self.counts["late"] += int(late.sum())
-        self.pos_item, self.pos_ts = np.concatenate([self.pos_item, item]), np.concatenate([self.pos_ts, ts])
-        self.pos_late = np.concatenate([self.pos_late, late])
+        self.ats.add(item, ts, late)
         if not self.spec.realtime:
             return
         X = self.spec.impressions_trigger
         n = s.n_items
         if X:
             crossed = np.flatnonzero(s.item_expo[:n] // X > self.expo_seen[:n] // X)
-            crossed = crossed[self.cold(policy, crossed, now)]
+            crossed = crossed[self.index.is_cold(s, crossed, now)]
             item = np.concatenate([item, crossed])
             ts = np.concatenate([ts, np.full(len(crossed), now, np.int64)])
         self.expo_seen[:n] = s.item_expo[:n]
         self._run(policy, *self._schedule(item, ts))
 
     def on_weights(self, policy, weights: dict, now: int | None) -> None:
+        """Load new task weights and re-infer every cold item (real time), or keep them for the day's end (daily)."""
         if self.name not in weights:
             return
-        item_w, user_w, steps = split_weights(weights[self.name])
+        item_w, user_w = unpack_weights(weights[self.name], "item", "user")
+        steps = int(weights[self.name]["meta.steps"])
         if steps == self.steps_loaded:
             return  # frozen: the task's weights did not change
         if self.spec.realtime or not self.history_work:
@@ -304,7 +230,7 @@ class IHMChannel:
                 self._tick(now)
             self._reinfer_all(policy, self.clock)
         else:
-            self._pending_weights = (item_w, user_w, steps)
+            self.pending_weights = (item_w, user_w, steps)
 
     def _load(self, item_w: dict, user_w: dict, steps: int) -> None:
         self.item_model.load_state_dict(item_w)
@@ -318,35 +244,29 @@ class IHMChannel:
         self._tick(ts)
         rows = np.arange(s.n_items)
         if self.history_work and not self.spec.realtime:  # daily batch inference
-            if self._pending_weights is not None:
-                self._load(*self._pending_weights)
-                self._pending_weights = None
+            if self.pending_weights is not None:
+                self._load(*self.pending_weights)
+                self.pending_weights = None
             self._reinfer_all(policy, self.clock)
         else:
             if self.history_work:
                 self._run(policy, np.zeros(0, np.int64), np.zeros(0, np.int64))
-            cold = rows[self.cold(policy, rows, self.clock)]
+            cold = rows[self.index.is_cold(policy.store, rows, self.clock)]
             t = time.perf_counter()
             self.index.build(cold, self.kv_vec[cold])  # compaction: the still-cold items, no inference
             self.seconds["index"] += time.perf_counter() - t
         # positives of items that left the index will never be reflected
-        self._keep_pending(self.cold(policy, self.pos_item, self.clock))
+        self.ats.keep_pending(self.index.is_cold(s, self.ats.pending_item, self.clock))
         return {f"ihm.{k}": v for k, v in self._diagnostics().items()}
 
     def _diagnostics(self) -> dict[str, float]:
-        day = np.concatenate(self.ats_day, 1) if self.ats_day else np.zeros((2, 0), np.int64)
-        self.ats_run = np.concatenate([self.ats_run, day], 1)
+        today, run = self.ats.close_day()
         self.run_inferences += self.counts["inferences"]
         out = {k: float(v) for k, v in self.counts.items()}
-        out.update({"index_size": float(len(self.index)), "pending_positives": float(len(self.pos_item)),
-                    "ats_samples": float(day.shape[1]), "run.ats_samples": float(self.ats_run.shape[1]),
+        out.update({"index_size": float(len(self.index)), "pending_positives": float(len(self.ats.pending_item)),
+                    "ats_samples": float(today.shape[1]), "run.ats_samples": float(run.shape[1]),
                     "run.inferences": float(self.run_inferences)})
-        for name, a in (("", day), ("run.", self.ats_run)):
-            for sub, x in (("", a[0]), ("ontime_", a[0, a[1] == 0])):  # ontime: without the round-order late ones
-                if len(x):
-                    out[f"{name}ats_{sub}p50_min"] = float(np.percentile(x, 50) / 60)
-                    out[f"{name}ats_{sub}p95_min"] = float(np.percentile(x, 95) / 60)
-        self.ats_day = []
+        out.update(ats_percentiles(today, run))
         self.counts = dict.fromkeys(self.counts, 0)
         return out
 
@@ -355,7 +275,7 @@ class IHMChannel:
         """The users' last ``seq_len`` positive items as the user tower's inputs: ({key: (n, L, ...)}, (n,) lengths)."""
         s = policy.store
         L = min(self.user_tower.cfg.seq_len, s.max_user_seq)
-        rows, n = _last(*s.user_sequences(user_rows), L)
+        rows, n = sequence_tail(*s.user_sequences(user_rows), L)
         r = np.maximum(rows, 0)
         if s.n_items == 0:
             z = np.zeros(rows.shape, np.int64)
@@ -373,7 +293,8 @@ class IHMChannel:
             out.append(self.user_tower(seq).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.item_model.cfg.dim), np.float32)
 
-    def retrieve(self, ctx: RequestContext) -> np.ndarray:
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
+        """Runs the queued inferences now due, then: the cold items nearest to each user's SASRec vector."""
         policy = ctx.policy
         if ctx.n:
             self._tick(int(ctx.ts.max()))
@@ -381,15 +302,9 @@ class IHMChannel:
                 self._grow_items(policy.store.n_items)
                 self._run(policy, np.zeros(0, np.int64), np.zeros(0, np.int64))  # queued inferences now due
         if len(self.index) == 0 or ctx.n == 0:
-            return np.full((ctx.n, 0), -1, np.int64)
-        k = self.spec.k
-        labels, _ = self.index.query(self.user_vectors(policy, ctx.user_rows), OVERFETCH * k)
-        ok = labels >= 0
-        ok &= self.cold(policy, np.maximum(labels, 0), ctx.ts[:, None])
-        ok &= np.cumsum(ok, axis=1) <= k  # the first k cold hits of each row, in similarity order
-        out = np.where(ok, labels, -1)
-        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(out, order, 1)
+            return Retrieval.empty(ctx.n)
+        query = self.user_vectors(policy, ctx.user_rows)
+        return Retrieval(self.index.nearest_cold(policy.store, query, ctx.ts, self.spec.k))
 
     # ------------------------------------------------------------------ feature logging for training
     def log_features(self, policy, ctx: RequestContext, rows: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -410,7 +325,7 @@ class IHMChannel:
         ulen = np.full((n, S), -1, np.int64)
         ri, si = np.nonzero(valid)
         if len(ri) and not frozen:
-            seq, ln = _last(*policy.store.sequences(rows[ri, si]), M)
+            seq, ln = sequence_tail(*policy.store.sequences(rows[ri, si]), M)
             hist[ri, si], hlen[ri, si] = seq, ln
             f, un = self.user_features(policy, ctx.user_rows)
             for k in useq:
@@ -421,16 +336,8 @@ class IHMChannel:
                 "ihm_useq_cat": useq["category"], "ihm_useq_dense": udense, "ihm_ulen": ulen, "ihm_day": day}
 
     # ------------------------------------------------------------------ checkpoint
-    def state(self) -> bytes:
-        buf = io.BytesIO()
-        rest = {k: v for k, v in self.__dict__.items() if k not in ("item_model", "user_tower", "index", "spec", "seconds")}
-        torch.save({"item": self.item_model.state_dict(), "user": self.user_tower.state_dict(),
-                    "index": self.index.to_bytes(), "rest": pickle.dumps(rest)}, buf)
-        return buf.getvalue()
+    def state(self) -> IHMChannelState:
+        return capture(self, IHMChannelState)
 
-    def load_state(self, data: bytes) -> None:
-        st = torch.load(io.BytesIO(data), weights_only=False)
-        self.item_model.load_state_dict(st["item"])
-        self.user_tower.load_state_dict(st["user"])
-        self.index.from_bytes(st["index"])
-        self.__dict__.update(pickle.loads(st["rest"]))
+    def load_state(self, state: IHMChannelState) -> None:
+        restore(self, state)

@@ -17,13 +17,19 @@ variants train on the same stream too, giving the paper's Table 4 from one run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from trainers.checkpoint import capture, restore, torch_state
+from trainers.learner import as_tensor
 from trainers.losses import multitask_bce, sampled_softmax
 from trainers.metrics import auc
 from trainers.models.creator_ranker import CreatorRanker, CreatorRankerConfig
 from trainers.models.two_tower import TwoTower, TwoTowerConfig
+from trainers.tasks.base import Task
+from trainers.weights import pack_weights
 
 POSITIVE_COLS = (0, 1)  # like, comment
 AUC_TASKS = ("like", "comment", "follow", "share", "view")
@@ -34,15 +40,21 @@ def variant_name(sa: bool, ef: bool) -> str:
     return f"sa{int(sa)}_ef{int(ef)}"
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.float() if t.is_floating_point() else t
+@dataclass
+class DualRecTaskState:
+    """What a :class:`DualRecTask` checkpoints (the rankers and their optimisers by variant name)."""
+
+    two_tower: dict = torch_state()
+    opt_tt: dict = torch_state()
+    rankers: dict = torch_state()
+    opt_rk: dict = torch_state()
 
 
-class DualRecTask:
+class DualRecTask(Task):
     """Owns the creator-side two-tower, the ranker (and, for the AUC table, its SA/EF siblings) and their optimisers."""
 
     name = "dualrec"
+    NOT_SAVED = ("main", "sa", "batch_size", "negatives", "temperature", "max_samples")
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: CreatorRankerConfig, sa_ef: bool, lr: float, batch_size: int,
                  seed: int, negatives: int = 64, temperature: float = 0.1, max_samples: int = 16_384,
@@ -66,10 +78,10 @@ class DualRecTask:
 
     # ------------------------------------------------------------------ training
     def _batch(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
-        b = {k: _t(batch[k][rows]) for k in ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense",
-                                             "labels")}
-        b["recent_users"] = _t(batch["dr_recent"][rows])
-        b["sim_dense"] = _t(batch["dr_sim"][rows])
+        columns = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "labels")
+        b = {k: as_tensor(batch[k][rows]) for k in columns}
+        b["recent_users"] = as_tensor(batch["dr_recent"][rows])
+        b["sim_dense"] = as_tensor(batch["dr_sim"][rows])
         b["drop_item_id"] = torch.zeros(len(rows), dtype=torch.bool)
         return b
 
@@ -151,25 +163,11 @@ class DualRecTask:
 
     # ------------------------------------------------------------------ weights and state
     def weights(self) -> dict[str, np.ndarray]:
-        w = {f"tt.{k}": v.detach().numpy().copy() for k, v in self.two_tower.state_dict().items()}
-        w.update({f"rank.{k}": v.detach().numpy().copy() for k, v in self.rankers[self.main].state_dict().items()})
-        return w
+        """The two-tower's parameters under ``tt.`` and the main ranker's under ``rank.``."""
+        return pack_weights({"tt": self.two_tower, "rank": self.rankers[self.main]})
 
-    def state(self) -> dict:
-        return {"tt": self.two_tower.state_dict(), "opt_tt": self.opt_tt.state_dict(),
-                "rankers": {k: m.state_dict() for k, m in self.rankers.items()},
-                "opt_rk": {k: o.state_dict() for k, o in self.opt_rk.items()}}
+    def state(self) -> DualRecTaskState:
+        return capture(self, DualRecTaskState)
 
-    def load_state(self, st: dict) -> None:
-        self.two_tower.load_state_dict(st["tt"])
-        self.opt_tt.load_state_dict(st["opt_tt"])
-        for k, m in self.rankers.items():
-            m.load_state_dict(st["rankers"][k])
-            self.opt_rk[k].load_state_dict(st["opt_rk"][k])
-
-
-def split_weights(w: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """(two-tower state dict, ranker state dict) as tensors, from :meth:`DualRecTask.weights`."""
-    tt = {k[3:]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("tt.")}
-    rk = {k[5:]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("rank.")}
-    return tt, rk
+    def load_state(self, state: DualRecTaskState) -> None:
+        restore(self, state)

@@ -1,12 +1,13 @@
 """IHMTask: the online training step of an IHM arm on its own positives, feature-logged at serve time (pure torch).
 
 A sample is one exposure that got a like or comment. What serving saw is logged with every
-exposure by the IHM channel (``serving.channels.ihm.IHMChannel.log_features``): the item's
+exposure by the IHM channel (``serving.channels.ihm.channel.IHMChannel.log_features``): the item's
 positive-user history at exposure time (``ihm_hist``, ``ihm_hlen``), the requesting user's last
 positive items at request time (``ihm_useq_*``, ``ihm_ulen``; ``ihm_ulen = -1`` marks slots that
 are not samples) and the request's day (``ihm_day``).
 
-Loss: the two-tower retrieval loss of :mod:`trainers.ihm_task`, in-batch sampled softmax with logQ
+Loss: the two-tower retrieval loss of the offline protocol (:mod:`trainers.tasks.ihm_offline`), in-batch sampled
+softmax with logQ
 correction (q = each item's share of the positives trained on), the SASRec user tower over E_S of the
 user's items against the IHM item tower on the item's features and history.
 
@@ -23,12 +24,18 @@ only through new interactions. ``periodic_retrain`` keeps training (the paper's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
-from trainers.ihm_task import sampled_softmax_logq
+from trainers.checkpoint import capture, restore, torch_state
+from trainers.learner import as_tensor
+from trainers.losses import sampled_softmax_logq
 from trainers.models.ihm import IHMConfig, ItemHistoryModel
 from trainers.models.sasrec import SASRecConfig, SASRecUserTower
+from trainers.tasks.base import Task
+from trainers.weights import pack_weights
 
 POSITIVE_COLS = (0, 1)  # like, comment
 USER_SEQ_KEYS = {"item_id": "ihm_useq", "creator_id": "ihm_useq_creator", "category": "ihm_useq_cat",
@@ -39,15 +46,23 @@ TRAIN_KEYS = ("item_id", "creator_id", "category", "item_dense", "ihm_hist", "ih
 """The columns of a positive the task trains on (and keeps in its replay buffer)."""
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.float() if t.is_floating_point() else t
+@dataclass
+class IHMTaskState:
+    """What an :class:`IHMTask` checkpoints."""
+
+    item_tower: dict = torch_state()
+    user_tower: dict = torch_state()
+    opt: dict = torch_state()
+    first_day: int | None = None
+    steps: int = 0
+    replay: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class IHMTask:
+class IHMTask(Task):
     """Owns the IHM item tower, the SASRec user tower (sharing E_S) and their optimiser."""
 
     name = "ihm"
+    NOT_SAVED = ("tau", "batch_size", "max_samples", "train_days", "periodic_retrain", "epochs", "replay_size")
 
     def __init__(self, item_cfg: IHMConfig, user_cfg: SASRecConfig, tau: float, lr: float, batch_size: int,
                  seed: int, max_samples: int, train_days: int, periodic_retrain: bool, epochs: int = 1,
@@ -113,11 +128,11 @@ class IHMTask:
             rows = np.sort(torch.randperm(n, generator=g)[: self.max_samples].numpy())
         if len(rows) < 2:
             return {"samples": float(len(new)), "trained": float(len(rows)), "frozen": 0.0}
-        seq = {k: _t(data[col][rows]) for k, col in USER_SEQ_KEYS.items()}
-        seq["seq_len"] = _t(data["ihm_ulen"][rows])
-        item = {k: _t(data[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
-        item["hist_users"] = _t(data["ihm_hist"][rows])
-        item["hist_len"] = _t(np.maximum(data["ihm_hlen"][rows], 0))
+        seq = {k: as_tensor(data[col][rows]) for k, col in USER_SEQ_KEYS.items()}
+        seq["seq_len"] = as_tensor(data["ihm_ulen"][rows])
+        item = {k: as_tensor(data[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
+        item["hist_users"] = as_tensor(data["ihm_hist"][rows])
+        item["hist_len"] = as_tensor(np.maximum(data["ihm_hlen"][rows], 0))
         _, inv, counts = np.unique(data["item_id"][rows], return_inverse=True, return_counts=True)
         key = torch.from_numpy(inv.astype(np.int64))  # (P,) item identity for the accidental-hit mask
         log_q = torch.from_numpy(np.log(counts[inv] / len(rows)).astype(np.float32))  # (P,)
@@ -142,24 +157,13 @@ class IHMTask:
                 "trained": float(len(rows)), "frozen": 0.0}
 
     def weights(self) -> dict[str, np.ndarray]:
-        w = {f"item.{k}": v.detach().numpy().copy() for k, v in self.item_tower.state_dict().items()}
-        w.update({f"user.{k}": v.detach().numpy().copy() for k, v in self.user_tower.state_dict().items()})
-        w["meta.steps"] = np.array(self.steps, np.int64)
-        return w
+        """The towers' parameters under ``item.`` and ``user.``, and the optimiser steps as ``meta.steps``."""
+        packed = pack_weights({"item": self.item_tower, "user": self.user_tower})
+        return packed | {"meta.steps": np.array(self.steps, np.int64)}
 
-    def state(self) -> dict:
-        return {"item": self.item_tower.state_dict(), "user": self.user_tower.state_dict(), "opt": self.opt.state_dict(),
-                "first_day": self.first_day, "steps": self.steps, "replay": self.replay}
+    def state(self) -> IHMTaskState:
+        return capture(self, IHMTaskState)
 
-    def load_state(self, st: dict) -> None:
-        self.item_tower.load_state_dict(st["item"])
-        self.user_tower.load_state_dict(st["user"])
-        self.opt.load_state_dict(st["opt"])
-        self.first_day, self.steps, self.replay = st["first_day"], st["steps"], st["replay"]
+    def load_state(self, state: IHMTaskState) -> None:
+        restore(self, state)
 
-
-def split_weights(w: dict[str, np.ndarray]) -> tuple[dict, dict, int]:
-    """(item-tower state dict, user-tower state dict, optimiser steps) from :meth:`IHMTask.weights`."""
-    item = {k[len("item."):]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("item.")}
-    user = {k[len("user."):]: torch.from_numpy(np.array(v)) for k, v in w.items() if k.startswith("user.")}
-    return item, user, int(w["meta.steps"])

@@ -1,0 +1,59 @@
+"""Tests of simulator.run.checkpoint (the typed record, atomic write, latest day only) and simulator.run.timing."""
+
+import pickle
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, load_exposures, load_latest_checkpoint,
+                                      save_checkpoint, save_exposures)
+from simulator.run.timing import StageTimer
+
+
+def _checkpoint(day: int) -> Checkpoint:
+    arm = ArmCheckpoint(dynamics=None, uploads=[pl.DataFrame({"day": [day]})], visits=[], ats=[np.arange(3)])
+    return Checkpoint(day=day, world={"next": 10 + day}, runtime={"policies": {}, "learners": {}}, ready={},
+                      ats_actions={}, n_events=100 * day, diagnostics={"a": [{"day": float(day)}]}, arms={"a": arm})
+
+
+def test_latest_checkpoint_round_trips_and_replaces_the_older_ones(tmp_path):
+    for day in range(3):
+        path = save_checkpoint(tmp_path, _checkpoint(day))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [path.name] == ["day=0002.pkl"]
+    got = load_latest_checkpoint(tmp_path)
+    assert (got.day, got.n_events, got.world) == (2, 200, {"next": 12})
+    assert got.arms["a"].uploads[0]["day"].to_list() == [2] and got.arms["a"].ats[0].tolist() == [0, 1, 2]
+
+
+def test_missing_or_old_format_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_latest_checkpoint(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "day=0000.pkl").write_bytes(pickle.dumps({"day": 0}))
+    with pytest.raises(TypeError, match="older format"):
+        load_latest_checkpoint(tmp_path)
+
+
+def test_exposures_are_saved_per_day_and_read_back_up_to_a_day(tmp_path):
+    for day in range(3):
+        save_exposures(tmp_path, "a", day, [pl.DataFrame({"day": [day, day]})])
+    save_exposures(tmp_path, "a", 3, [])  # a day without exposures writes nothing
+    frames = load_exposures(tmp_path, "a", last_day=1)
+    assert [frame["day"].to_list() for frame in frames] == [[0, 0], [1, 1]]
+    assert len(load_exposures(tmp_path, "a", last_day=9)) == 3 and load_exposures(tmp_path, "b", 9) == []
+
+
+def test_stage_timer_adds_up_each_stage_in_the_order_stages_first_end():
+    timer = StageTimer()
+    with timer("serve"):
+        time.sleep(0.01)
+    with timer("world"):
+        pass
+    with timer("serve"):
+        time.sleep(0.01)
+    assert list(timer.seconds) == ["serve", "world"] and timer.seconds["serve"] >= 0.02
+    with pytest.raises(RuntimeError), timer("train"):
+        raise RuntimeError("a failed stage still counts")
+    assert "train" in timer.seconds

@@ -1,0 +1,32 @@
+"""How a model's weights travel from a learner to the serving side: numpy copies of state dicts, several modules
+packed into one flat ``{"<part>.<parameter>": array}`` dict (a training task's ``weights()``) and split back."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def module_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """The module's state dict as numpy copies (safe to ship across processes)."""
+    return {key: value.detach().numpy().copy() for key, value in module.state_dict().items()}
+
+
+def pack_weights(parts: dict[str, nn.Module]) -> dict[str, np.ndarray]:
+    """One flat dict of every part's parameters, each key prefixed with its part's name and a dot."""
+    packed: dict[str, np.ndarray] = {}
+    for part, module in parts.items():
+        packed.update({f"{part}.{key}": value for key, value in module_arrays(module).items()})
+    return packed
+
+
+def unpack_weights(weights: dict[str, np.ndarray], *parts: str) -> tuple[dict[str, torch.Tensor], ...]:
+    """The state dicts (as tensors) of ``parts`` from :func:`pack_weights`' output, in the order asked."""
+    return tuple({key[len(part) + 1:]: torch.from_numpy(np.array(value)) for key, value in weights.items()
+                  if key.startswith(part + ".")} for part in parts)
+
+
+def state_dict_of(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from :func:`module_arrays`' output (copies: the arrays stay the caller's)."""
+    return {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}

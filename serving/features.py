@@ -13,7 +13,7 @@ import numpy as np
 
 from simulator.core.schema import N_PAIR_DENSE, N_USER_DENSE
 from simulator.core.ids import IdMap
-from trainers.checkpoint import capture, id_map, restore
+from trainers.checkpoint import capture, converted, id_map, restore
 
 SEQ_EVENTS = (0, 1)  # like, comment: the positive interactions that extend an item's user sequence
 INTERACTION_COLS = (0, 1, 2)  # like, comment, follow
@@ -65,6 +65,65 @@ def _ring_append(buf: np.ndarray, buf_ts: np.ndarray | None, count: np.ndarray, 
     np.add.at(count, k[starts], counts)
 
 
+class SortedRuns:
+    """A growing set of int64 keys held as disjoint sorted runs, largest first, merged LSM-style.
+
+    ``add`` appends a round's new keys as a run and merges the last two runs while the older is at most
+    ``merge_factor`` (f) times the newer, so run sizes shrink geometrically (O(log_f n) runs) and each key
+    is merged O(f log_f n) times: O(n log n) in all, where re-merging one sorted array every round is O(n^2).
+    ``contains`` searches every run, so fewer runs make queries cheaper: with a default run's rounds
+    (~25k keys each, ~5M in all) a factor of 16 keeps 2-3 runs and costs the least add + query
+    (``benchmarks/bench_seen_set.py --merge-factor``). Its answers are those of one sorted array of all keys.
+    """
+
+    def __init__(self, sorted_keys: np.ndarray | None = None, merge_factor: float = 16.0):
+        """An empty set, or one holding ``sorted_keys`` (sorted, no duplicates: what :meth:`keys` returns)."""
+        self.merge_factor = merge_factor
+        self.runs: list[np.ndarray] = []
+        if sorted_keys is not None and len(sorted_keys):
+            self.runs.append(np.asarray(sorted_keys, np.int64))
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self.runs)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each key (any shape) is in the set: bool, the shape of ``keys``."""
+        keys = np.asarray(keys, np.int64)
+        found = np.zeros(keys.shape, bool)
+        for run in self.runs:
+            pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            found |= run[pos] == keys
+        return found
+
+    def add(self, keys: np.ndarray) -> None:
+        """Add keys (any order, duplicates and keys already in the set allowed)."""
+        new = np.sort(np.asarray(keys, np.int64).ravel())  # sort + neighbours: np.unique hashes first (slower)
+        new = new[np.r_[True, new[1:] != new[:-1]]] if len(new) else new
+        if self.runs and len(new):
+            new = new[~self.contains(new)]
+        if not len(new):
+            return
+        self.runs.append(new)
+        while len(self.runs) > 1 and len(self.runs[-2]) <= self.merge_factor * len(self.runs[-1]):
+            newer = self.runs.pop()
+            self.runs[-1] = _merge_disjoint(self.runs[-1], newer)
+
+    def keys(self) -> np.ndarray:
+        """Every key, sorted (a new array)."""
+        if len(self.runs) == 1:
+            return self.runs[0].copy()
+        merged = np.concatenate(self.runs) if self.runs else np.zeros(0, np.int64)
+        merged.sort(kind="stable")  # timsort merges the sorted runs it finds: O(n log(number of runs))
+        return merged
+
+
+def _merge_disjoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted union of two sorted arrays with no key in common."""
+    merged = np.concatenate([a, b])
+    merged.sort(kind="stable")  # timsort finds the two runs and merges them in linear time
+    return merged
+
+
 @dataclass
 class FeatureStoreState:
     """What a :class:`FeatureStore` checkpoints: its id maps and every counter, sequence and pair set."""
@@ -87,7 +146,7 @@ class FeatureStoreState:
     user_inter: np.ndarray
     user_seq: np.ndarray
     user_seq_count: np.ndarray
-    seen: np.ndarray
+    seen: np.ndarray = converted(lambda seen: seen.keys(), lambda seen, saved: SortedRuns(saved))  # sorted keys
     follows: np.ndarray
 
 
@@ -118,7 +177,7 @@ class FeatureStore:
         self.user_requests = z(0, np.int64)
         self.user_expo = z(0, np.int64)
         self.user_inter = z(0, np.float64)
-        self.seen = z(0, np.int64)  # sorted keys user_row << 32 | item_row
+        self.seen = SortedRuns()  # keys user_row << 32 | item_row of every pair shown
         self.max_user_seq = max_user_seq
         self.user_seq = np.full((0, max_user_seq), -1, np.int64)  # ring buffer of item rows
         self.user_seq_count = z(0, np.int64)
@@ -194,11 +253,8 @@ class FeatureStore:
         return (np.asarray(user_rows, np.int64) << 32) | np.asarray(item_rows, np.int64)
 
     def is_seen(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
-        keys = self.pair_keys(user_rows, item_rows)
-        if len(self.seen) == 0:
-            return np.zeros(keys.shape, bool)
-        pos = np.minimum(np.searchsorted(self.seen, keys), len(self.seen) - 1)
-        return self.seen[pos] == keys
+        """Whether each (user row, item row) pair was recorded as shown: bool, the broadcast shape."""
+        return self.seen.contains(self.pair_keys(user_rows, item_rows))
 
     # ---- feedback
     def record(self, user_ids: np.ndarray, item_ids: np.ndarray, ts: np.ndarray, labels: np.ndarray,
@@ -217,7 +273,7 @@ class FeatureStore:
         np.add.at(self.item_recent, ir, inter)
         np.add.at(self.user_expo, ur, 1)
         np.add.at(self.user_inter, ur, inter)
-        self.seen = np.union1d(self.seen, self.pair_keys(ur, ir))
+        self.seen.add(self.pair_keys(ur, ir))
         fol = labels[:, FOLLOW_COL]
         if fol.any():
             self.add_follows(ur[fol], self.item_creator[ir[fol]])

@@ -180,6 +180,8 @@ class Scenario(FrozenConfig):
     ihm_offline: IHMOfflineConfig = IHMOfflineConfig()
     days: int = Field(14, ge=1)
     ticks_per_day: int = Field(4, ge=1, le=96)
+    checkpoint_every: int = Field(3, ge=1, description="days between checkpoints (the last day of an interrupted "
+                                  "run is always saved; a resume replays the days after the latest checkpoint)")
     seed: int = 0
     salt: str = "coldsim"
     synthetic: SyntheticConfig = SyntheticConfig()

@@ -1,14 +1,18 @@
 """What a run saves at the end of each day, and how a resume reads it back.
 
 A checkpoint is one typed record (:class:`Checkpoint`) pickled to ``run_dir/checkpoints/day=NNNN.pkl``
-(written to a temporary name and renamed, so a crash never leaves half a file; only the latest day is kept),
-plus each arm's exposures of the day as ``run_dir/exposures/<arm>/day=NNNN.parquet``. The RNG needs no saving:
-every draw of the driver comes from a generator seeded by its position in the run (``loop.rng_for``).
+(written to a temporary name, flushed to disk and renamed, so a crash never leaves half a file under a
+checkpoint's name; the latest ``keep_last`` days are kept), plus each arm's exposures of every day as
+``run_dir/exposures/<arm>/day=NNNN.parquet``. The RNG needs no saving: every draw of the driver comes from a
+generator seeded by its position in the run (``loop.rng_for``), so a resume may replay the days after the
+latest checkpoint and get the same numbers.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,29 +72,49 @@ def load_exposures(run_dir: Path, arm: str, last_day: int) -> list[pl.DataFrame]
     return [pl.read_parquet(path) for path in paths if _day_of(path) <= last_day]
 
 
-def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
-    """Pickle ``checkpoint`` atomically and delete the older days' checkpoints; returns its path."""
+def save_checkpoint(run_dir: Path, checkpoint: Checkpoint, keep_last: int = 1) -> Path:
+    """Pickle ``checkpoint`` atomically and delete all but the latest ``keep_last`` days' checkpoints; returns its
+    path."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     directory = run_dir / CHECKPOINTS
     directory.mkdir(exist_ok=True)
     path = directory / f"{_day_name(checkpoint.day)}.pkl"
     temporary = directory / f"{path.name}.tmp"
     with open(temporary, "wb") as file:
         pickle.dump(checkpoint, file, protocol=pickle.HIGHEST_PROTOCOL)
+        file.flush()
+        os.fsync(file.fileno())  # the rename must not reach the disk before the data
     temporary.rename(path)
-    for old in directory.glob("day=*.pkl"):
-        if old.name != path.name:
-            old.unlink()
+    for old in sorted(directory.glob("day=*.pkl"), key=_day_of)[:-keep_last]:
+        old.unlink()
     return path
 
 
+def remove_checkpoints(run_dir: Path) -> None:
+    """Delete the run's checkpoints (after a successful run; the exposures and the log stay)."""
+    directory = run_dir / CHECKPOINTS
+    if directory.exists():
+        for path in directory.iterdir():
+            path.unlink()
+        directory.rmdir()
+
+
 def load_latest_checkpoint(run_dir: Path) -> Checkpoint:
-    """The checkpoint of the last completed day; ``FileNotFoundError`` when there is none."""
-    paths = sorted((run_dir / CHECKPOINTS).glob("day=*.pkl"))
+    """The newest readable checkpoint (a file that cannot be unpickled is skipped with a warning, and an older
+    one is used); ``FileNotFoundError`` when there is none."""
+    paths = sorted((run_dir / CHECKPOINTS).glob("day=*.pkl"), key=_day_of)
     if not paths:
         raise FileNotFoundError(f"no checkpoint under {run_dir / CHECKPOINTS}")
-    with open(paths[-1], "rb") as file:
-        checkpoint = pickle.load(file)
-    if not isinstance(checkpoint, Checkpoint):
-        raise TypeError(f"{paths[-1]} is a checkpoint of an older format ({type(checkpoint).__name__}); "
-                        "rerun the scenario instead of resuming it")
-    return checkpoint
+    for path in reversed(paths):
+        try:
+            with open(path, "rb") as file:
+                checkpoint = pickle.load(file)
+        except Exception as exc:  # truncated or corrupt: fall back to the day before
+            warnings.warn(f"skipping unreadable checkpoint {path} ({type(exc).__name__}: {exc})", stacklevel=2)
+            continue
+        if not isinstance(checkpoint, Checkpoint):
+            raise TypeError(f"{path} is a checkpoint of an older format ({type(checkpoint).__name__}); "
+                            "rerun the scenario instead of resuming it")
+        return checkpoint
+    raise FileNotFoundError(f"no readable checkpoint under {run_dir / CHECKPOINTS} ({len(paths)} unreadable)")

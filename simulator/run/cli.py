@@ -88,6 +88,9 @@ def simulate(
                                  "what would run, and stop"),
     start: Optional[str] = typer.Option(None, help="first day (YYYY-MM-DD) of a real log to replay; default: the "
                                         "densest window of the scenario's days"),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep the run's checkpoints after it "
+                                          "finishes (by default they are deleted; an interrupted run keeps them)"),
+    keep_last: int = typer.Option(1, min=1, help="how many of the latest checkpoints stay on disk"),
 ):
     """Run a scenario and print arms vs control with lifts and confidence intervals."""
     if ctx.invoked_subcommand is not None:
@@ -111,7 +114,8 @@ def simulate(
             if runtime == "local" and (address or http):
                 raise ValueError("--address and --http need --runtime ray (the local runtime has no cluster and no server)")
             opts = RunOptions(scenario=scenario, scale=scale, days=days, seed=seed, log=log, runtime=runtime,
-                              address=address, http=http, run_root=run_root, experiment=experiment, start=start)
+                              address=address, http=http, run_root=run_root, experiment=experiment, start=start,
+                              keep_checkpoints=keep_checkpoints, keep_last=keep_last)
         sc = get_scenario(opts.scenario)
         if dry_run:
             console.print(plan_run(sc, opts, replicates), highlight=False)

@@ -46,10 +46,12 @@ class Simulation:
     """Wires a scenario, a log, the world, the co-diversion and a runtime; ``run`` plays the days."""
 
     def __init__(self, scenario: Scenario, log: Log, runtime_factory: Callable[[RuntimeSpec], Runtime],
-                 run_dir: Path, tracker=None, progress: bool = True, checkpoints: bool = True):
-        """``checkpoints=False`` writes no daily checkpoint (a run that will never be resumed, e.g. A/A sweeps)."""
+                 run_dir: Path, tracker=None, progress: bool = True, checkpoints: bool = True, keep_last: int = 1):
+        """``checkpoints=False`` writes no checkpoint (a run that will never be resumed, e.g. A/A sweeps);
+        ``keep_last``: how many of the latest checkpoints stay on disk."""
         self.scenario = scenario
         self.checkpoints = checkpoints
+        self.keep_last = keep_last
         self.log = log
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,8 @@ class Simulation:
         self.timer = StageTimer()
         with self.timer("setup"):
             self.t0 = log.t0
-            self.days = min(scenario.days, log.n_days)
+            self.days = min(scenario.days, log.n_days)  # lowered by a caller that stops early (``stop_after_day``)
+            self.planned_days = self.days
             self.ticks_per_day = scenario.ticks_per_day
             self.slate_size = scenario.synthetic.slate_size
             self.world = World(log, scenario.world, scenario.seed)
@@ -327,20 +330,31 @@ class Simulation:
         self.pending.clear()
 
     # ------------------------------------------------------------------ checkpoints
+    def checkpoint_due(self, day: int) -> bool:
+        """Whether the run's state is saved after ``day``: every ``scenario.checkpoint_every`` days and on the last
+        day of a run stopped early, never after the planned last day (nothing is left to resume)."""
+        if day >= self.planned_days - 1:
+            return False
+        return day == self.days - 1 or (day + 1) % self.scenario.checkpoint_every == 0
+
     def _checkpoint(self, day: int) -> None:
-        """Save the day's exposures and the run's state (:mod:`simulator.run.checkpoint`)."""
+        """Save the day's exposures, and the run's state when due (:mod:`simulator.run.checkpoint`)."""
         self._collect_all()
         if not self.checkpoints:
             return
         for arm in self.arms:
             save_exposures(self.run_dir, arm.name, day, arm.exposures_of_day(day))
+        if not self.checkpoint_due(day):
+            return
         save_checkpoint(self.run_dir, Checkpoint(
             day=day, world=self.world.state(), runtime=self.runtime.snapshot(), ready=self.ready,
             ats_actions=self.ats_actions, n_events=self.n_events, diagnostics=self.diagnostics,
-            arms={arm.name: ArmCheckpoint(arm.dynamics.state(), arm.uploads, arm.visits, arm.ats) for arm in self.arms}))
+            arms={arm.name: ArmCheckpoint(arm.dynamics.state(), arm.uploads, arm.visits, arm.ats) for arm in self.arms}),
+            keep_last=self.keep_last)
 
     def restore_latest(self) -> int:
-        """Load the last completed day's checkpoint; returns the next day to simulate."""
+        """Load the latest checkpoint (:func:`load_latest_checkpoint`); returns the next day to simulate (the days after
+        it that an interrupted run had played are played again)."""
         checkpoint = load_latest_checkpoint(self.run_dir)
         self.world.load_state(checkpoint.world)
         self.runtime.restore(checkpoint.runtime)

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from simulator.core.config import RuntimeKind, Scenario
+from simulator.run.checkpoint import remove_checkpoints
 from simulator.run.logs import describe_log, load_ab_log, load_log, warn
 from simulator.run.loop import Simulation
 from simulator.run.offline import OFFLINE_PROTOCOLS, OfflineOutcome
@@ -45,6 +46,8 @@ class RunOptions:
     experiment: str = "coldsim"
     salt: str | None = None  # the co-diversion salt (None: the scenario's); replicates re-randomise with it
     start: str | None = None  # first replayed day of a real log (YYYY-MM-DD); None: the densest window (simulator/core/window.py)
+    keep_checkpoints: bool = False  # keep the checkpoints of a run that finished (deleted by default)
+    keep_last: int = 1  # checkpoints kept on disk during the run (the latest days)
 
 
 def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
@@ -131,7 +134,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
                  before_shutdown=None, tags: dict[str, str] | None = None) -> RunOutcome:
     """Run (or resume) ``scenario``; records it in MLflow when ``tracking_uri`` is given.
 
-    ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume);
+    ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume). A run that
+    completes deletes its checkpoints unless ``opts.keep_checkpoints``; an interrupted one keeps them.
     ``before_shutdown(sim)`` is called while the runtime is still up (to query the live arms).
     """
     start = time.perf_counter()
@@ -148,7 +152,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         run_dir = Path(opts.run_root) / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     log, problems = load_ab_log(opts.log, opts.start, resolved)
     warn(problems)
-    sim = Simulation(resolved, log, runtime_factory(opts, resolved.serve), run_dir, tracker=tracker)
+    sim = Simulation(resolved, log, runtime_factory(opts, resolved.serve), run_dir, tracker=tracker,
+                     keep_last=opts.keep_last)
     parent = None
     try:
         if tracker is not None:
@@ -172,6 +177,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
             (run_dir / "scenario.json").write_text(resolved.model_dump_json(indent=2))
             tracker.finish_result(result, {"config/scenario.json": run_dir / "scenario.json",
                                            "tables": write_result_tables(result, run_dir / "tables")})
+        if stop_after_day is None and not opts.keep_checkpoints:
+            remove_checkpoints(run_dir)  # the run is complete: nothing left to resume
     except BaseException as exc:
         if tracker is not None:
             tracker.fail(f"{type(exc).__name__}: {exc} (checkpoints in {run_dir}; resume with --resume {parent})")

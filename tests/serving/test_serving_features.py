@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.features import FeatureStore, sequence_tail
+from serving.features import FeatureStore, SortedRuns, sequence_tail
 
 LIKE = np.array([1, 0, 0, 0, 0], bool)
 COMMENT = np.array([0, 1, 0, 0, 0], bool)
@@ -153,7 +153,7 @@ def test_state_round_trip():
     assert t.n_items == 3 and len(t.users) == 2
     np.testing.assert_array_equal(t.sequences(np.arange(3))[0], s.sequences(np.arange(3))[0])
     np.testing.assert_array_equal(t.item_expo, s.item_expo)
-    np.testing.assert_array_equal(t.seen, s.seen)
+    np.testing.assert_array_equal(t.seen.keys(), s.seen.keys())
 
 
 def test_user_sequences_keep_each_users_last_positive_items_in_time_order():
@@ -202,3 +202,59 @@ def test_sequence_tail_keeps_the_last_entries_left_aligned():
     np.testing.assert_array_equal(n, [4, 2, 0])
     empty, n = sequence_tail(np.zeros((2, 0), np.int64), np.zeros(2, np.int64), 2)
     assert (empty == -1).all() and empty.shape == (2, 2) and n.tolist() == [0, 0]
+
+
+def _assert_same_set(runs: SortedRuns, truth: set, queries: np.ndarray) -> None:
+    np.testing.assert_array_equal(runs.contains(queries), [q in truth for q in queries.ravel()])
+    np.testing.assert_array_equal(runs.keys(), sorted(truth))
+    assert len(runs) == len(truth)
+    # runs are disjoint, each sorted without duplicates, and shrink geometrically
+    for run in runs.runs:
+        assert (np.diff(run) > 0).all()
+    assert all(len(a) > runs.merge_factor * len(b) for a, b in zip(runs.runs, runs.runs[1:]))
+
+
+@pytest.mark.parametrize("seed, merge_factor", [(0, 2.0), (1, 2.0), (2, 16.0), (3, 16.0)])
+def test_sorted_runs_answer_like_a_set(seed, merge_factor):
+    rng = np.random.default_rng(seed)
+    runs, truth = SortedRuns(merge_factor=merge_factor), set()
+    assert not runs.contains(np.array([0, 5])).any() and len(runs.keys()) == 0
+    for round_ in range(60):
+        n = 0 if round_ % 7 == 3 else int(rng.integers(1, 200))  # some empty rounds
+        keys = rng.integers(0, 2_000, n) << 32 | rng.integers(0, 50, n)  # duplicates within and across rounds
+        runs.add(keys)
+        truth.update(keys.tolist())
+        queries = np.concatenate([keys, rng.integers(0, 2_000, 300) << 32 | rng.integers(0, 50, 300)])
+        _assert_same_set(runs, truth, queries)
+    assert len(runs.runs) <= 1 + np.log(len(truth)) / np.log(merge_factor)
+    assert len(runs.runs) > 1 or merge_factor > 2  # factor 2 keeps several runs of this stream
+    # the shape of the query is kept
+    assert runs.contains(np.zeros((3, 4), np.int64)).shape == (3, 4)
+
+
+def test_seen_set_state_round_trip_gives_the_same_answers():
+    rng = np.random.default_rng(3)
+    s = FeatureStore(n_item_dense=1)
+    s.seen = SortedRuns(merge_factor=2.0)  # several runs; the restored store merges with its default factor
+    item_ids = np.arange(40) + 1000
+    s.add_items(item_ids, np.zeros(40), np.zeros(40), np.zeros(40), np.zeros((40, 1), np.float32))
+
+    def one_round(store, round_rng):
+        n = int(round_rng.integers(0, 100))
+        users, items = round_rng.integers(0, 300, n), round_rng.choice(item_ids, n)
+        store.record(users, items, np.zeros(n, np.int64), np.zeros((n, 5), bool))
+
+    for _ in range(20):
+        one_round(s, rng)
+    assert len(s.seen.runs) > 1
+    state = s.state()
+    assert (np.diff(state.seen) > 0).all() and len(state.seen) == len(s.seen)  # one canonical sorted array
+    t = FeatureStore(n_item_dense=1)
+    t.load_state(state)
+    user_rows, item_rows = np.meshgrid(np.arange(len(s.users)), np.arange(40))
+    for _ in range(10):  # the same rounds after the restore: the same answers
+        seed = int(rng.integers(1 << 30))
+        one_round(s, np.random.default_rng(seed))
+        one_round(t, np.random.default_rng(seed))
+        np.testing.assert_array_equal(t.is_seen(user_rows, item_rows), s.is_seen(user_rows, item_rows))
+    np.testing.assert_array_equal(t.seen.keys(), s.seen.keys())

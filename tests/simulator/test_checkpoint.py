@@ -1,4 +1,5 @@
-"""Tests of simulator.run.checkpoint (the typed record, atomic write, latest day only) and simulator.run.timing."""
+"""Tests of simulator.run.checkpoint (the typed record, atomic write, retention, unreadable files skipped) and
+simulator.run.timing."""
 
 import pickle
 import time
@@ -8,7 +9,7 @@ import polars as pl
 import pytest
 
 from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, load_exposures, load_latest_checkpoint,
-                                      save_checkpoint, save_exposures)
+                                      remove_checkpoints, save_checkpoint, save_exposures)
 from simulator.run.timing import StageTimer
 
 
@@ -33,6 +34,32 @@ def test_missing_or_old_format_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "day=0000.pkl").write_bytes(pickle.dumps({"day": 0}))
     with pytest.raises(TypeError, match="older format"):
+        load_latest_checkpoint(tmp_path)
+
+
+def test_keep_last_keeps_the_latest_days_and_remove_deletes_them_all(tmp_path):
+    for day in [0, 1, 9, 10]:  # day 10 sorts after day 9 by number, not only by name
+        save_checkpoint(tmp_path, _checkpoint(day), keep_last=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["day=0009.pkl", "day=0010.pkl"]
+    with pytest.raises(ValueError, match="keep_last"):
+        save_checkpoint(tmp_path, _checkpoint(11), keep_last=0)
+    remove_checkpoints(tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    remove_checkpoints(tmp_path)  # nothing to remove: no error
+
+
+def test_partial_or_corrupt_checkpoints_are_never_taken_as_the_latest(tmp_path):
+    for day in range(2):
+        save_checkpoint(tmp_path, _checkpoint(day), keep_last=2)
+    directory = tmp_path / "checkpoints"
+    good = (directory / "day=0001.pkl").read_bytes()
+    (directory / "day=0003.pkl.tmp").write_bytes(good[: len(good) // 2])  # a write cut short: never a candidate
+    (directory / "day=0002.pkl").write_bytes(good[: len(good) // 2])  # truncated under a checkpoint's name
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint .*day=0002"):
+        assert load_latest_checkpoint(tmp_path).day == 1
+    for path in directory.glob("day=*.pkl"):
+        path.write_bytes(b"not a pickle")
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match="no readable checkpoint"):
         load_latest_checkpoint(tmp_path)
 
 

@@ -1,5 +1,7 @@
 """A real run through the driver on the in-process runtime: no leakage between arms, deterministic per seed."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -8,6 +10,7 @@ from scenarios import get_scenario
 from simulator.core.diversion import HOLDOUT
 from simulator.run.loop import Simulation
 from simulator.run.runtime import LocalRuntime
+from simulator.run.session import RunOptions, run_scenario
 from simulator.sources.synthetic import generate_synthetic
 
 DAYS = 2
@@ -116,3 +119,52 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(sim, scenario, log,
     for name, frame in _exposures(sim).items():
         assert pl.concat(resumed.arms[resumed.arm_names.index(name)].exposures).equals(frame), name
     assert set(result.timings) >= {"setup", "runtime_start", "replay", "world", "serve", "train", "metrics", "checkpoint"}
+
+
+def test_checkpoints_are_due_every_n_days_and_on_an_early_stop_never_on_the_last_day():
+    def due(every: int, days: int, planned: int) -> list[int]:
+        sim = SimpleNamespace(scenario=SimpleNamespace(checkpoint_every=every), days=days, planned_days=planned)
+        return [day for day in range(days) if Simulation.checkpoint_due(sim, day)]
+
+    assert due(1, 3, 3) == [0, 1]
+    assert due(3, 14, 14) == [2, 5, 8, 11]
+    assert due(3, 5, 14) == [2, 4]  # stopped after day 4: its state is saved for --resume
+
+
+def test_resume_replays_the_days_after_an_older_checkpoint(scenario, log, tmp_path_factory):
+    """A run whose latest checkpoint is days old (checkpoint_every > 1, or a newer one lost) resumes from it and
+    replays the days after it, over their stale exposure files: the same metrics as the uninterrupted run."""
+    three_days = scenario.model_copy(update={"days": 3, "checkpoint_every": 1})
+    run_dir = tmp_path_factory.mktemp("replay")
+    full = Simulation(three_days, log, LocalRuntime, run_dir, progress=False, keep_last=2)
+    uninterrupted = full.run()
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["day=0000.pkl", "day=0001.pkl"]  # none after the last day
+    (checkpoints / "day=0001.pkl").unlink()
+    resumed = Simulation(three_days, log, LocalRuntime, run_dir, progress=False)
+    assert resumed.restore_latest() == 1
+    result = resumed.run()  # days 1 and 2 again
+    assert result.events == uninterrupted.events
+    assert result.overall == uninterrupted.overall
+    assert result.comparison.equals(uninterrupted.comparison)
+    for name, frame in _exposures(full).items():
+        assert pl.concat(resumed.arms[resumed.arm_names.index(name)].exposures).equals(frame), name
+
+
+def _dir_bytes(path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_a_finished_run_deletes_its_checkpoints_unless_kept_and_an_interrupted_one_keeps_them(scenario, tmp_path):
+    """Retention (``RunOptions.keep_checkpoints``) and the size of a finished tiny run's directory (<= 50 MB)."""
+    every_day = scenario.model_copy(update={"checkpoint_every": 1})
+    finished = run_scenario(every_day, RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "a")),
+                            tracking_uri=None).result.run_dir
+    assert not (finished / "checkpoints").exists() and list((finished / "exposures").rglob("day=*.parquet"))
+    assert _dir_bytes(finished) <= 50 * 2**20, _dir_bytes(finished)
+    kept = run_scenario(every_day, RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "b"),
+                                              keep_checkpoints=True), tracking_uri=None).result.run_dir
+    assert [p.name for p in (kept / "checkpoints").iterdir()] == ["day=0000.pkl"]
+    stopped = run_scenario(every_day, RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "c")),
+                           tracking_uri=None, stop_after_day=0).result.run_dir
+    assert [p.name for p in (stopped / "checkpoints").iterdir()] == ["day=0000.pkl"]

@@ -106,21 +106,17 @@ class SortedRuns:
         self.runs.append(new)
         while len(self.runs) > 1 and len(self.runs[-2]) <= self.merge_factor * len(self.runs[-1]):
             newer = self.runs.pop()
-            self.runs[-1] = _merge_disjoint(self.runs[-1], newer)
+            self.runs[-1] = _merge_disjoint([self.runs[-1], newer])
 
     def keys(self) -> np.ndarray:
         """Every key, sorted (a new array)."""
-        if len(self.runs) == 1:
-            return self.runs[0].copy()
-        merged = np.concatenate(self.runs) if self.runs else np.zeros(0, np.int64)
-        merged.sort(kind="stable")  # timsort merges the sorted runs it finds: O(n log(number of runs))
-        return merged
+        return _merge_disjoint(self.runs)
 
 
-def _merge_disjoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The sorted union of two sorted arrays with no key in common."""
-    merged = np.concatenate([a, b])
-    merged.sort(kind="stable")  # timsort finds the two runs and merges them in linear time
+def _merge_disjoint(runs: list[np.ndarray]) -> np.ndarray:
+    """The sorted union of sorted arrays with no key in common (a new array)."""
+    merged = np.concatenate(runs) if runs else np.zeros(0, np.int64)
+    merged.sort(kind="stable")  # timsort finds the sorted runs and merges them: O(n log(number of runs))
     return merged
 
 

@@ -21,7 +21,7 @@ import polars as pl
 import torch
 
 from simulator.core.config import ArmSpec, Scenario
-from simulator.core.schema import SECONDS_PER_DAY, Log
+from simulator.core.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log
 from serving.arms import next_user_configs
 from trainers.arm_context import ArmContext, arm_context, model_configs
 from trainers.tasks.next_user import NextUserTask
@@ -166,25 +166,24 @@ def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndar
     item_ids = log.items["item_id"].to_numpy()
     names = [n for n in FLOORS if n != "truth" or log.truth is not None]
     hits = {n: {k: 0 for k in ks} for n in names}
+    base = active[None, :] + jitter[None, :]  # (1, U) most_active's score
+    knn_tie_break = 1e-6 * base / max(base.max(), 1.0)
+    positive_columns = [RESPONSE_TYPES.index(e) for e in POSITIVE_EVENTS]
+    log_exposures, truth_jitter = np.log(exposures + 1.0)[None, :], jitter[None, :] * 1e-3
     for a in range(0, len(rows), chunk):
         r = rows[a : a + chunk]
         seq, true = s.seq[r], s.user_id[r]
-        base = active[None, :] + jitter[None, :]
         _count_hits(hits["most_active"], np.repeat(base, len(r), 0), seq, true, users)
         known = (seq >= 0) & np.isin(seq, users)
-        ev_i, pos = np.nonzero(known)
-        q = sparse.csr_matrix((np.ones(len(ev_i)), (ev_i, np.searchsorted(users, seq[known]))), shape=(len(r), len(users)))
+        event = np.nonzero(known)[0]
+        q = sparse.csr_matrix((np.ones(len(event)), (event, np.searchsorted(users, seq[known]))), shape=(len(r), len(users)))
         sim = np.asarray(((q @ xn) @ xn.T).todense())
-        _count_hits(hits["user_knn"], sim + 1e-6 * base / max(base.max(), 1.0), seq, true, users)
+        _count_hits(hits["user_knn"], sim + knn_tie_break, seq, true, users)
         if "truth" in hits:
-            from simulator.core.schema import RESPONSE_TYPES
-
-            cols = [RESPONSE_TYPES.index(e) for e in POSITIVE_EVENTS]
             it = np.repeat(item_ids[s.item_row[r]], len(users))
-            p = log.truth.probs(np.tile(users, len(r)), it)[:, cols].reshape(len(r), len(users), len(cols))
+            p = log.truth.probs(np.tile(users, len(r)), it)[:, positive_columns].reshape(len(r), len(users), -1)
             p_pos = 1.0 - np.prod(1.0 - p, axis=2)
-            _count_hits(hits["truth"], np.log(p_pos + 1e-12) + np.log(exposures + 1.0)[None, :] + jitter[None, :] * 1e-3,
-                        seq, true, users)
+            _count_hits(hits["truth"], np.log(p_pos + 1e-12) + log_exposures + truth_jitter, seq, true, users)
     return {n: {f"recall_{k}": hits[n][k] / max(len(rows), 1) for k in ks} for n in names}
 
 

@@ -4,7 +4,7 @@ The convention, followed by serving's feature store, arm policy and channels and
 
 - a ``@dataclass`` record lists every attribute the object checkpoints, under the attribute's own name.
   A field made with :func:`torch_state` holds a module's or an optimiser's ``state_dict()`` (or a dict of
-  them), :func:`index_bytes` an ANN index's bytes, :func:`nested_state` the ``state()`` record of an
+  them) with its embedding tables as the rows training moved (:mod:`trainers.compact`), :func:`index_bytes` an ANN index's bytes, :func:`nested_state` the ``state()`` record of an
   object that follows this convention itself (:func:`named_states` those of a list of named objects),
   :func:`id_map` an ``IdMap``'s ids; any other field holds a deep copy of the attribute's value;
 - the class names in ``NOT_SAVED`` the attributes its constructor rebuilds (configuration, values derived
@@ -22,6 +22,8 @@ import copy
 import dataclasses
 from typing import Any, Callable, TypeVar
 
+from trainers.compact import compact_torch, expand
+
 Record = TypeVar("Record")
 
 _SAVE, _LOAD = "checkpoint_save", "checkpoint_load"
@@ -36,7 +38,7 @@ def converted(save: Callable[[Any], Any], load: Callable[[Any, Any], Any]) -> An
 def _state_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {key: _state_dict(value) for key, value in obj.items()}
-    return copy.deepcopy(obj.state_dict())
+    return compact_torch(obj)
 
 
 def _load_state_dict(obj: Any, saved: Any) -> Any:
@@ -44,7 +46,7 @@ def _load_state_dict(obj: Any, saved: Any) -> Any:
         for key, value in obj.items():
             _load_state_dict(value, saved[key])
     else:
-        obj.load_state_dict(saved)
+        obj.load_state_dict(expand(saved))
     return obj
 
 

@@ -9,7 +9,6 @@ serving stack used when it ranked each exposed item, plus the world's responses.
 
 from __future__ import annotations
 
-import copy
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.compact import compact_torch, expand
 from trainers.losses import in_batch_softmax, multitask_bce
 from trainers.metrics import auc
 from trainers.models.ranker import Ranker, RankerConfig
@@ -155,17 +155,15 @@ class OnlineLearner:
         if not self.base_models:
             return LearnerState(version=self.version, samples_seen=self.samples_seen, extra_tasks=tasks)
         return LearnerState(version=self.version, samples_seen=self.samples_seen, extra_tasks=tasks,
-                            two_tower=copy.deepcopy(self.two_tower.state_dict()),
-                            ranker=copy.deepcopy(self.ranker.state_dict()),
-                            opt_tt=copy.deepcopy(self.opt_tt.state_dict()),
-                            opt_rk=copy.deepcopy(self.opt_rk.state_dict()))
+                            two_tower=compact_torch(self.two_tower), ranker=compact_torch(self.ranker),
+                            opt_tt=compact_torch(self.opt_tt), opt_rk=compact_torch(self.opt_rk))
 
     def load_state(self, state: LearnerState) -> None:
         if self.base_models:
-            self.two_tower.load_state_dict(state.two_tower)
-            self.ranker.load_state_dict(state.ranker)
-            self.opt_tt.load_state_dict(state.opt_tt)
-            self.opt_rk.load_state_dict(state.opt_rk)
+            self.two_tower.load_state_dict(expand(state.two_tower))
+            self.ranker.load_state_dict(expand(state.ranker))
+            self.opt_tt.load_state_dict(expand(state.opt_tt))
+            self.opt_rk.load_state_dict(expand(state.opt_rk))
         self.version = state.version
         self.samples_seen = state.samples_seen
         for task in self.extra_tasks:

@@ -31,6 +31,7 @@ from simulator.world.platform import World, creator_reference
 from simulator.world.replay import requests_of_day, tick_bounds, write_log
 from serving.arms import arm_kind
 from trainers.arm_context import ArmContext
+from trainers.compact import compact_tree, expand
 from trainers.learner import concat_batches
 
 if TYPE_CHECKING:
@@ -347,7 +348,7 @@ class Simulation:
         if not self.checkpoint_due(day):
             return
         save_checkpoint(self.run_dir, Checkpoint(
-            day=day, world=self.world.state(), runtime=self.runtime.snapshot(), ready=self.ready,
+            day=day, world=self.world.state(), runtime=self.runtime.snapshot(), ready=compact_tree(self.ready),
             ats_actions=self.ats_actions, n_events=self.n_events, diagnostics=self.diagnostics,
             arms={arm.name: ArmCheckpoint(arm.dynamics.state(), arm.uploads, arm.visits, arm.ats) for arm in self.arms}),
             keep_last=self.keep_last)
@@ -358,7 +359,7 @@ class Simulation:
         checkpoint = load_latest_checkpoint(self.run_dir)
         self.world.load_state(checkpoint.world)
         self.runtime.restore(checkpoint.runtime)
-        self.ready, self.ats_actions, self.n_events = checkpoint.ready, checkpoint.ats_actions, checkpoint.n_events
+        self.ready, self.ats_actions, self.n_events = expand(checkpoint.ready), checkpoint.ats_actions, checkpoint.n_events
         self.diagnostics = checkpoint.diagnostics
         for arm in self.arms:
             saved = checkpoint.arms[arm.name]

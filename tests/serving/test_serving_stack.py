@@ -134,9 +134,10 @@ def test_set_weights_swaps_in_place_and_rebuilds_the_index():
     _upload(p, np.arange(25), T - DAY)
     tt, rk, idx_obj = p.two_tower, p.ranker, p.index
     g = torch.Generator().manual_seed(0)
-    new = {
-        "two_tower": {k: (v + torch.randn(v.shape, generator=g)).numpy() for k, v in p.two_tower.state_dict().items()},
-        "ranker": {k: (v + 1.0).numpy() for k, v in p.ranker.state_dict().items()},
+    new = {  # the weights moved (the embedding tables' bookkeeping buffers, init_rng and touched, are not weights)
+        "two_tower": {k: (v + torch.randn(v.shape, generator=g) if v.is_floating_point() else v).numpy()
+                      for k, v in p.two_tower.state_dict().items()},
+        "ranker": {k: (v + 1.0 if v.is_floating_point() else v).numpy() for k, v in p.ranker.state_dict().items()},
     }
     p.set_weights(7, new, ts=123)
     assert p.two_tower is tt and p.ranker is rk and p.index is idx_obj

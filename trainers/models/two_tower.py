@@ -20,17 +20,31 @@ class TwoTowerConfig:
     hidden: int = 64
 
 
+INIT_STD = 0.05  # the tables' initial values: N(0, INIT_STD^2)
+
+
 class HashEmbedding(nn.Module):
-    """An embedding table over ``buckets`` hashed ids: unseen ids (new items, users) need no resize."""
+    """An embedding table over ``buckets`` hashed ids: unseen ids (new items, users) need no resize.
+
+    Two buffers travel with the table in its state dict so that a checkpoint can store only the rows that
+    training moved (:mod:`trainers.compact`): ``init_rng``, the torch generator state its initial values were
+    drawn from (the table is ``N(0, INIT_STD^2)`` drawn from it), and ``touched``, the rows looked up in a
+    forward pass with gradients on. A row never looked up with gradients has no gradient and, under Adam without
+    weight decay (zero moments), never moves: it equals its initial value exactly."""
 
     def __init__(self, buckets: int, dim: int):
         super().__init__()
         self.buckets = buckets
         self.emb = nn.Embedding(buckets, dim)
-        nn.init.normal_(self.emb.weight, std=0.05)
+        self.register_buffer("init_rng", torch.get_rng_state())  # draws nothing: the metrics do not change
+        nn.init.normal_(self.emb.weight, std=INIT_STD)
+        self.register_buffer("touched", torch.zeros(buckets, dtype=torch.bool))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.emb(torch.remainder(ids * _PRIME, self.buckets))
+        rows = torch.remainder(ids * _PRIME, self.buckets)
+        if torch.is_grad_enabled() and self.emb.weight.requires_grad:
+            self.touched[rows] = True
+        return self.emb(rows)
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:

@@ -28,6 +28,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ForeignLoad, MemorySampler, fmt_table  # noqa: E402
 
+class DirSizeSampler:
+    """The peak size of a directory tree (the run directory: log partitions, exposures, checkpoints), sampled in a
+    background thread every ``interval`` seconds and once more at exit."""
+
+    def __init__(self, path: Path, interval: float = 1.0):
+        import threading
+
+        self.path, self.interval, self.peak = path, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def size(self) -> int:
+        total = 0
+        for file in self.path.rglob("*") if self.path.exists() else []:
+            try:
+                total += file.stat().st_size if file.is_file() else 0
+            except FileNotFoundError:  # a checkpoint's temporary file renamed under us
+                pass
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.size())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.end = self.size()
+        self.peak = max(self.peak, self.end)
+
+
 STAGES = ("setup", "runtime_start", "replay", "serve", "world", "train", "metrics", "checkpoint")
 
 
@@ -60,7 +95,8 @@ def main(argv=None) -> dict:
     print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} "
           f"(run dir and MLflow DB under {tmp})", flush=True)
     t0 = time.perf_counter()
-    with ForeignLoad() as load, MemorySampler(args.interval, with_pss=not args.no_pss) as mem:
+    with ForeignLoad() as load, MemorySampler(args.interval, with_pss=not args.no_pss) as mem, \
+            DirSizeSampler(tmp / "runs") as disk:
         out = run_scenario(sc, opts, tracking_uri=uri)
     wall = time.perf_counter() - t0
     res = out.result
@@ -76,6 +112,7 @@ def main(argv=None) -> dict:
         "exposures": res.events, "exposures_per_s": res.events / wall,
         "peak_rss_sum_gb": mem.peak_rss / 1e9, "peak_pss_sum_gb": mem.peak_pss / 1e9 if mem.with_pss else None,
         "peak_driver_rss_gb": mem.peak_driver_rss / 1e9,
+        "run_dir_peak_gb": disk.peak / 1e9, "run_dir_end_gb": disk.end / 1e9,
         "machine_used_rise_gb": (mem.peak_used - mem.base_used) / 1e9, "peak_processes": mem.peak_procs,
         "memory_samples": mem.samples, "load": load.as_dict(), "ats_model_min": ats,
         "peak_breakdown_gb": {k: {"rss": v[0] / 1e9, "pss": v[1] / 1e9, "processes": v[2]} for k, v in mem.peak_breakdown.items()}, "cpus": os.cpu_count(),
@@ -94,6 +131,8 @@ def main(argv=None) -> dict:
           f"up to {mem.peak_procs} processes): RSS-sum {mem.peak_rss / 1e9:.2f} GB, PSS-sum {pss}; "
           f"driver alone {mem.peak_driver_rss / 1e9:.2f} GB; machine-wide used memory (MemTotal - MemAvailable) rose by "
           f"{(mem.peak_used - mem.base_used) / 1e9:.2f} GB at peak over the start (includes anything else running)")
+    print(f"run directory: peak {disk.peak / 1e9:.3f} GB during the run (sampled every {disk.interval:.0f} s), "
+          f"{disk.end / 1e9:.3f} GB at the end (checkpoints deleted on success)")
     print(f"contention check: {load.summary()}")
     if mem.peak_breakdown:
         top = sorted(mem.peak_breakdown.items(), key=lambda kv: -kv[1][0])

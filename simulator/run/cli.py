@@ -91,12 +91,18 @@ def simulate(
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep the run's checkpoints after it "
                                           "finishes (by default they are deleted; an interrupted run keeps them)"),
     keep_last: int = typer.Option(1, min=1, help="how many of the latest checkpoints stay on disk"),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="run the scenario at each value of a setting, "
+                                              "PATH=V1,V2 (e.g. world.creator_elasticity=0.2,0.5); repeat for a grid"),
+    parallel: int = typer.Option(1, min=1, help="run replicates and sweep points this many at a time, each in a "
+                                 "Ray task (as the cluster's CPUs allow)"),
 ):
     """Run a scenario and print arms vs control with lifts and confidence intervals."""
     if ctx.invoked_subcommand is not None:
         return
     from scenarios import get_scenario
-    from simulator.run.session import RunOptions, options_of_run, plan_run, run_offline, run_replicates, run_scenario
+    from simulator.run.groups import run_replicates, run_sweep
+    from simulator.run.session import RunOptions, options_of_run, plan_run, resolve_scenario, run_offline, run_scenario
+    from simulator.run.sweep import parse_sweep, point_label, sweep_points
     from simulator.run.report import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -117,8 +123,17 @@ def simulate(
                               address=address, http=http, run_root=run_root, experiment=experiment, start=start,
                               keep_checkpoints=keep_checkpoints, keep_last=keep_last)
         sc = get_scenario(opts.scenario)
+        axes = [parse_sweep(spec) for spec in sweep or []]
+        if axes and resume:
+            raise ValueError("--sweep cannot be combined with --resume (resume each point's run instead)")
+        if parallel > 1 and not (axes or replicates > 1):
+            raise ValueError("--parallel runs replicates or sweep points side by side; give --replicates N or --sweep")
+        points = sweep_points(axes) if axes else []
         if dry_run:
             console.print(plan_run(sc, opts, replicates), highlight=False)
+            for point in points:
+                resolve_scenario(sc, replace(opts, overrides=point))  # validated as the run would
+                console.print(f"  sweep point {point_label(point)}", highlight=False)
             return
         console.print(f"[bold]coldsim[/] scenario [cyan]{sc.name}[/] scale={opts.scale or 'default'} runtime={opts.runtime}")
         if sc.protocol != "ab":
@@ -131,11 +146,20 @@ def simulate(
             if off.parent_run_id:
                 console.print(f"MLflow: parent run [cyan]{off.parent_run_id}[/] at {tracking_uri}")
             return
+        if axes:
+            swept = run_sweep(sc, opts, axes, replicates, tracking_uri=tracking_uri,
+                              progress_factory=_progress if progress else None, parallel=parallel)
+            console.print(f"[bold]lifts over control '{sc.control}' at {len(points)} points"
+                          f"{f', pooled over {replicates} seeds' if replicates > 1 else ''}[/]")
+            console.print(swept.markdown)
+            if swept.parent_run_id:
+                console.print(f"MLflow: the sweep's table in run [cyan]{swept.parent_run_id}[/] at {tracking_uri}")
+            return
         if replicates > 1:
             if resume:
                 raise ValueError("--replicates cannot be combined with --resume (resume each replicate's run instead)")
             rep = run_replicates(sc, opts, replicates, tracking_uri=tracking_uri,
-                                 progress_factory=_progress if progress else None)
+                                 progress_factory=_progress if progress else None, parallel=parallel)
             for seed, run in zip(rep.seeds, rep.runs):
                 console.print(f"seed {seed}: {run.result.events:,} simulated exposures in {run.wall_s:.1f}s"
                               + (f", MLflow parent run {run.parent_run_id}" if run.parent_run_id else ""))

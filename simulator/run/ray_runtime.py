@@ -26,6 +26,24 @@ from trainers.arm_context import arm_context
 from trainers.online import OnlineTrainer
 
 
+def init_ray(address: str | None = None) -> bool:
+    """Start (or join, with ``address``) Ray as coldsim runs use it, unless this process is already connected
+    (a driver that started it, or a Ray task running a simulation); returns whether it started it."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # MALLOC_ARENA_MAX: glibc gives every thread its own malloc arena; the Serve replicas and the Train
+    # worker run many threads and grow by hundreds of MB of arena slack each (docs/performance.md)
+    kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                  configure_logging=True, logging_level="ERROR",
+                  runtime_env={"env_vars": {"MALLOC_ARENA_MAX": "2"}})
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), **kwargs)
+    return True
+
+
 class RayRuntime:
     """Arms as Serve deployments, learners in one long-lived Ray Train TorchTrainer."""
 
@@ -33,18 +51,7 @@ class RayRuntime:
                  http: bool = False):
         self.spec = spec
         self.names = [a.name for a in spec.arms]
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-            # MALLOC_ARENA_MAX: glibc gives every thread its own malloc arena; the Serve replicas and the Train
-            # worker run many threads and grow by hundreds of MB of arena slack each (docs/performance.md)
-            kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                          configure_logging=True, logging_level="ERROR",
-                          runtime_env={"env_vars": {"MALLOC_ARENA_MAX": "2"}})
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=max(2, os.cpu_count() or 2), **kwargs)
+        self._owns_ray = init_ray(address)
         for name in ("ray.data", "ray.serve", "ray.train"):  # the CLI shows its own progress
             logging.getLogger(name).setLevel(logging.ERROR)
         cfg = serve_cfg or ServeConfig()

@@ -1,6 +1,7 @@
 """Running scenarios from options to MLflow: an A/B run (or its resume), an offline protocol, seed replicates.
 
-The CLI is a thin layer over :func:`run_scenario`, :func:`run_offline` and :func:`run_replicates`; tests call
+The CLI is a thin layer over :func:`run_scenario`, :func:`run_offline` and (for seed replicates and sweeps)
+:mod:`simulator.run.groups`; tests call
 them directly. The log comes from :mod:`simulator.run.logs`, the tables from :mod:`simulator.run.report`, and
 MLflow is written by :mod:`simulator.run.tracking`.
 """
@@ -21,9 +22,10 @@ from simulator.run.checkpoint import remove_checkpoints
 from simulator.run.logs import describe_log, load_ab_log, load_log, warn
 from simulator.run.loop import Simulation
 from simulator.run.offline import OFFLINE_PROTOCOLS, OfflineOutcome
-from simulator.run.report import format_replicates_markdown, write_result_tables
+from simulator.run.report import write_result_tables
 from simulator.run.results import SimulationResult
 from simulator.run.runtime import LocalRuntime
+from simulator.run.sweep import apply_point
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RUN_DIR_TAG = "coldsim.run_dir"
@@ -48,12 +50,14 @@ class RunOptions:
     start: str | None = None  # first replayed day of a real log (YYYY-MM-DD); None: the densest window (simulator/core/window.py)
     keep_checkpoints: bool = False  # keep the checkpoints of a run that finished (deleted by default)
     keep_last: int = 1  # checkpoints kept on disk during the run (the latest days)
+    overrides: dict | None = None  # dotted scenario path -> value, applied last (a sweep's point, simulator/run/sweep.py)
 
 
 def resolve_scenario(scenario: Scenario, opts: RunOptions) -> Scenario:
     """The scenario at the options' scale, with their days, seed and co-diversion salt."""
     resolved = scenario.at_scale(opts.scale).with_overrides(days=opts.days, seed=opts.seed)
-    return resolved._revalidated({"salt": opts.salt}) if opts.salt is not None else resolved
+    resolved = resolved._revalidated({"salt": opts.salt}) if opts.salt is not None else resolved
+    return apply_point(resolved, opts.overrides) if opts.overrides else resolved
 
 
 def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
@@ -87,6 +91,54 @@ class RunOutcome:
     result: SimulationResult
     parent_run_id: str | None
     wall_s: float
+    run_dir: str | None = None
+
+
+class _DayLog:
+    """Stands in for the tracker of a run recorded later (:func:`record_finished`): keeps what each day logs."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def log_day(self, day: int, per_arm) -> None:
+        self.sink(day, per_arm)
+
+
+def _run_params(resolved: Scenario, opts: RunOptions) -> dict:
+    from simulator.run.tracking import flatten_params
+
+    params = flatten_params(resolved, exclude={"scales"})
+    params.update({"log": opts.log or "synthetic", "runtime": opts.runtime, "scale": opts.scale or "default"})
+    return params
+
+
+def _run_tags(run_dir: Path, opts: RunOptions, tags: dict[str, str] | None) -> dict[str, str]:
+    return {RUN_DIR_TAG: str(run_dir.resolve()), OPTIONS_TAG: json.dumps(opts.__dict__), **(tags or {})}
+
+
+def _finish(tracker, resolved: Scenario, result: SimulationResult, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "scenario.json").write_text(resolved.model_dump_json(indent=2))
+    tracker.finish_result(result, {"config/scenario.json": run_dir / "scenario.json",
+                                   "tables": write_result_tables(result, run_dir / "tables")})
+
+
+def record_finished(scenario: Scenario, opts: RunOptions, outcome: RunOutcome, days: list[tuple[int, dict]],
+                    tracking_uri: str, tags: dict[str, str] | None = None) -> str:
+    """Record in MLflow a run that ran without tracking (in a Ray task, :mod:`simulator.run.groups`), exactly as
+    :func:`run_scenario` would have live: its parameters and tags, ``days`` (what each day logged, in order), the
+    result. Returns the parent run id."""
+    from simulator.run.tracking import RunTracker
+
+    resolved = resolve_scenario(scenario, opts)
+    tracker = RunTracker(tracking_uri, opts.experiment)
+    run_dir = Path(outcome.run_dir)
+    parent = tracker.start(resolved.name, _run_params(resolved, opts), [arm.name for arm in resolved.arms],
+                           tags=_run_tags(run_dir, opts, tags))
+    for day, per_arm in days:
+        tracker.log_day(day, per_arm)
+    _finish(tracker, resolved, outcome.result, run_dir)
+    return parent
 
 
 def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
@@ -131,9 +183,11 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
 
 def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
                  progress_factory=None, resume_run_id: str | None = None, stop_after_day: int | None = None,
-                 before_shutdown=None, tags: dict[str, str] | None = None) -> RunOutcome:
+                 before_shutdown=None, tags: dict[str, str] | None = None, day_log=None) -> RunOutcome:
     """Run (or resume) ``scenario``; records it in MLflow when ``tracking_uri`` is given.
 
+    ``day_log(day, per_arm)``, without ``tracking_uri``: receives what each day would log to MLflow (for
+    :func:`record_finished`).
     ``stop_after_day`` ends the run after that day as an interrupted run would (for tests of resume). A run that
     completes deletes its checkpoints unless ``opts.keep_checkpoints``; an interrupted one keeps them.
     ``before_shutdown(sim)`` is called while the runtime is still up (to query the live arms).
@@ -141,7 +195,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
     start = time.perf_counter()
     tracker = None
     if tracking_uri is not None:
-        from simulator.run.tracking import RunTracker, flatten_params
+        from simulator.run.tracking import RunTracker
 
         tracker = RunTracker(tracking_uri, opts.experiment)
     resolved = resolve_scenario(scenario, opts)
@@ -152,7 +206,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         run_dir = Path(opts.run_root) / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     log, problems = load_ab_log(opts.log, opts.start, resolved)
     warn(problems)
-    sim = Simulation(resolved, log, runtime_factory(opts, resolved.serve), run_dir, tracker=tracker,
+    sim = Simulation(resolved, log, runtime_factory(opts, resolved.serve), run_dir,
+                     tracker=tracker if tracker is not None or day_log is None else _DayLog(day_log),
                      keep_last=opts.keep_last)
     parent = None
     try:
@@ -161,11 +216,8 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
                 tracker.resume(resume_run_id)
                 parent = resume_run_id
             else:
-                params = flatten_params(resolved, exclude={"scales"})
-                params.update({"log": opts.log or "synthetic", "runtime": opts.runtime, "scale": opts.scale or "default"})
-                parent = tracker.start(resolved.name, params, [arm.name for arm in resolved.arms],
-                                       tags={RUN_DIR_TAG: str(run_dir.resolve()), OPTIONS_TAG: json.dumps(opts.__dict__),
-                                             **(tags or {})})
+                parent = tracker.start(resolved.name, _run_params(resolved, opts), [arm.name for arm in resolved.arms],
+                                       tags=_run_tags(run_dir, opts, tags))
         if resume_run_id is not None:
             sim.restore_latest()
         if stop_after_day is not None:
@@ -174,9 +226,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         if before_shutdown is not None:
             before_shutdown(sim)
         if tracker is not None and stop_after_day is None:
-            (run_dir / "scenario.json").write_text(resolved.model_dump_json(indent=2))
-            tracker.finish_result(result, {"config/scenario.json": run_dir / "scenario.json",
-                                           "tables": write_result_tables(result, run_dir / "tables")})
+            _finish(tracker, resolved, result, run_dir)
         if stop_after_day is None and not opts.keep_checkpoints:
             remove_checkpoints(run_dir)  # the run is complete: nothing left to resume
     except BaseException as exc:
@@ -185,56 +235,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         raise
     finally:
         sim.runtime.shutdown()
-    return RunOutcome(result=result, parent_run_id=parent, wall_s=time.perf_counter() - start)
-
-
-REPLICATE_GROUP_TAG = "coldsim.replicate_group"
-
-
-@dataclass
-class ReplicatesOutcome:
-    """Seed replicates of an A/B run: each run, the lifts pooled over seeds and their MLflow run."""
-
-    runs: list[RunOutcome]
-    seeds: list[int]
-    table: pl.DataFrame  # simulator.run.replicates.aggregate_lifts
-    markdown: str
-    parent_run_id: str | None  # the MLflow run holding the pooled table
-
-
-def run_replicates(scenario: Scenario, opts: RunOptions, replicates: int,
-                   tracking_uri: str | None = DEFAULT_TRACKING_URI, progress_factory=None) -> ReplicatesOutcome:
-    """Run ``scenario`` with ``replicates`` consecutive seeds (from ``opts.seed`` or the scenario's) and pool the
-    lifts over seeds (:mod:`simulator.run.replicates`). Each replicate is an ordinary run (MLflow parent run tagged
-    with the group id); the pooled table goes to one more run, ``<scenario>-replicates``."""
-    from simulator.run.replicates import aggregate_lifts
-
-    if replicates < 1:
-        raise ValueError(f"--replicates must be >= 1, got {replicates}")
-    if scenario.protocol != "ab":
-        raise ValueError(f"scenario '{scenario.name}' is an offline protocol; replicates apply to A/B runs")
-    base = opts.seed if opts.seed is not None else scenario.seed
-    seeds = [base + i for i in range(replicates)]
-    group = uuid.uuid4().hex[:12]
-    # each replicate is a new randomisation too (salt '<salt>-<seed>'): with one salt every seed would share one
-    # draw of the creator and user buckets, whose luck is the largest part of a lift's variance (docs/metrics.md)
-    salt = opts.salt if opts.salt is not None else scenario.salt
-    runs = [run_scenario(scenario, replace(opts, seed=seed, salt=f"{salt}-{seed}"), tracking_uri, progress_factory,
-                         tags={REPLICATE_GROUP_TAG: group, "coldsim.replicate_seed": str(seed)}) for seed in seeds]
-    resolved = resolve_scenario(scenario, opts)
-    table = aggregate_lifts([run.result.comparison for run in runs], resolved.metrics.ci_level)
-    markdown = format_replicates_markdown(table, seeds, resolved.metrics.ci_level)
-    parent = None
-    if tracking_uri is not None:
-        from simulator.run.tracking import RunTracker
-
-        tracker = RunTracker(tracking_uri, opts.experiment)
-        parent = tracker.start(f"{resolved.name}-replicates",
-                               {"replicates": replicates, "seeds": ",".join(map(str, seeds)), "scenario": resolved.name,
-                                "scale": opts.scale or "default"},
-                               sorted(set(table["arm"].to_list())), tags={REPLICATE_GROUP_TAG: group})
-        tracker.finish_replicates(table, markdown, replicates, resolved.control, resolved.metrics.ci_level)
-    return ReplicatesOutcome(runs=runs, seeds=seeds, table=table, markdown=markdown, parent_run_id=parent)
+    return RunOutcome(result=result, parent_run_id=parent, wall_s=time.perf_counter() - start, run_dir=str(run_dir))
 
 
 def options_of_run(tracking_uri: str, run_id: str) -> RunOptions:

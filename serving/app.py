@@ -78,8 +78,11 @@ class ArmDeployment:
         self.policy.restore(data)
 
     async def stats(self) -> dict:
+        import ray
+
         return {"items": self.policy.store.n_items, "users": len(self.policy.store.users),
-                "index": len(self.policy.index), "weights_version": self.policy.weights_version}
+                "index": len(self.policy.index), "weights_version": self.policy.weights_version,
+                "node_id": ray.get_runtime_context().get_node_id()}  # where the replica runs (multi-node tests)
 
     # ---- HTTP clients' calls (through the gateway)
     @serve.batch(max_batch_size=ARM_MAX_ONGOING, batch_wait_timeout_s=0.005)

@@ -80,7 +80,9 @@ def simulate(
     experiment: str = typer.Option("coldsim", help="MLflow experiment name"),
     resume: Optional[str] = typer.Option(None, help="MLflow parent run id of an interrupted run to continue"),
     http: bool = typer.Option(False, help="also expose the arms over HTTP (FastAPI ingress on 127.0.0.1)"),
-    run_root: str = typer.Option("coldsim_runs", help="where run directories (log partitions, checkpoints) go"),
+    run_root: str = typer.Option("coldsim_runs", "--storage", "--run-root",
+                                 help="where run directories (log partitions, exposures, checkpoints, Ray Train's "
+                                 "files) go: a local path or a URI (s3://, gs://, file://...) every node reaches"),
     progress: bool = typer.Option(True, help="show progress bars"),
     replicates: int = typer.Option(1, min=1, help="run the scenario with this many consecutive seeds and pool the "
                                    "lifts over seeds (t interval): training variance between arms included"),

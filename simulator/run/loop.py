@@ -17,6 +17,7 @@ import polars as pl
 
 from simulator.core.config import DualRecSpec, Scenario
 from simulator.core.diversion import HOLDOUT, CoDiversion
+from simulator.core.storage import Location
 from simulator.core.schema import (EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA,
                                    VISITS_SCHEMA, Log)
 from simulator.metrics.daily import daily_metrics
@@ -47,15 +48,15 @@ class Simulation:
     """Wires a scenario, a log, the world, the co-diversion and a runtime; ``run`` plays the days."""
 
     def __init__(self, scenario: Scenario, log: Log, runtime_factory: Callable[[RuntimeSpec], Runtime],
-                 run_dir: Path, tracker=None, progress: bool = True, checkpoints: bool = True, keep_last: int = 1):
+                 run_dir: Location | Path | str, tracker=None, progress: bool = True, checkpoints: bool = True, keep_last: int = 1):
         """``checkpoints=False`` writes no checkpoint (a run that will never be resumed, e.g. A/A sweeps);
         ``keep_last``: how many of the latest checkpoints stay on disk."""
         self.scenario = scenario
         self.checkpoints = checkpoints
         self.keep_last = keep_last
         self.log = log
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Location.of(run_dir)  # a local directory or a URI (simulator/core/storage.py)
+        self.run_dir.mkdir()
         self.tracker = tracker
         self.progress = progress
         self.timer = StageTimer()
@@ -72,6 +73,7 @@ class Simulation:
             events_root = write_log(log, self.run_dir / "log", self.days)
             self.arms = self._arm_runs(log, scenario)
         runtime_spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
+                                   storage=self.run_dir,
                                    control=scenario.control,
                                    arm_ctx=ArmContext(model=scenario.model, slate_size=self.slate_size,
                                                       n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed,
@@ -389,5 +391,5 @@ class Simulation:
         """The run's metrics over the days played so far (:func:`simulator.run.results.measure`)."""
         with self.timer("metrics"):
             result = measure(self.scenario, self.log, self.arms, self.t0, self.days, self.diagnostics, self.n_events,
-                             self.run_dir)
+                             self.run_dir.as_path())
         return replace(result, timings=self.timings)  # the timings include the metrics just computed

@@ -66,7 +66,8 @@ class RayRuntime:
         self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=self.app_name) for a in self.names}
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
-        self._storage = tempfile.mkdtemp(prefix="coldsim-train-")
+        # Ray Train's storage beside the run's files: a URI every node reaches on a cluster without a shared disk
+        self._storage = (spec.storage / "train").uri if spec.storage is not None else tempfile.mkdtemp(prefix="coldsim-train-")
         self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage, arm_tasks)
 
     def read_day(self, day: int):

@@ -69,14 +69,14 @@ class SimulationResult:
     age: dict[str, pl.DataFrame]
     timings: dict[str, float]  # seconds per stage of the driver (Simulation.timings)
     events: int
-    run_dir: Path
+    run_dir: Path | str  # a local directory, or the URI of the run's storage
     diagnostics: dict[str, pl.DataFrame] = field(default_factory=dict)  # per arm, per day: strategy diagnostics, train.*
     ladder: pl.DataFrame | None = None  # each ladder arm over the one before it (scenario.ladder)
     expo_k: dict[str, int] = field(default_factory=dict)  # ExpoReach metric name -> the K it used (derived or fixed)
 
 
 def measure(scenario: Scenario, log: Log, arms: list[ArmRun], t0: int, days: int,
-            diagnostics: dict[str, list[dict[str, float]]], events: int, run_dir: Path) -> SimulationResult:
+            diagnostics: dict[str, list[dict[str, float]]], events: int, run_dir: Path | str) -> SimulationResult:
     """Every metric of the arms over ``days`` (:mod:`simulator.metrics`): daily and overall values, ATS, early
     exposure and the summarised strategy diagnostics per arm, the lifts over control and the ladder. The
     result's ``timings`` are left empty for the driver, which times this too."""

@@ -9,12 +9,12 @@ Data; the local one calls the same plain classes directly, so both give the same
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from simulator.core.storage import Location
 from simulator.core.config import ArmSpec, TrainConfig
 from simulator.world.replay import ArrowDayReader
 from serving.arms import arm_tasks, build_arm
@@ -38,9 +38,10 @@ class RuntimeSpec:
     arms: tuple[ArmSpec, ...]
     arm_ctx: ArmContext
     train: TrainConfig
-    events_root: Path
+    events_root: Location  # the log's day partitions (simulator.world.replay.write_log)
     t0: int = 0
     control: str = ""  # the control arm (trains the shared base models when train.base_models == 'control')
+    storage: Location | None = None  # the run directory; Ray Train keeps its files under storage/train
 
 
 def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy:

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from simulator.core.config import RuntimeKind, Scenario
+from simulator.core.storage import Location
 from simulator.run.checkpoint import remove_checkpoints
 from simulator.run.logs import describe_log, load_ab_log, load_log, warn
 from simulator.run.loop import Simulation
@@ -44,7 +45,7 @@ class RunOptions:
     runtime: RuntimeKind = "ray"
     address: str | None = None
     http: bool = False
-    run_root: str = "coldsim_runs"
+    run_root: str = "coldsim_runs"  # a local directory or a URI (s3://, gs://, file://...): --storage
     experiment: str = "coldsim"
     salt: str | None = None  # the co-diversion salt (None: the scenario's); replicates re-randomise with it
     start: str | None = None  # first replayed day of a real log (YYYY-MM-DD); None: the densest window (simulator/core/window.py)
@@ -112,15 +113,19 @@ def _run_params(resolved: Scenario, opts: RunOptions) -> dict:
     return params
 
 
-def _run_tags(run_dir: Path, opts: RunOptions, tags: dict[str, str] | None) -> dict[str, str]:
-    return {RUN_DIR_TAG: str(run_dir.resolve()), OPTIONS_TAG: json.dumps(opts.__dict__), **(tags or {})}
+def _run_tags(run_dir: Location, opts: RunOptions, tags: dict[str, str] | None) -> dict[str, str]:
+    return {RUN_DIR_TAG: run_dir.uri, OPTIONS_TAG: json.dumps(opts.__dict__), **(tags or {})}
 
 
-def _finish(tracker, resolved: Scenario, result: SimulationResult, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "scenario.json").write_text(resolved.model_dump_json(indent=2))
-    tracker.finish_result(result, {"config/scenario.json": run_dir / "scenario.json",
-                                   "tables": write_result_tables(result, run_dir / "tables")})
+def _finish(tracker, resolved: Scenario, result: SimulationResult, run_dir: Location) -> None:
+    """Log the result with the scenario and the tables as artifacts (written into a local run directory, kept
+    there; through a temporary directory when the run's storage is remote)."""
+    with tempfile.TemporaryDirectory(prefix="coldsim-result-") as tmp:
+        local = Path(run_dir.path) if run_dir.local else Path(tmp)
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "scenario.json").write_text(resolved.model_dump_json(indent=2))
+        tracker.finish_result(result, {"config/scenario.json": local / "scenario.json",
+                                       "tables": write_result_tables(result, local / "tables")})
 
 
 def record_finished(scenario: Scenario, opts: RunOptions, outcome: RunOutcome, days: list[tuple[int, dict]],
@@ -132,7 +137,7 @@ def record_finished(scenario: Scenario, opts: RunOptions, outcome: RunOutcome, d
 
     resolved = resolve_scenario(scenario, opts)
     tracker = RunTracker(tracking_uri, opts.experiment)
-    run_dir = Path(outcome.run_dir)
+    run_dir = Location.of(outcome.run_dir)
     parent = tracker.start(resolved.name, _run_params(resolved, opts), [arm.name for arm in resolved.arms],
                            tags=_run_tags(run_dir, opts, tags))
     for day, per_arm in days:
@@ -201,9 +206,9 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
     resolved = resolve_scenario(scenario, opts)
     if resume_run_id is not None:
         assert tracker is not None, "resume needs MLflow tracking"
-        run_dir = Path(tracker.client.get_run(resume_run_id).data.tags[RUN_DIR_TAG])
+        run_dir = Location.of(tracker.client.get_run(resume_run_id).data.tags[RUN_DIR_TAG])
     else:
-        run_dir = Path(opts.run_root) / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        run_dir = Location.of(opts.run_root) / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     log, problems = load_ab_log(opts.log, opts.start, resolved)
     warn(problems)
     sim = Simulation(resolved, log, runtime_factory(opts, resolved.serve), run_dir,
@@ -235,7 +240,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
         raise
     finally:
         sim.runtime.shutdown()
-    return RunOutcome(result=result, parent_run_id=parent, wall_s=time.perf_counter() - start, run_dir=str(run_dir))
+    return RunOutcome(result=result, parent_run_id=parent, wall_s=time.perf_counter() - start, run_dir=run_dir.uri)
 
 
 def options_of_run(tracking_uri: str, run_id: str) -> RunOptions:

@@ -13,24 +13,22 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from simulator.core.schema import EVENTS_SCHEMA, SECONDS_PER_DAY, Log
+from simulator.core.storage import Location
 
 
-def write_log(log: Log, root: Path, days: int) -> Path:
-    """Write the first ``days`` days of events as ``root/events/day=NNNN/*.parquet`` (sorted by ts)."""
-    root = Path(root)
+def write_log(log: Log, root: Location | Path | str, days: int) -> Location:
+    """Write the first ``days`` days of events as ``root/events/day=NNNN/part-0.parquet`` (sorted by ts) on the
+    root's filesystem (:mod:`simulator.core.storage`); returns the ``events`` location."""
+    root = Location.of(root)
     out = root / "events"
     t0 = log.t0
     ev = log.events
     day = (ev["ts"].to_numpy() - t0) // SECONDS_PER_DAY
     for d in range(days):
-        part = ev.filter(pa.array(day == d))
-        path = out / f"day={d:04d}"
-        path.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, path / "part-0.parquet")
-    pq.write_table(log.items, root / "items.parquet")
+        (out / f"day={d:04d}" / "part-0.parquet").write_table(ev.filter(pa.array(day == d)))
+    (root / "items.parquet").write_table(log.items)
     return out
 
 
@@ -41,14 +39,14 @@ class DayReader(Protocol):
 class ArrowDayReader:
     """Reads one day partition with pyarrow (no Ray)."""
 
-    def __init__(self, events_root: Path):
-        self.root = Path(events_root)
+    def __init__(self, events_root: Location | Path | str):
+        self.root = Location.of(events_root)
 
     def read_day(self, day: int) -> pa.Table:
         path = self.root / f"day={day:04d}"
         if not path.exists():
             return EVENTS_SCHEMA.empty_table()
-        return pq.read_table(path, schema=EVENTS_SCHEMA).sort_by("ts")
+        return path.read_table(EVENTS_SCHEMA).sort_by("ts")
 
 
 class RayDataDayReader:
@@ -60,10 +58,10 @@ class RayDataDayReader:
     of fixed overhead. Days must be read in increasing order (as the driver does).
     """
 
-    def __init__(self, events_root: Path, t0: int):
+    def __init__(self, events_root: Location | Path | str, t0: int):
         import ray.data
 
-        self.root = Path(events_root)
+        self.root = Location.of(events_root)
         self.t0 = t0
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -75,12 +73,15 @@ class RayDataDayReader:
         self._pending: list[pa.Table] = []  # rows already pulled that belong to later days
 
     def _start(self, day: int) -> None:
-        paths = sorted(str(p) for p in self.root.glob("day=*") if int(p.name.split("=")[1]) >= day)
+        paths = [(p / "part-0.parquet").path for p in self.root.children()
+                 if p.name.startswith("day=") and int(p.name.split("=")[1]) >= day]
         self._next_day = day
         if not paths:
             self._it = iter(())
             return
-        ds = self._ray_data.read_parquet(paths, schema=EVENTS_SCHEMA, num_cpus=0.25, partitioning=None)
+        # the filesystem travels with the read tasks: the partitions may be on an object store no node mounts
+        ds = self._ray_data.read_parquet(paths, schema=EVENTS_SCHEMA, num_cpus=0.25, partitioning=None,
+                                         filesystem=self.root.fs)
         self._it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
 
     def read_day(self, day: int) -> pa.Table:

@@ -30,6 +30,11 @@ SCALES = {
         synthetic=SyntheticConfig(n_users=5_000, n_creators=500, days=7),
         expo_k=[10, 30, 100],
     ),
+    # ten times the default platform: for a Ray cluster (docs/performance.md, "Scaling": its expected cost on one
+    # machine comes from benchmarks/bench_scaling.py's cost model)
+    "large": ScaleConfig(
+        synthetic=SyntheticConfig(n_users=200_000, n_creators=20_000, days=14),
+    ),
 }
 
 SCENARIO = Scenario(

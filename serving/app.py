@@ -82,6 +82,7 @@ class ArmDeployment:
 
         return {"items": self.policy.store.n_items, "users": len(self.policy.store.users),
                 "index": len(self.policy.index), "weights_version": self.policy.weights_version,
+                "base_weights_digest": self.policy.base_weights_digest(),
                 "node_id": ray.get_runtime_context().get_node_id()}  # where the replica runs (multi-node tests)
 
     # ---- HTTP clients' calls (through the gateway)

@@ -12,6 +12,7 @@ end of a simulated day and checkpoints. ``ArmPolicy`` calls every hook on every 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from dataclasses import dataclass, field, replace
@@ -156,6 +157,16 @@ class ArmPolicy:
             channel.on_weights(self, weights, ts)
         self.weights_version = version
         self.weights_ts = ts
+
+    def base_weights_digest(self) -> str:
+        """A digest of the served base models' weights (two-tower and ranker): arms served one shared base model
+        show the same digest."""
+        digest = hashlib.blake2b(digest_size=8)
+        for module in (self.two_tower, self.ranker):
+            for key, value in module.state_dict().items():
+                digest.update(key.encode())
+                digest.update(value.detach().numpy().tobytes())
+        return digest.hexdigest()
 
     # ------------------------------------------------------------------ requests
     def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:

@@ -20,7 +20,7 @@ from trainers.compact import compact_torch, expand
 from trainers.losses import in_batch_softmax, multitask_bce
 from trainers.metrics import auc
 from trainers.models.ranker import Ranker, RankerConfig
-from trainers.models.two_tower import TwoTower, TwoTowerConfig
+from trainers.models.two_tower import HashEmbedding, TwoTower, TwoTowerConfig
 
 BATCH_KEYS = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "pair_dense", "labels")
 
@@ -63,7 +63,8 @@ class OnlineLearner:
     With ``base_models=False`` it holds only the arm's own strategy models (``extra_tasks``): the base models
     are then one shared learner's (:class:`trainers.online.ArmLearners`)."""
 
-    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed")  # the constructor's arguments
+    # the constructor's arguments, and the data-parallel placement (set by ``shard``) with its DDP wrappers
+    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed", "rank", "world", "_ddp")
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
                  temperature: float, epochs: int, seed: int, extra_tasks: list | None = None,
@@ -86,6 +87,37 @@ class OnlineLearner:
         self.version = 0
         self.samples_seen = 0
         self.extra_tasks = list(extra_tasks or [])
+        self.rank, self.world = 0, 1
+        self._ddp: dict[str, torch.nn.Module] = {}
+
+    def shard(self, rank: int, world: int) -> None:
+        """Train the base models data-parallel as worker ``rank`` of ``world`` (a ``torch.distributed`` process
+        group must be up): each worker takes every ``world``-th row of each minibatch and DDP averages the
+        gradients, so every worker applies the same update and holds the same weights."""
+        if not (0 <= rank < world):
+            raise ValueError(f"shard: rank {rank} outside a world of {world}")
+        self.rank, self.world = rank, world
+        if world > 1 and self.base_models:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers stay each worker's own: ``touched`` is OR-reduced after every tick (_sync_touched)
+            self._ddp = {"ranker": DistributedDataParallel(self.ranker, broadcast_buffers=False),
+                         "two_tower": DistributedDataParallel(self.two_tower, broadcast_buffers=False)}
+
+    def _share(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx[self.rank :: self.world] if self.world > 1 else idx
+
+    def _sync_touched(self) -> None:
+        """Every worker marks the rows its share looked up; all of them moved (the averaged gradient reached
+        them), so the marks are OR-reduced: checkpoints must store every moved row (trainers.compact)."""
+        import torch.distributed as dist
+
+        for module in (self.ranker, self.two_tower):
+            for table in module.modules():
+                if isinstance(table, HashEmbedding):
+                    marks = table.touched.to(torch.uint8)
+                    dist.all_reduce(marks, op=dist.ReduceOp.MAX)
+                    table.touched.copy_(marks.bool())
 
     def train_tick(self, batch: dict[str, np.ndarray], tick_seed: int) -> dict[str, float]:
         """One pass (``epochs``) over a tick's exposures: ranker on all, two-tower on positives."""
@@ -112,12 +144,15 @@ class OnlineLearner:
             self.ranker.eval()
             like_auc = auc(self.ranker(t)[:, 0].numpy(), labels[:, 0].numpy())
             self.ranker.train()
+        ranker, two_tower = self._ddp.get("ranker", self.ranker), self._ddp.get("two_tower", self.two_tower)
         for _ in range(self.epochs):
-            perm = torch.randperm(n, generator=g)
+            perm = torch.randperm(n, generator=g)  # the same on every worker: each takes its share of a minibatch
             for s in range(0, n, self.batch_size):
                 idx = perm[s : s + self.batch_size]
-                mb = {k: v[idx] for k, v in t.items()}
-                loss = multitask_bce(self.ranker(mb), mb["labels"])
+                if len(idx) < self.world:  # a worker would get no row (every worker skips it alike)
+                    continue
+                mb = {k: v[self._share(idx)] for k, v in t.items()}
+                loss = multitask_bce(ranker(mb), mb["labels"])
                 self.opt_rk.zero_grad()
                 loss.backward()
                 self.opt_rk.step()
@@ -125,15 +160,17 @@ class OnlineLearner:
             pperm = pos[torch.randperm(len(pos), generator=g)]
             for s in range(0, len(pperm), self.batch_size):
                 idx = pperm[s : s + self.batch_size]
-                if len(idx) < 2:
+                if len(idx) < 2 * self.world:  # in-batch negatives need two rows on every worker
                     continue
-                mb = {k: v[idx] for k, v in t.items()}
-                u, v = self.two_tower(mb)
+                mb = {k: v[self._share(idx)] for k, v in t.items()}
+                u, v = two_tower(mb)
                 loss = in_batch_softmax(u, v, self.temperature)
                 self.opt_tt.zero_grad()
                 loss.backward()
                 self.opt_tt.step()
                 tt_losses.append(loss.item())
+        if self.world > 1:
+            self._sync_touched()
         return {
             "ranker_loss": float(np.mean(rk_losses)) if rk_losses else float("nan"),
             "two_tower_loss": float(np.mean(tt_losses)) if tt_losses else float("nan"),

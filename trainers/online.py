@@ -1,10 +1,13 @@
 """The long-lived Ray Train loop: one TorchTrainer per run keeps every arm's learner and trains tick after tick.
 
-Ray Data has no unbounded source, so the trainer does not get a dataset: its worker pulls
+Ray Data has no unbounded source, so the trainer does not get a dataset: its workers pull
 commands from a coordinator actor (``train`` a tick's batches, ``snapshot``,
-``restore``, ``stop``) and pushes each tick's weights back to it, from where the driver
-publishes them to the Serve deployments. The base models are shared by the arms (trained on their pooled
-traffic) or each arm's own, per ``TrainConfig.base_models`` (:class:`ArmLearners`).
+``restore``, ``stop``; every command reaches every worker) and push each tick's weights back to it, from where
+the driver publishes them to the Serve deployments. The base models are shared by the arms (trained on their
+pooled traffic) or each arm's own, per ``TrainConfig.base_models`` (:class:`ArmLearners`). With
+``TrainConfig.num_workers > 1`` the shared base models train data-parallel (DDP over the process group Ray Train
+sets up: each worker a share of every minibatch) and each arm's strategy learner lives on one worker
+(round-robin); a result is the union of the workers' parts.
 
 Ray touchpoints of this module: (1) the coordinator actor, (2) ``TorchTrainer`` in a driver
 thread, (3) ``ray.train.report`` per tick from inside the worker. Ray is imported lazily so
@@ -55,23 +58,30 @@ class ArmLearners:
     The same object runs in-process (:class:`simulator.run.runtime.LocalRuntime`) and in the Ray Train worker.
     """
 
-    def __init__(self, arms: list[ArmSpec], ctx: ArmContext, train: TrainConfig, control: str, tasks: TaskFactory):
+    def __init__(self, arms: list[ArmSpec], ctx: ArmContext, train: TrainConfig, control: str, tasks: TaskFactory,
+                 rank: int = 0, world: int = 1):
+        """``rank`` of ``world`` Ray Train workers (one process: 0 of 1): this worker holds the learners of the arms
+        ``i`` with ``i % world == rank`` and a replica of the shared base learner, trained data-parallel."""
         self.mode = train.base_models
-        names = [a.name for a in arms]
-        if self.mode == "control" and control not in names:
-            raise ValueError(f"base_models='control' needs the control arm '{control}' among the arms {names}")
+        self.names = [a.name for a in arms]
+        if self.mode == "control" and control not in self.names:
+            raise ValueError(f"base_models='control' needs the control arm '{control}' among the arms {self.names}")
         self.control = control
+        self.rank, self.world = rank, world
         per_arm = self.mode == "per_arm"
-        self.learners = {a.name: make_learner(a, ctx, train, i, tasks, base_models=per_arm) for i, a in enumerate(arms)}
+        self.learners = {a.name: make_learner(a, ctx, train, i, tasks, base_models=per_arm)
+                         for i, a in enumerate(arms) if i % world == rank}
         self.base: OnlineLearner | None = None
         if not per_arm:
             tt, rk = model_configs(ctx.model, ctx.n_item_dense)
             self.base = OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
                                       epochs=train.epochs_per_tick, seed=base_model_seed(ctx.seed))
+            self.base.shard(rank, world)
 
     def _base_batch(self, batches: dict[str, dict]) -> dict:
-        """The shared base models' training batch: the pooled base features of the arms that train them."""
-        arms = [self.control] if self.mode == "control" else list(self.learners)
+        """The shared base models' training batch: the pooled base features of the arms that train them (every
+        arm's, on every worker)."""
+        arms = [self.control] if self.mode == "control" else self.names
         return concat_batches([{k: batches[a][k] for k in BATCH_KEYS} for a in arms if batches.get(a)])
 
     def train_tick(self, tick_id: int, batches: dict[str, dict]) -> dict[str, tuple[int, dict, dict]]:
@@ -84,20 +94,24 @@ class ArmLearners:
             base_w = self.base.weights()
         out = {}
         for arm, batch in batches.items():
+            if arm not in self.learners:  # another worker's arm
+                continue
             lr = self.learners[arm]
             stats = base_stats | lr.train_tick(batch, tick_seed(lr.seed, tick_id))
             out[arm] = (lr.version, base_w | lr.weights(), stats)
         return out
 
     def state(self) -> dict[str, bytes]:
-        """Each learner's state (the shared one under :data:`SHARED_BASE`)."""
+        """This worker's learners' states (the shared one under :data:`SHARED_BASE`, from worker 0: every worker
+        holds the same); the union over workers is the run's."""
         out = {a: lr.state_bytes() for a, lr in self.learners.items()}
-        if self.base is not None:
+        if self.base is not None and self.rank == 0:
             out[SHARED_BASE] = self.base.state_bytes()
         return out
 
     def load_state(self, state: dict[str, bytes]) -> None:
-        expected = set(self.learners) | ({SHARED_BASE} if self.base is not None else set())
+        """Load this worker's learners from the run's learner states (every worker's union)."""
+        expected = set(self.names) | ({SHARED_BASE} if self.base is not None else set())
         if set(state) != expected:
             raise ValueError(f"learner checkpoint holds {sorted(state)}, this run's learners are {sorted(expected)} "
                              f"(was it written with another train.base_models than '{self.mode}'?)")
@@ -119,19 +133,21 @@ def _deep_copy_arrays(x: Any) -> Any:
 
 
 class _Coordinator:
-    """Command queue to the train worker and mailbox of its results (an async Ray actor)."""
+    """Command queues to the train workers (one per worker: every command reaches all) and the mailbox of their
+    results (an async Ray actor): a result is ready when every worker posted its part, and is their union."""
 
-    def __init__(self):
-        self._queue = None
-        self._results: dict[Any, Any] = {}
+    def __init__(self, world: int = 1):
+        self.world = world
+        self._queues = None
+        self._results: dict[Any, dict[int, Any]] = {}
         self._events: dict[Any, Any] = {}
 
-    def _q(self):
+    def _q(self, rank: int):
         import asyncio
 
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-        return self._queue
+        if self._queues is None:
+            self._queues = [asyncio.Queue() for _ in range(self.world)]
+        return self._queues[rank]
 
     def _event(self, key):
         import asyncio
@@ -141,19 +157,25 @@ class _Coordinator:
         return self._events[key]
 
     async def put(self, command: tuple) -> None:
-        await self._q().put(command)
+        for rank in range(self.world):
+            await self._q(rank).put(command)
 
-    async def get(self) -> tuple:
-        return await self._q().get()
+    async def get(self, rank: int = 0) -> tuple:
+        return await self._q(rank).get()
 
-    async def put_result(self, key, value) -> None:
-        self._results[key] = _deep_copy_arrays(value)
-        self._event(key).set()
+    async def put_result(self, key, value, rank: int = 0) -> None:
+        parts = self._results.setdefault(key, {})
+        parts[rank] = _deep_copy_arrays(value)
+        if len(parts) == self.world:
+            self._event(key).set()
 
     async def get_result(self, key):
         await self._event(key).wait()
         self._events.pop(key, None)
-        return self._results.pop(key)
+        parts = self._results.pop(key)
+        if all(isinstance(part, dict) for part in parts.values()):  # per-arm results: the workers' union
+            return {name: value for rank in sorted(parts) for name, value in parts[rank].items()}
+        return parts[0]
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -167,10 +189,11 @@ def train_loop_per_worker(config: dict) -> None:
     ctx: ArmContext = config["arm_ctx"]
     train_cfg: TrainConfig = config["train"]
     arms: list[ArmSpec] = config["arms"]
-    learners = ArmLearners(arms, ctx, train_cfg, config["control"], config["tasks"])
-    rank0 = ray.train.get_context().get_world_rank() == 0
+    rank = ray.train.get_context().get_world_rank()
+    world = ray.train.get_context().get_world_size()
+    learners = ArmLearners(arms, ctx, train_cfg, config["control"], config["tasks"], rank=rank, world=world)
     while True:
-        cmd = ray.get(coord.get.remote())
+        cmd = ray.get(coord.get.remote(rank))
         kind = cmd[0]
         if kind == "stop":
             break
@@ -180,16 +203,13 @@ def train_loop_per_worker(config: dict) -> None:
             out = learners.train_tick(tick_id, batches)
             seconds = time.perf_counter() - t
             samples = float(sum(len(b["user_id"]) for b in batches.values() if b))
-            if rank0:
-                ray.get(coord.put_result.remote(("train", tick_id), out))
+            ray.get(coord.put_result.remote(("train", tick_id), out, rank))
             ray.train.report({"tick": tick_id, "samples": samples, "seconds": seconds})
         elif kind == "snapshot":
-            if rank0:
-                ray.get(coord.put_result.remote(("snapshot", cmd[1]), learners.state()))
+            ray.get(coord.put_result.remote(("snapshot", cmd[1]), learners.state(), rank))
         elif kind == "restore":
             learners.load_state(cmd[1])
-            if rank0:
-                ray.get(coord.put_result.remote(("restored", cmd[2]), True))
+            ray.get(coord.put_result.remote(("restored", cmd[2]), True, rank))
 
 
 class OnlineTrainer:
@@ -202,12 +222,13 @@ class OnlineTrainer:
         from ray.train.torch import TorchTrainer
 
         self._ray = ray
-        self.coord = ray.remote(num_cpus=0)(_Coordinator).remote()
+        self.coord = ray.remote(num_cpus=0)(_Coordinator).remote(train.num_workers)
         self.trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms,
                                "control": control, "tasks": tasks},
-            scaling_config=ScalingConfig(num_workers=train.num_workers, resources_per_worker={"CPU": 1}),
+            scaling_config=ScalingConfig(num_workers=train.num_workers,
+                                         resources_per_worker={"CPU": train.cpus_per_worker}),
             run_config=RunConfig(name="coldsim_online", storage_path=storage_path),
         )
         self.error: BaseException | None = None

@@ -40,8 +40,13 @@ class TrainConfig(FrozenConfig):
     lr: float = Field(3e-3, gt=0)
     epochs_per_tick: int = Field(1, ge=1)
     publish_delay_ticks: int = Field(1, ge=0, description="ticks between the end of a training tick and serving its weights")
-    num_workers: int = Field(1, ge=1, le=1, description="Ray Train workers: one worker holds every arm's learner "
-                             "(data-parallel training across workers is not implemented)")
+    num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers. With more than one, the shared base "
+                             "models train data-parallel (DDP: every worker a share of each minibatch, gradients "
+                             "averaged) and the arms' strategy learners are placed on the workers round-robin "
+                             "(docs/architecture.md, 'Data-parallel training'); the local runtime always trains in one "
+                             "process")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray Train worker reserves; below 1 lets "
+                                   "several workers share a small machine's cores (Ray Data's reads need some left)")
     temperature: float = Field(0.1, gt=0)
     base_models: Literal["shared", "control", "per_arm"] = Field(
         "shared", description="the user-side base models (two-tower, multi-task ranker). 'shared': one learner "

@@ -93,6 +93,8 @@ def simulate(
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep the run's checkpoints after it "
                                           "finishes (by default they are deleted; an interrupted run keeps them)"),
     keep_last: int = typer.Option(1, min=1, help="how many of the latest checkpoints stay on disk"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="set a scenario setting for this run, PATH=VALUE "
+                                             "(e.g. train.num_workers=2); repeat for several"),
     sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="run the scenario at each value of a setting, "
                                               "PATH=V1,V2 (e.g. world.creator_elasticity=0.2,0.5); repeat for a grid"),
     parallel: int = typer.Option(1, min=1, help="run replicates and sweep points this many at a time, each in a "
@@ -104,7 +106,7 @@ def simulate(
     from scenarios import get_scenario
     from simulator.run.groups import run_replicates, run_sweep
     from simulator.run.session import RunOptions, options_of_run, plan_run, resolve_scenario, run_offline, run_scenario
-    from simulator.run.sweep import parse_sweep, point_label, sweep_points
+    from simulator.run.sweep import parse_settings, parse_sweep, point_label, sweep_points, with_point
     from simulator.run.report import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -123,7 +125,8 @@ def simulate(
                 raise ValueError("--address and --http need --runtime ray (the local runtime has no cluster and no server)")
             opts = RunOptions(scenario=scenario, scale=scale, days=days, seed=seed, log=log, runtime=runtime,
                               address=address, http=http, run_root=run_root, experiment=experiment, start=start,
-                              keep_checkpoints=keep_checkpoints, keep_last=keep_last)
+                              keep_checkpoints=keep_checkpoints, keep_last=keep_last,
+                              overrides=parse_settings(set_ or []) or None)
         sc = get_scenario(opts.scenario)
         axes = [parse_sweep(spec) for spec in sweep or []]
         if axes and resume:
@@ -134,7 +137,7 @@ def simulate(
         if dry_run:
             console.print(plan_run(sc, opts, replicates), highlight=False)
             for point in points:
-                resolve_scenario(sc, replace(opts, overrides=point))  # validated as the run would
+                resolve_scenario(sc, replace(opts, overrides=with_point(opts.overrides, point)))  # as the run would
                 console.print(f"  sweep point {point_label(point)}", highlight=False)
             return
         console.print(f"[bold]coldsim[/] scenario [cyan]{sc.name}[/] scale={opts.scale or 'default'} runtime={opts.runtime}")

@@ -21,7 +21,7 @@ from simulator.core.config import Scenario
 from simulator.run.report import format_replicates_markdown
 from simulator.run.session import (DEFAULT_TRACKING_URI, RunOptions, RunOutcome, record_finished, resolve_scenario,
                                    run_scenario)
-from simulator.run.sweep import SweepAxis, format_sweep_markdown, point_label, sweep_points, sweep_table
+from simulator.run.sweep import SweepAxis, format_sweep_markdown, point_label, sweep_points, sweep_table, with_point
 
 REPLICATE_GROUP_TAG = "coldsim.replicate_group"
 SWEEP_TAG = "coldsim.sweep"
@@ -199,19 +199,20 @@ def run_sweep(scenario: Scenario, opts: RunOptions, axes: list[SweepAxis], repli
     points = sweep_points(axes)
     seeds = _seeds(scenario, opts, replicates)
     for point in points:  # every point validated before anything runs
-        resolve_scenario(scenario, replace(opts, overrides=point))
+        resolve_scenario(scenario, replace(opts, overrides=with_point(opts.overrides, point)))
     sweep = uuid.uuid4().hex[:12]
     jobs, groups = [], []
     for point in points:
         group = uuid.uuid4().hex[:12]
         groups.append(group)
         tags = {SWEEP_TAG: sweep, "coldsim.sweep_point": point_label(point), REPLICATE_GROUP_TAG: group}
-        jobs += _replicate_jobs(scenario, replace(opts, overrides=point), seeds, tags)
+        jobs += _replicate_jobs(scenario, replace(opts, overrides=with_point(opts.overrides, point)), seeds, tags)
     runs = run_jobs(scenario, jobs, parallel, tracking_uri, progress_factory)
     per_point = [runs[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(points))]
     pooled = None
     if replicates > 1:
-        pooled = [_pool(scenario, replace(opts, overrides=point), point_runs, seeds, group, tracking_uri,
+        pooled = [_pool(scenario, replace(opts, overrides=with_point(opts.overrides, point)), point_runs, seeds, group,
+                        tracking_uri,
                         {SWEEP_TAG: sweep, "coldsim.sweep_point": point_label(point)})
                   for point, point_runs, group in zip(points, per_point, groups)]
         tables = [group.table.drop("lifts") for group in pooled]

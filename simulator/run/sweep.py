@@ -47,6 +47,28 @@ def parse_sweep(spec: str) -> SweepAxis:
     return SweepAxis(path, parsed)
 
 
+def parse_settings(specs: list[str]) -> dict[str, Any]:
+    """``--set PATH=VALUE`` options as ``{path: value}`` (a value read as in :func:`parse_sweep`)."""
+    settings: dict[str, Any] = {}
+    for spec in specs:
+        path, sep, value = spec.partition("=")
+        path = path.strip()
+        if not sep or not path or not value.strip():
+            raise ValueError(f"--set '{spec}': expected PATH=VALUE (e.g. train.num_workers=2)")
+        if path in settings:
+            raise ValueError(f"--set: '{path}' is set twice")
+        settings[path] = _value(value.strip())
+    return settings
+
+
+def with_point(settings: dict[str, Any] | None, point: dict[str, Any]) -> dict[str, Any]:
+    """A run's overrides: the ``--set`` settings, then a sweep point (a path in both is refused)."""
+    both = sorted(set(settings or {}) & set(point))
+    if both:
+        raise ValueError(f"--sweep and --set both give {both}: sweep it or set it")
+    return {**(settings or {}), **point}
+
+
 def with_field(scenario: Scenario, path: str, value: Any) -> Scenario:
     """``scenario`` with the field at dotted ``path`` set to ``value``, validated again (``ValueError`` naming
     the path when it does not exist, pydantic's error when the value is invalid)."""

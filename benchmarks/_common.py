@@ -232,8 +232,23 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu_ticks(root: int) -> dict[tuple[int, str], int]:
-    """(pid, start time) -> CPU clock ticks (user + system, own + reaped children) for this tree and Ray's processes."""
+def _process_name(pid: int, root: int) -> str:
+    """The short name :func:`cpu_seconds_by_process` uses: ``driver``, the ``ray::`` actor name or the executable."""
+    if pid == root:
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return str(pid)
+    if cmd.startswith("ray::"):
+        return cmd.split()[0]
+    return os.path.basename(cmd.split()[0]) if cmd else str(pid)
+
+
+def _tree_cpu_ticks(root: int, names: dict | None = None) -> dict[tuple[int, str], int]:
+    """(pid, start time) -> CPU clock ticks (user + system, own + reaped children) for this tree and Ray's processes;
+    ``names`` gets each key's latest process name other than ``ray::IDLE``."""
     out = {}
     for pid in tree_pids(root):
         try:
@@ -242,7 +257,12 @@ def _tree_cpu_ticks(root: int) -> dict[tuple[int, str], int]:
         except OSError:
             continue
         rest = stat[stat.rfind(")") + 2:].split()
-        out[(pid, rest[19])] = sum(int(x) for x in rest[11:15])
+        key = (pid, rest[19])
+        out[key] = sum(int(x) for x in rest[11:15])
+        if names is not None:  # refreshed every time: a Ray worker takes its actor's name once it runs one
+            name = _process_name(pid, root)
+            if name != "ray::IDLE" or key not in names:
+                names[key] = name
     return out
 
 
@@ -259,11 +279,12 @@ class ForeignLoad:
         self.root = os.getpid()
         self._first: dict[tuple[int, str], int] = {}
         self._last: dict[tuple[int, str], int] = {}
+        self._names: dict[tuple[int, str], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
 
     def _sample(self) -> None:
-        for key, ticks in _tree_cpu_ticks(self.root).items():
+        for key, ticks in _tree_cpu_ticks(self.root, self._names).items():
             self._first.setdefault(key, 0)  # born after __enter__: all its CPU is in the window
             self._last[key] = ticks
 
@@ -294,8 +315,18 @@ class ForeignLoad:
                 f"{self.ours:.0f} CPU-s, other processes ~{self.foreign_s:.0f} CPU-s "
                 f"({100 * self.foreign_s / max(self.wall * self.cores, 1e-9):.0f}% of the machine)")
 
+    def by_process(self) -> dict[str, float]:
+        """Our CPU seconds in the window by process name (processes of one name summed), largest first."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for key, ticks in self._last.items():
+            name = self._names.get(key, str(key[0]))
+            out[name] = out.get(name, 0.0) + (ticks - self._first.get(key, 0)) / tick
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
     def as_dict(self) -> dict:
-        return {"wall_s": self.wall, "busy_cpu_s": self.busy, "our_cpu_s": self.ours, "foreign_cpu_s": self.foreign_s}
+        return {"wall_s": self.wall, "busy_cpu_s": self.busy, "our_cpu_s": self.ours, "foreign_cpu_s": self.foreign_s,
+                "cpu_s_by_process": self.by_process()}
 
 
 class MemorySampler:

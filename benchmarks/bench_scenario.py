@@ -134,6 +134,8 @@ def main(argv=None) -> dict:
     print(f"run directory: peak {disk.peak / 1e9:.3f} GB during the run (sampled every {disk.interval:.0f} s), "
           f"{disk.end / 1e9:.3f} GB at the end (checkpoints deleted on success)")
     print(f"contention check: {load.summary()}")
+    print("CPU seconds by process: " + "; ".join(f"{name} {secs:.1f}" for name, secs in load.by_process().items()
+                                                  if secs >= 0.5))
     if mem.peak_breakdown:
         top = sorted(mem.peak_breakdown.items(), key=lambda kv: -kv[1][0])
         print("at the RSS-sum peak, by process (name: RSS / PSS GB, count): " + "; ".join(

@@ -53,7 +53,7 @@ def test_doc_block_runs(doc, line, source):
 ROOT = DOCS.parent
 SHELL_FENCE = re.compile(r"^```(?:bash|console|sh|shell)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 EXTERNAL = ("pip ", "python -m pytest", "python3.11 -m venv", "mlflow ", "ray ", "curl ", "git ", "cd ", "export ",
-            "python -m serving.http")
+            "python -m serving.http", "kubectl ")
 """Commands of other tools, or servers that run until stopped: shown for the reader, not run here (what they
 drive is tested elsewhere: docs/serving.md's curl examples and server command by tests/serving/test_http_docs.py)."""
 

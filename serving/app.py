@@ -19,6 +19,7 @@ from ray.exceptions import RayTaskError
 from simulator.core.config import ArmSpec
 from serving.arms import arm_kind, build_arm
 from trainers.arm_context import ArmContext
+from trainers.weights import WeightsRef
 from serving.http import MAX_BODY_BYTES, ArmEndpoint, build_api
 from serving.stack import Slates
 
@@ -61,7 +62,9 @@ class ArmDeployment:
     async def feedback(self, user_ids, item_ids, ts, labels) -> None:
         self.policy.feedback(user_ids, item_ids, ts, labels)
 
-    async def set_weights(self, version: int, weights: dict, ts: int | None) -> int:
+    async def set_weights(self, version: int, weights: "dict | WeightsRef", ts: int | None) -> int:
+        if isinstance(weights, WeightsRef):  # fetched from the object store here, never through the driver
+            weights = weights.pick(await weights.ref)
         self.policy.set_weights(version, weights, ts)
         return version
 

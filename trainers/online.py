@@ -25,6 +25,7 @@ import numpy as np
 from simulator.core.config import ArmSpec, TrainConfig
 from trainers.arm_context import ArmContext, TaskFactory, arm_context, arm_seed, base_model_seed, model_configs
 from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
+from trainers.weights import WeightsRef
 
 
 def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: int, tasks: TaskFactory,
@@ -121,17 +122,6 @@ class ArmLearners:
             self.base.load_state_bytes(state[SHARED_BASE])
 
 
-def _deep_copy_arrays(x: Any) -> Any:
-    """Own copies of numpy arrays (objects from a train worker die with it)."""
-    if isinstance(x, np.ndarray):
-        return np.array(x, copy=True)
-    if isinstance(x, dict):
-        return {k: _deep_copy_arrays(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_deep_copy_arrays(v) for v in x)
-    return x
-
-
 class _Coordinator:
     """Command queues to the train workers (one per worker: every command reaches all) and the mailbox of their
     results (an async Ray actor): a result is ready when every worker posted its part, and is their union."""
@@ -165,7 +155,7 @@ class _Coordinator:
 
     async def put_result(self, key, value, rank: int = 0) -> None:
         parts = self._results.setdefault(key, {})
-        parts[rank] = _deep_copy_arrays(value)
+        parts[rank] = value  # small: weights travel as object references (WeightsRef)
         if len(parts) == self.world:
             self._event(key).set()
 
@@ -203,6 +193,10 @@ def train_loop_per_worker(config: dict) -> None:
             out = learners.train_tick(tick_id, batches)
             seconds = time.perf_counter() - t
             samples = float(sum(len(b["user_id"]) for b in batches.values() if b))
+            # the weights go to the object store once (the shared base model's arrays once for all arms: one object);
+            # the coordinator and the driver only pass the reference on to the Serve replicas
+            tick_ref = ray.put({arm: weights for arm, (_, weights, _) in out.items()})
+            out = {arm: (version, WeightsRef(tick_ref, arm), stats) for arm, (version, _, stats) in out.items()}
             ray.get(coord.put_result.remote(("train", tick_id), out, rank))
             ray.train.report({"tick": tick_id, "samples": samples, "seconds": seconds})
         elif kind == "snapshot":
@@ -254,6 +248,7 @@ class OnlineTrainer:
         self.coord.put.remote(("train", tick_id, batches))
 
     def collect(self, tick_id: int) -> dict:
+        """{arm: (version, WeightsRef, stats)} of a trained tick."""
         return self._wait(self.coord.get_result.remote(("train", tick_id)), f"tick {tick_id}")
 
     def snapshot(self) -> dict[str, bytes]:

@@ -3,6 +3,9 @@ packed into one flat ``{"<part>.<parameter>": array}`` dict (a training task's `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -30,3 +33,17 @@ def unpack_weights(weights: dict[str, np.ndarray], *parts: str) -> tuple[dict[st
 def state_dict_of(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """A state dict of tensors from :func:`module_arrays`' output (copies: the arrays stay the caller's)."""
     return {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """An arm's trained weights left where the trainer put them: ``ref`` names one tick's ``{arm: weights}`` (on
+    Ray, an object in the object store that the Train worker put), ``arm`` the entry. The driver passes it on to
+    the arm's serving replica, which fetches it; the weights never pass through the driver (docs/performance.md)."""
+
+    ref: Any
+    arm: str
+
+    def pick(self, tick_weights: dict[str, dict]) -> dict:
+        """The arm's weights from the fetched tick."""
+        return tick_weights[self.arm]

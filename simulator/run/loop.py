@@ -171,12 +171,15 @@ class Simulation:
     def _publish_due(self, tick_id: int, ts: int) -> None:
         """Collect and publish the weights of ticks ``t`` with ``t + 1 + publish_delay_ticks <= tick_id`` at ``ts``."""
         delay = self.scenario.train.publish_delay_ticks
-        for trained_tick in [pending for pending in self.pending if pending + 1 + delay <= tick_id]:
-            self.pending.remove(trained_tick)
-            self.ready[trained_tick] = self.runtime.collect_weights(trained_tick)
+        with self.timer("train"):  # waiting for the trainer (it runs concurrently with serving)
+            for trained_tick in [pending for pending in self.pending if pending + 1 + delay <= tick_id]:
+                self.pending.remove(trained_tick)
+                self.ready[trained_tick] = self.runtime.collect_weights(trained_tick)
         for trained_tick in sorted(ready for ready in self.ready if ready + 1 + delay <= tick_id):
             weights = self.ready.pop(trained_tick)
-            self.runtime.publish({arm: (version, arm_weights) for arm, (version, arm_weights, _) in weights.items()}, ts)
+            with self.timer("serve"):
+                self.runtime.publish({arm: (version, arm_weights) for arm, (version, arm_weights, _) in weights.items()},
+                                     ts)
             for arm, action_ts in self.ats_actions.pop(trained_tick, {}).items():
                 self.arms[self.arm_names.index(arm)].ats.append((ts - action_ts).astype(np.int64))
             for arm, (_, _, stats) in weights.items():
@@ -188,8 +191,8 @@ class Simulation:
         """Publish due weights, upload the tick's items, serve its requests round by round, submit it to training."""
         tick_id = day * self.ticks_per_day + tick
         tick_start, tick_end = int(bounds[tick]), int(bounds[tick + 1])
+        self._publish_due(tick_id, tick_start)
         with self.timer("serve"):
-            self._publish_due(tick_id, tick_start)
             self.runtime.upload(self._tick_uploads(uploads, tick_start, tick_end))
         requests_this_tick = requests.filter((pl.col("ts") >= tick_start) & (pl.col("ts") < tick_end))
         requests_this_tick = requests_this_tick.with_columns(pl.int_range(pl.len()).over("user_id").alias("round"))
@@ -286,8 +289,9 @@ class Simulation:
             if self.tracker is not None:
                 self.tracker.log_day(day, self._day_metrics(day))
             self.train_stats = {name: {} for name in self.arm_names}
-        with self.timer("train"):
-            self._collect_all()  # waits for the trainer to finish the day's ticks
+        if self.checkpoints and self.checkpoint_due(day):
+            with self.timer("train"):
+                self._collect_all()  # a checkpoint holds the day's trained weights: wait for the trainer
         with self.timer("checkpoint"):
             self._checkpoint(day)
 
@@ -341,16 +345,19 @@ class Simulation:
         return day == self.days - 1 or (day + 1) % self.scenario.checkpoint_every == 0
 
     def _checkpoint(self, day: int) -> None:
-        """Save the day's exposures, and the run's state when due (:mod:`simulator.run.checkpoint`)."""
-        self._collect_all()
+        """Save the day's exposures, and the run's state when due (:mod:`simulator.run.checkpoint`). Only a due
+        checkpoint waits for the trainer to finish the day's ticks; otherwise their training goes on while the next
+        day starts, and their weights are collected when due for publishing (the same weights at the same ticks)."""
         if not self.checkpoints:
             return
         for arm in self.arms:
             save_exposures(self.run_dir, arm.name, day, arm.exposures_of_day(day))
         if not self.checkpoint_due(day):
             return
+        self._collect_all()  # (done by _day already)
         save_checkpoint(self.run_dir, Checkpoint(
-            day=day, world=self.world.state(), runtime=self.runtime.snapshot(), ready=compact_tree(self.ready),
+            day=day, world=self.world.state(), runtime=self.runtime.snapshot(),
+            ready=compact_tree(self.runtime.fetch_weights(self.ready)),
             ats_actions=self.ats_actions, n_events=self.n_events, diagnostics=self.diagnostics,
             arms={arm.name: ArmCheckpoint(arm.dynamics.state(), arm.uploads, arm.visits, arm.ats) for arm in self.arms}),
             keep_last=self.keep_last)

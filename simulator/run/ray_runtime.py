@@ -24,6 +24,7 @@ from serving.app import APP_NAME, build_app, deployment_name
 from serving.arms import arm_tasks
 from trainers.arm_context import arm_context
 from trainers.online import OnlineTrainer
+from trainers.weights import WeightsRef
 
 
 def init_ray(address: str | None = None) -> bool:
@@ -91,6 +92,21 @@ class RayRuntime:
 
     def collect_weights(self, tick_id):
         return self.trainer.collect(tick_id)
+
+    def fetch_weights(self, ready: dict[int, dict]) -> dict[int, dict]:
+        """The collected weights with every WeightsRef fetched (for a checkpoint); a tick's object once."""
+        fetched: dict = {}
+        out = {}
+        for tick, per_arm in ready.items():
+            out[tick] = {}
+            for arm, (version, weights, stats) in per_arm.items():
+                if isinstance(weights, WeightsRef):
+                    key = weights.ref.hex()
+                    if key not in fetched:
+                        fetched[key] = ray.get(weights.ref)
+                    weights = weights.pick(fetched[key])
+                out[tick][arm] = (version, weights, stats)
+        return out
 
     def publish(self, weights, ts):
         self._all("set_weights", {arm: (v, w, ts) for arm, (v, w) in weights.items()})

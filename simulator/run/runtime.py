@@ -57,6 +57,7 @@ class Runtime(Protocol):
     def feedback(self, events: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None: ...
     def submit_training(self, tick_id: int, batches: dict[str, TrainBatch]) -> None: ...
     def collect_weights(self, tick_id: int) -> dict[str, tuple[int, dict, dict]]: ...
+    def fetch_weights(self, ready: dict[int, dict]) -> dict[int, dict]: ...  # collected weights as arrays (checkpoints)
     def publish(self, weights: dict[str, tuple[int, dict]], ts: int) -> None: ...
     def end_day(self, ts: int) -> dict[str, dict[str, float]]: ...
     def snapshot(self) -> dict[str, dict[str, bytes]]: ...  # {"policies": {arm: bytes}, "learners": {name: bytes}}
@@ -97,6 +98,9 @@ class LocalRuntime:
 
     def collect_weights(self, tick_id):
         return self._trained.pop(tick_id)
+
+    def fetch_weights(self, ready):
+        return ready  # in this process the weights are arrays already
 
     def publish(self, weights, ts):
         for arm, (version, w) in weights.items():

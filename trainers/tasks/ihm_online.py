@@ -71,7 +71,7 @@ class IHMTask(Task):
         self.item_tower = ItemHistoryModel(item_cfg)
         self.user_tower = SASRecUserTower(user_cfg, self.item_tower.static)
         params = {id(p): p for m in (self.item_tower, self.user_tower) for p in m.parameters()}  # E_S once
-        self.opt = torch.optim.Adam(list(params.values()), lr=lr)
+        self.opt = torch.optim.Adam(list(params.values()), lr=lr, fused=True)  # as the base learners (one kernel)
         self.tau = tau
         self.batch_size = batch_size
         self.max_samples = max_samples

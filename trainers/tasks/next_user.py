@@ -52,7 +52,10 @@ class NextUserTask(Task):
         self.model = NextUserModel(cfg)
         self.user_tower = UserTower(tt_cfg)
         self.loss_cfg = loss_cfg
-        self.opt = torch.optim.Adam(list(self.model.parameters()) + list(self.user_tower.parameters()), lr=lr)
+        # fused: one kernel over every parameter (8x faster steps than the per-tensor loop over the 2^15-row tables;
+        # the same algorithm, float rounding apart; docs/performance.md, "Training")
+        self.opt = torch.optim.Adam(list(self.model.parameters()) + list(self.user_tower.parameters()), lr=lr,
+                                    fused=True)
         self.batch_size = batch_size
         self.max_samples = max_samples
 

@@ -78,7 +78,27 @@ def parse_args(argv=None):
     p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS reads /proc/*/smaps_rollup)")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory and MLflow DB")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    p.add_argument("--reference-tick", type=Path,
+                   default=Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "reference_tick.py",
+                   help="the reference tick (a request's core work with no framework: the throughput ceiling), run "
+                   "after the scenario and compared; skipped when the file is missing")
     return p.parse_args(argv)
+
+
+def reference_tick(path: Path) -> dict | None:
+    """Run the reference tick script and parse its ``exposures/s`` (None when it is missing or fails)."""
+    import re
+    import subprocess
+
+    if not path.exists():
+        print(f"reference tick: {path} not found, skipped")
+        return None
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600)
+    match = re.search(r"exposures/s=([\d,]+)", done.stdout)
+    if done.returncode != 0 or not match:
+        print(f"reference tick failed: {done.stdout[-300:]} {done.stderr[-300:]}")
+        return None
+    return {"exposures_per_s": float(match.group(1).replace(",", "")), "line": done.stdout.strip()}
 
 
 def main(argv=None) -> dict:
@@ -142,6 +162,13 @@ def main(argv=None) -> dict:
             f"{k}: {v[0] / 1e9:.2f} / {v[1] / 1e9:.2f} x{v[2]}" for k, v in top[:12]))
     for arm, a in ats.items():
         print(f"ATS (action -> served model reflects it), arm {arm}: p50 {a['p50_min']:.1f} min, p95 {a['p95_min']:.1f} min")
+    ref = reference_tick(args.reference_tick)
+    if ref is not None:
+        figures["reference_tick"] = ref
+        figures["share_of_reference"] = figures["exposures_per_s"] / ref["exposures_per_s"]
+        print(f"reference tick (same machine, right after): {ref['line']}\n"
+              f"this run: {figures['exposures_per_s']:,.0f} exposures/s = {100 * figures['share_of_reference']:.1f} % "
+              f"of the reference's {ref['exposures_per_s']:,.0f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

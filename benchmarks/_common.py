@@ -233,17 +233,8 @@ def busy_cpu_seconds() -> float:
 
 
 def _process_name(pid: int, root: int) -> str:
-    """The short name :func:`cpu_seconds_by_process` uses: ``driver``, the ``ray::`` actor name or the executable."""
-    if pid == root:
-        return "driver"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return str(pid)
-    if cmd.startswith("ray::"):
-        return cmd.split()[0]
-    return os.path.basename(cmd.split()[0]) if cmd else str(pid)
+    """``driver`` for ``root``, else :func:`_short_name` (the ``ray::`` actor name or the executable)."""
+    return "driver" if pid == root else _short_name(pid)
 
 
 def _tree_cpu_ticks(root: int, names: dict | None = None) -> dict[tuple[int, str], int]:

@@ -142,6 +142,16 @@ def cost_model(rows: list[dict], scenario) -> dict:
     return out
 
 
+def _ratio_table(rows: list[dict], keys: list[str], header: list[str]) -> str:
+    """``keys`` of each row, then its exposures/s and their ratio to the first row's."""
+    def cell(value):
+        return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
+
+    first = rows[0]["exposures_per_s"]
+    return fmt_table([[cell(r[k]) for k in keys] + [f"{r['exposures_per_s']:,.0f}", f"{r['exposures_per_s'] / first:.2f}x"]
+                      for r in rows], header + ["exposures/s", "vs first"])
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -164,17 +174,11 @@ def main(argv=None) -> dict:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nbench_scaling: {args.scenario}, {os.cpu_count()} CPUs")
     if "workers" in figures:
-        w = figures["workers"]
         print(f"\ntraining workers, scale {args.scale}, Ray runtime, {args.cpus_per_worker} CPU per worker")
-        print(fmt_table([[r["workers"], f"{r['wall_s']:.1f}", f"{r['train_s']:.1f}", f"{r['exposures_per_s']:,.0f}",
-                          f"{r['exposures_per_s'] / w[0]['exposures_per_s']:.2f}x"] for r in w],
-                        ["workers", "wall s", "train stage s", "exposures/s", "vs first"]))
+        print(_ratio_table(figures["workers"], ["workers", "wall_s", "train_s"], ["workers", "wall s", "train stage s"]))
     if "parallel" in figures:
-        p = figures["parallel"]
         print(f"\n{args.replicates} runs of scale {args.scale} (local runtime), one after another vs side by side")
-        print(fmt_table([[r["parallel"], f"{r['wall_s']:.1f}", f"{r['exposures']:,}", f"{r['exposures_per_s']:,.0f}",
-                          f"{r['exposures_per_s'] / p[0]['exposures_per_s']:.2f}x"] for r in p],
-                        ["at a time", "wall s", "exposures", "exposures/s", "vs first"]))
+        print(_ratio_table(figures["parallel"], ["parallel", "wall_s", "exposures"], ["at a time", "wall s", "exposures"]))
     if "model_runs" in figures and len(figures["model_runs"]) >= 2:
         rows = figures["model_runs"]
         model = cost_model(rows, _scenario(args.scenario))

@@ -162,11 +162,17 @@ class Gateway:
         return build_api(self.backend, self.max_body_bytes)
 
 
-def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_body_bytes: int = MAX_BODY_BYTES):
+def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_body_bytes: int = MAX_BODY_BYTES,
+              arm_resources: dict[str, dict[str, float]] | None = None):
     """The Serve application: an arm deployment per (spec, context) and the gateway in front.
 
     ``driven``: a simulation drives the arms (the Ray runtime passes True and releases them after the run);
-    False serves arms on their own, which take uploads and day ends over HTTP."""
-    handles = {spec.name: ArmDeployment.options(name=deployment_name(spec.name)).bind(spec, ctx, driven)
+    False serves arms on their own, which take uploads and day ends over HTTP. ``arm_resources``: arm -> extra Ray
+    resources its replica requires (``ServeConfig.arm_resources``: arms on chosen nodes)."""
+    def options(spec: ArmSpec) -> dict:
+        resources = (arm_resources or {}).get(spec.name)
+        return {"ray_actor_options": {"num_cpus": 0, "resources": dict(resources)}} if resources else {}
+
+    handles = {spec.name: ArmDeployment.options(name=deployment_name(spec.name), **options(spec)).bind(spec, ctx, driven)
                for spec, ctx in arms}
     return Gateway.bind(handles, max_body_bytes)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,8 @@ class _Coordinator:
         self._queues = None
         self._results: dict[Any, dict[int, Any]] = {}
         self._events: dict[Any, Any] = {}
+        self._incarnations: dict[int, str] = {}  # rank -> the worker process that has been serving it
+        self.restarted: str | None = None  # why the run cannot go on: a worker started over with blank learners
 
     def _q(self, rank: int):
         import asyncio
@@ -150,7 +153,19 @@ class _Coordinator:
         for rank in range(self.world):
             await self._q(rank).put(command)
 
-    async def get(self, rank: int = 0) -> tuple:
+    async def get(self, rank: int = 0, incarnation: str | None = None) -> tuple:
+        """The next command for worker ``rank``. A new ``incarnation`` for a rank that had one means Ray Train
+        restarted the worker group (e.g. after a start-up timeout): its learners start over, blank, and commands
+        the old one took are lost. The run is then stopped (every waiting result raises) rather than continued
+        with blank learners, and the new worker is told to stop."""
+        if incarnation is not None and self._incarnations.setdefault(rank, incarnation) != incarnation:
+            if self.restarted is None:
+                self.restarted = (f"the Ray Train worker of rank {rank} was restarted during the run (its learners "
+                                  "started over and lost their state); the run stops instead of going on with blank "
+                                  "learners: resume it from its last checkpoint (simulate --resume)")
+            for event in self._events.values():
+                event.set()
+            return ("stop",)
         return await self._q(rank).get()
 
     async def put_result(self, key, value, rank: int = 0) -> None:
@@ -160,7 +175,10 @@ class _Coordinator:
             self._event(key).set()
 
     async def get_result(self, key):
-        await self._event(key).wait()
+        if self.restarted is None:
+            await self._event(key).wait()
+        if self.restarted is not None:
+            raise RuntimeError(self.restarted)
         self._events.pop(key, None)
         parts = self._results.pop(key)
         if all(isinstance(part, dict) for part in parts.values()):  # per-arm results: the workers' union
@@ -182,8 +200,9 @@ def train_loop_per_worker(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     world = ray.train.get_context().get_world_size()
     learners = ArmLearners(arms, ctx, train_cfg, config["control"], config["tasks"], rank=rank, world=world)
+    incarnation = uuid.uuid4().hex  # this process's learners: a restarted worker has another (_Coordinator.get)
     while True:
-        cmd = ray.get(coord.get.remote(rank))
+        cmd = ray.get(coord.get.remote(rank, incarnation))
         kind = cmd[0]
         if kind == "stop":
             break

@@ -111,11 +111,24 @@ class MetricsConfig(FrozenConfig):
 
 
 class ServeConfig(FrozenConfig):
-    """Where the HTTP ingress listens when enabled (loopback by default)."""
+    """Where the HTTP ingress listens when enabled (loopback by default), and where the arms' replicas go."""
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     http: bool = False
+    arm_resources: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="arm -> extra Ray resources its Serve replica requires, to place arms on "
+        "chosen nodes of a cluster (nodes started with e.g. `ray start --resources='{\"arms_a\": 8}'`); arms not "
+        "named go wherever Serve puts them")
+
+    @field_validator("arm_resources")
+    @classmethod
+    def _amounts(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for arm, resources in value.items():
+            bad = {name: amount for name, amount in resources.items() if not amount > 0}
+            if bad:
+                raise ValueError(f"serve.arm_resources['{arm}']: amounts must be > 0, got {bad}")
+        return value
 
 
 class ScaleConfig(FrozenConfig):
@@ -207,6 +220,9 @@ class Scenario(FrozenConfig):
         unknown = [a for a in self.ladder if a not in names]
         if unknown:
             raise ValueError(f"ladder arms {unknown} are not arms of the scenario {names}")
+        unknown = [a for a in self.serve.arm_resources if a not in names]
+        if unknown:
+            raise ValueError(f"serve.arm_resources names {unknown}, which are not arms of the scenario {names}")
         total = sum(a.share for a in self.arms)
         if total > 1.0 + 1e-9:
             raise ValueError(f"arm shares sum to {total:.3f} > 1")

@@ -27,17 +27,25 @@ from trainers.online import OnlineTrainer
 from trainers.weights import WeightsRef
 
 
+RAY_ENV = {
+    # glibc gives every thread its own malloc arena; the Serve replicas and the Train worker run many threads and
+    # grow by hundreds of MB of arena slack each (docs/performance.md)
+    "MALLOC_ARENA_MAX": "2",
+    # Ray Train retries a worker group that took longer than this to start, and a retried group's learners start
+    # over blank (trainers.online._Coordinator stops the run then): on a loaded small machine 60 s is too short
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+}
+
+
 def init_ray(address: str | None = None) -> bool:
     """Start (or join, with ``address``) Ray as coldsim runs use it, unless this process is already connected
     (a driver that started it, or a Ray task running a simulation); returns whether it started it."""
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # MALLOC_ARENA_MAX: glibc gives every thread its own malloc arena; the Serve replicas and the Train
-    # worker run many threads and grow by hundreds of MB of arena slack each (docs/performance.md)
     kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                   configure_logging=True, logging_level="ERROR",
-                  runtime_env={"env_vars": {"MALLOC_ARENA_MAX": "2"}})
+                  runtime_env={"env_vars": RAY_ENV})
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -62,7 +70,8 @@ class RayRuntime:
         # a run-unique app name: several runs can share a cluster's Serve instance
         self.app_name = f"{APP_NAME}-{uuid.uuid4().hex[:8]}"
         # driven: HTTP clients get 409 on uploads and day ends until release_arms (docs/serving.md)
-        app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)], driven=True)
+        app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)], driven=True,
+                        arm_resources=cfg.arm_resources)
         serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
         self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=self.app_name) for a in self.names}
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None

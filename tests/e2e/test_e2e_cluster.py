@@ -3,12 +3,16 @@ storage URI: the arms' replicas spread over the nodes, the same metrics as the i
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
 from scenarios import get_scenario
+from simulator.core.config import ServeConfig
 from simulator.core.storage import Location
+from simulator.run.ray_runtime import RAY_ENV
 from simulator.run.session import RunOptions, run_scenario
 
 pytestmark = pytest.mark.ray
@@ -16,11 +20,13 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def cluster():
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 200 * 2**20})
-    nodes.add_node(num_cpus=1, object_store_memory=200 * 2**20)
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 200 * 2**20,
+                                                          "resources": {"arms_a": 4}})
+    nodes.add_node(num_cpus=1, object_store_memory=200 * 2**20, resources={"arms_b": 4})
     nodes.wait_for_nodes()
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"MALLOC_ARENA_MAX": "2"}})
+             runtime_env={"env_vars": RAY_ENV})
     yield nodes
     ray.shutdown()
     nodes.shutdown()
@@ -28,7 +34,10 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def scenario():
-    return get_scenario("coldstart_ab").at_scale("tiny").with_overrides(days=2)
+    """Two arms on each node (ServeConfig.arm_resources: each node offers its own custom resource)."""
+    tiny = get_scenario("coldstart_ab").at_scale("tiny").with_overrides(days=2)
+    placement = {"base": {"arms_a": 1}, "next_user": {"arms_b": 1}, "dualrec_v5": {"arms_a": 1}, "ihm": {"arms_b": 1}}
+    return tiny.model_copy(update={"serve": ServeConfig(arm_resources=placement)})
 
 
 def _ray_run(scenario, run_root: str, workers: int = 1):
@@ -51,8 +60,8 @@ def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, sce
     local = run_scenario(scenario, RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "local")),
                          tracking_uri=None)
     assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
-    nodes = {arm["node_id"] for arm in stats.values()}
-    assert len(nodes) == 2, f"the four arms' replicas all ran on one node: {stats}"
+    assert stats["base"]["node_id"] == stats["dualrec_v5"]["node_id"] != stats["next_user"]["node_id"]
+    assert stats["next_user"]["node_id"] == stats["ihm"]["node_id"]  # placed as serve.arm_resources says
     assert out.result.overall == local.result.overall
     for arm, daily in local.result.daily.items():
         assert out.result.daily[arm].equals(daily), arm

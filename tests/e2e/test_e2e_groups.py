@@ -3,6 +3,8 @@ another."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import pytest
 from mlflow import MlflowClient
@@ -49,6 +51,18 @@ def test_parallel_replicates_equal_sequential_ones(tmp_path):
     seq, par = records["sequential"], records["parallel"]
     assert seq[0] == par[0] and seq[1] == par[1] and seq[3] == par[3]
     assert seq[2] == par[2] and [step for step, _ in seq[2]] == [0]
+
+
+def test_parallel_ray_runtime_replicates_each_run_their_own_serve_app(tmp_path):
+    """--runtime ray with --parallel 2: each task is a driver of its own (its Serve app, its TorchTrainer) on the
+    one cluster; the runs equal in-process runs of the same seeds."""
+    scenario = get_scenario("boost_ab")
+    opts = RunOptions(scenario="boost_ab", scale="tiny", days=1, seed=3, run_root=str(tmp_path / "runs"))
+    on_ray = run_replicates(scenario, opts, 2, tracking_uri=None, parallel=2)
+    in_process = run_replicates(scenario, replace(opts, runtime="local"), 2, tracking_uri=None, parallel=1)
+    for ray_run, local_run in zip(on_ray.runs, in_process.runs):
+        assert ray_run.result.overall == local_run.result.overall
+    assert_frame_equal(on_ray.table, in_process.table)
 
 
 def test_parallel_sweep_through_the_cli(tmp_path):

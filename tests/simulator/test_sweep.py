@@ -67,3 +67,15 @@ def test_table_and_markdown_hold_every_point():
     markdown = format_sweep_markdown(table, "lift")
     assert "| world.creator_elasticity=0.5 | dac | x | +20.0% [+0.0%, +20.0%] |" in markdown
     assert markdown.count("\n") == 2 + 4
+
+
+def test_arm_placement_is_validated_with_the_scenario():
+    """serve.arm_resources (arms on chosen cluster nodes) names arms of the scenario and positive amounts; it can be
+    set like any setting."""
+    scenario = get_scenario("coldstart_ab")
+    placed = with_field(scenario, "serve.arm_resources", {"ihm": {"arms_b": 1}})
+    assert placed.serve.arm_resources == {"ihm": {"arms_b": 1.0}}
+    with pytest.raises(ValidationError, match="not arms of the scenario"):
+        with_field(scenario, "serve.arm_resources", {"nope": {"arms_b": 1}})
+    with pytest.raises(ValidationError, match="amounts must be > 0"):
+        with_field(scenario, "serve.arm_resources", {"ihm": {"arms_b": 0}})

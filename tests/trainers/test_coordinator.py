@@ -1,0 +1,45 @@
+"""The train workers' coordinator (trainers.online._Coordinator, used as a Ray actor; here as a plain object):
+commands reach every worker, results are the workers' union, and a restarted worker stops the run."""
+
+import asyncio
+
+import pytest
+
+from trainers.online import _Coordinator
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_commands_reach_every_worker_and_results_are_their_union():
+    async def scenario():
+        coordinator = _Coordinator(world=2)
+        await coordinator.put(("train", 0, {}))
+        assert await coordinator.get(0, "a") == ("train", 0, {})
+        assert await coordinator.get(1, "b") == ("train", 0, {})
+        await coordinator.put_result(("train", 0), {"arm0": 1, "arm2": 3}, 0)
+        waiting = asyncio.ensure_future(coordinator.get_result(("train", 0)))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # one worker's part is not the result
+        await coordinator.put_result(("train", 0), {"arm1": 2}, 1)
+        return await waiting
+
+    assert _run(scenario()) == {"arm0": 1, "arm2": 3, "arm1": 2}
+
+
+def test_a_restarted_worker_stops_the_run_instead_of_training_blank_learners():
+    async def scenario():
+        coordinator = _Coordinator(world=1)
+        await coordinator.put(("train", 0, {}))
+        await coordinator.put(("train", 1, {}))
+        assert (await coordinator.get(0, "first"))[1] == 0  # the first worker took tick 0, then died
+        waiting = asyncio.ensure_future(coordinator.get_result(("train", 0)))
+        await asyncio.sleep(0)
+        assert await coordinator.get(0, "second") == ("stop",)  # Ray Train's replacement is told to stop
+        with pytest.raises(RuntimeError, match="was restarted during the run"):
+            await waiting  # the driver waiting for tick 0 hears why
+        with pytest.raises(RuntimeError, match="resume it from its last checkpoint"):
+            await coordinator.get_result(("train", 1))
+
+    _run(scenario())

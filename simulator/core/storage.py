@@ -9,14 +9,49 @@ multi-node cluster needs no shared disk once the root is an object store every n
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+
+class StorageError(OSError):
+    """A run's file could not be written: the path, why, and how much space it needed."""
+
+
+_SPACE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EACCES: "permission denied", errno.EROFS: "read-only filesystem", errno.EPERM: "not permitted"}
+
+
+@contextmanager
+def _writing(location: "Location", nbytes: int, temporary: "Location | None" = None) -> Iterator[None]:
+    """Turn a failed write into a :class:`StorageError` naming the path, the cause, the bytes needed and (locally)
+    the bytes free, after removing the partial temporary file: the last complete file stays the latest."""
+    try:
+        yield
+    except OSError as exc:
+        if temporary is not None:
+            try:
+                temporary.delete()
+            except OSError:
+                pass
+        cause = _SPACE_ERRORS.get(exc.errno, exc.strerror or str(exc))
+        free = ""
+        if location.local:
+            try:
+                free = f", {shutil.disk_usage(os.path.dirname(location.path) or '/').free:,} bytes free there"
+            except OSError:
+                pass
+        raise StorageError(exc.errno, f"cannot write {location.uri}: {cause} ({nbytes:,} bytes needed{free}); "
+                           "free space or choose another --storage, then resume the run (--resume)") from exc
 
 
 @dataclass(frozen=True)
@@ -63,7 +98,8 @@ class Location:
 
     # ---- directories
     def mkdir(self) -> None:
-        self.fs.create_dir(self.path, recursive=True)
+        with _writing(self, 0):
+            self.fs.create_dir(self.path, recursive=True)
 
     def exists(self) -> bool:
         return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
@@ -95,16 +131,17 @@ class Location:
         under this name (locally flushed to disk before the rename; on an object store the upload completes
         before the move)."""
         temporary = Location(self.fs, self.path + ".tmp", self.uri + ".tmp")
-        if self.local:
-            with open(temporary.path, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())  # the rename must not reach the disk before the data
-            os.replace(temporary.path, self.path)
-            return
-        with self.fs.open_output_stream(temporary.path) as stream:
-            stream.write(data)
-        self.fs.move(temporary.path, self.path)
+        with _writing(self, len(data), temporary):
+            if self.local:
+                with open(temporary.path, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())  # the rename must not reach the disk before the data
+                os.replace(temporary.path, self.path)
+                return
+            with self.fs.open_output_stream(temporary.path) as stream:
+                stream.write(data)
+            self.fs.move(temporary.path, self.path)
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as stream:
@@ -112,11 +149,12 @@ class Location:
 
     def write_table(self, table: pa.Table) -> None:
         """``table`` as one parquet file here (parent directories made)."""
-        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        with self.fs.open_output_stream(self.path) as stream:
-            stream.write(buffer.getvalue())
+        with _writing(self, buffer.tell()):
+            self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+            with self.fs.open_output_stream(self.path) as stream:
+                stream.write(buffer.getvalue())
 
     def read_table(self, schema: pa.Schema | None = None) -> pa.Table:
         """The parquet file or directory of parquet files here."""

@@ -104,6 +104,7 @@ def simulate(
     if ctx.invoked_subcommand is not None:
         return
     from scenarios import get_scenario
+    from simulator.core.storage import StorageError
     from simulator.run.groups import run_replicates, run_sweep
     from simulator.run.session import RunOptions, options_of_run, plan_run, resolve_scenario, run_offline, run_scenario
     from simulator.run.sweep import parse_settings, parse_sweep, point_label, sweep_points, with_point
@@ -175,7 +176,7 @@ def simulate(
             return
         out = run_scenario(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None,
                            resume_run_id=resume)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, StorageError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
     res = out.result

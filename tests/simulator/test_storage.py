@@ -69,3 +69,33 @@ def test_a_run_and_its_resume_on_a_non_local_filesystem_equal_a_local_run(tmp_pa
         assert result.daily[arm].equals(local.daily[arm]), arm
     assert not (tmp_path / "store" / "run" / "checkpoints" / "day=0000.pkl.tmp").exists()
     assert pl.from_arrow((root / "exposures" / scenario.arms[0].name / "day=0000.parquet").read_table()).height > 0
+
+
+def test_a_full_disk_names_the_path_and_leaves_the_last_checkpoint_as_the_latest(tmp_path, monkeypatch):
+    """A write that fails (here: the disk fills during the checkpoint's write) raises a StorageError naming the
+    path, the cause and the bytes needed; its partial file is gone and the previous checkpoint is still the
+    latest, so the run can be resumed once there is space."""
+    import errno
+    import os
+
+    from simulator.core.storage import StorageError
+    from simulator.run.checkpoint import Checkpoint, save_checkpoint
+
+    root = Location.of(tmp_path / "run")
+    good = {"day": 0}
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "day=0000.pkl").write_bytes_atomic(pickle.dumps(good))
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageError, match=r"cannot write .*day=0001\.pkl: no space left on the device \([\d,]+ bytes "
+                                           r"needed, [\d,]+ bytes free there\)"):
+        (root / "checkpoints" / "day=0001.pkl").write_bytes_atomic(b"x" * 1000)
+    assert [p.name for p in (root / "checkpoints").children()] == ["day=0000.pkl"]  # no partial file, none renamed
+    assert pickle.loads((root / "checkpoints" / "day=0000.pkl").read_bytes()) == good
+    with pytest.raises(StorageError, match="resume the run"):
+        save_checkpoint(root, Checkpoint(day=1, world={}, runtime={}, ready={}, ats_actions={}, n_events=0,
+                                         diagnostics={}, arms={}), keep_last=1)  # the driver's path: the old one stays
+    assert [p.name for p in (root / "checkpoints").children()] == ["day=0000.pkl"]

@@ -12,6 +12,8 @@ Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
 """
 
 
+import uuid
+
 import numpy as np
 from ray import serve
 from ray.exceptions import RayTaskError
@@ -47,6 +49,7 @@ class ArmDeployment:
         import torch
 
         torch.set_num_threads(1)  # the same arithmetic as the in-process runtime
+        self.incarnation = uuid.uuid4().hex  # a replica Serve restarts has another, and a blank arm (incarnation())
         self.policy = build_arm(spec, ctx)
         self.endpoint = ArmEndpoint(spec.name, self.policy, driven, truth_matched=arm_kind(spec).oracle)
 
@@ -73,6 +76,10 @@ class ArmDeployment:
 
     async def release(self) -> None:
         self.endpoint.release()
+
+    async def incarnation_token(self) -> str:
+        """Which replica process holds the arm: the driver compares it tick after tick (RayRuntime.check_arms)."""
+        return self.incarnation
 
     async def snapshot(self) -> bytes:
         return self.policy.snapshot()

@@ -213,6 +213,8 @@ class Simulation:
                     positive_ts[arm.name].append(interaction_ts)
             with self.timer("serve"):
                 self.runtime.feedback(feedback)
+        with self.timer("serve"):
+            self.runtime.check_arms()  # a restarted replica lost its arm: stop rather than train on its slates
         with self.timer("train"):
             self.runtime.submit_training(tick_id, {arm: concat_batches(rows) for arm, rows in training_rows.items()})
             self.pending.append(tick_id)

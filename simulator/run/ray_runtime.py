@@ -74,6 +74,7 @@ class RayRuntime:
                         arm_resources=cfg.arm_resources)
         serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
         self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=self.app_name) for a in self.names}
+        self._incarnations = self._all("incarnation_token", {arm: () for arm in self.names})
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         # Ray Train's storage beside the run's files: a URI every node reaches on a cluster without a shared disk
@@ -119,6 +120,16 @@ class RayRuntime:
 
     def publish(self, weights, ts):
         self._all("set_weights", {arm: (v, w, ts) for arm, (v, w) in weights.items()})
+
+    def check_arms(self) -> None:
+        """Raise if Serve restarted an arm's replica since the run began: the new one holds a blank arm (no items,
+        no features, no weights), and a run must not go on with it."""
+        now = self._all("incarnation_token", {arm: () for arm in self.names})
+        restarted = sorted(arm for arm in self.names if now[arm] != self._incarnations[arm])
+        if restarted:
+            raise RuntimeError(f"the Serve replica of arm(s) {restarted} was restarted during the run and lost the "
+                               "arm's state; the run stops instead of serving a blank arm: resume it from its last "
+                               "checkpoint (simulate --resume)")
 
     def end_day(self, ts):
         return self._all("end_day", {arm: (ts,) for arm in self.names})

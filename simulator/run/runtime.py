@@ -59,6 +59,7 @@ class Runtime(Protocol):
     def collect_weights(self, tick_id: int) -> dict[str, tuple[int, dict, dict]]: ...
     def fetch_weights(self, ready: dict[int, dict]) -> dict[int, dict]: ...  # collected weights as arrays (checkpoints)
     def publish(self, weights: dict[str, tuple[int, dict]], ts: int) -> None: ...
+    def check_arms(self) -> None: ...  # raise if an arm lost its state (a restarted Serve replica)
     def end_day(self, ts: int) -> dict[str, dict[str, float]]: ...
     def snapshot(self) -> dict[str, dict[str, bytes]]: ...  # {"policies": {arm: bytes}, "learners": {name: bytes}}
     def restore(self, state: dict[str, dict[str, bytes]]) -> None: ...
@@ -105,6 +106,9 @@ class LocalRuntime:
     def publish(self, weights, ts):
         for arm, (version, w) in weights.items():
             self.policies[arm].set_weights(version, w, ts)
+
+    def check_arms(self):
+        pass  # the arms live in this process: they cannot restart on their own
 
     def end_day(self, ts):
         return {arm: p.end_day(ts) for arm, p in self.policies.items()}

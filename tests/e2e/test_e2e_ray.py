@@ -156,3 +156,51 @@ def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_
     hist = MlflowClient(tracking).get_metric_history(
         MlflowClient(tracking).get_run(first.parent_run_id).data.tags["coldsim.child.base"], "dac")
     assert [m.step for m in hist] == [0, 1]
+
+
+class _KillBaseReplicaAfterFirstTick:
+    """A progress bar whose first tick kills arm base's Serve replica and waits for Serve's replacement (a blank
+    arm) to answer: what a crashed replica looks like to the driver."""
+
+    def __init__(self):
+        self.ticks = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return len(args)
+
+    def advance(self, task):
+        import time
+
+        import ray
+        from ray import serve
+
+        if task != 1 or self.ticks:  # the ticks' task, once
+            return
+        self.ticks += 1
+        replica = next(a for a in ray.util.list_named_actors(all_namespaces=True)
+                       if "arm_base" in a["name"] and a["name"].startswith("SERVE_REPLICA"))
+        app = replica["name"].split("::")[1].split("#")[0]
+        handle = serve.get_deployment_handle("arm_base", app_name=app)
+        before = handle.incarnation_token.remote().result()
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if handle.incarnation_token.remote().result(timeout_s=10) != before:
+                    return
+            except Exception:  # the dead replica's calls fail until the controller replaces it
+                time.sleep(0.5)
+        raise AssertionError("Serve did not replace the killed replica within 120 s")
+
+
+def test_a_restarted_arm_replica_stops_the_run_instead_of_serving_a_blank_arm(scenario, tmp_path_factory):
+    opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=str(tmp_path_factory.mktemp("kill")))
+    plain = scenario.model_copy(update={"serve": ServeConfig()})
+    with pytest.raises(RuntimeError, match=r"replica of arm\(s\) \['base'\] was restarted during the run"):
+        run_scenario(plain, opts, tracking_uri=None, progress_factory=_KillBaseReplicaAfterFirstTick)

@@ -148,13 +148,13 @@ class Location:
             return stream.read()
 
     def write_table(self, table: pa.Table) -> None:
-        """``table`` as one parquet file here (parent directories made)."""
+        """``table`` as one parquet file here (parent directories made), written atomically like
+        :meth:`write_bytes_atomic`: a killed run never leaves half a log partition or half a day's exposures."""
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         with _writing(self, buffer.tell()):
             self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-            with self.fs.open_output_stream(self.path) as stream:
-                stream.write(buffer.getvalue())
+        self.write_bytes_atomic(buffer.getvalue())
 
     def read_table(self, schema: pa.Schema | None = None) -> pa.Table:
         """The parquet file or directory of parquet files here."""

@@ -74,13 +74,16 @@ def _sparse(table: torch.Tensor | np.ndarray, rows: np.ndarray, init_rng: np.nda
                       as_torch=isinstance(table, torch.Tensor))
 
 
+def _is_touched(key: Any) -> bool:
+    """A ``HashEmbedding``'s ``touched`` buffer in a (flat, possibly prefixed) state dict."""
+    return isinstance(key, str) and (key == _TOUCHED or key.endswith("." + _TOUCHED))
+
+
 def compact_state(state: Mapping[str, Any]) -> dict[str, Any]:
     """A module's state dict (tensors) or its numpy copy, every large :class:`HashEmbedding` table as the rows its
     ``touched`` buffer marks; everything else copied."""
     out = {key: _copy(value) for key, value in state.items()}
-    for key in state:
-        if not key.endswith(_TOUCHED) or (key != _TOUCHED and not key.endswith("." + _TOUCHED)):
-            continue
+    for key in filter(_is_touched, state):
         prefix = key[: -len(_TOUCHED)]
         weight, init = prefix + _WEIGHT, prefix + _INIT
         if weight in state and init in state:
@@ -116,10 +119,6 @@ def expand(state: Any) -> Any:
     return state
 
 
-def is_optimizer_state(state: Any) -> bool:
-    return isinstance(state, Mapping) and set(state) == {"state", "param_groups"}
-
-
 def compact_torch(obj: torch.nn.Module | torch.optim.Optimizer) -> dict[str, Any]:
     """A module's or an optimiser's ``state_dict()`` in compact form (a snapshot: later training does not reach it)."""
     if isinstance(obj, torch.optim.Optimizer):
@@ -135,7 +134,7 @@ def compact_tree(tree: Any, memo: dict[int, Any] | None = None) -> Any:
     if id(tree) in memo:
         return memo[id(tree)]
     if isinstance(tree, dict):
-        if any(isinstance(key, str) and key.endswith(_TOUCHED) for key in tree):
+        if any(map(_is_touched, tree)):
             out = compact_state(tree)
         else:
             out = {key: compact_tree(value, memo) for key, value in tree.items()}

@@ -69,7 +69,7 @@ class ArmLearners:
         if self.mode == "control" and control not in self.names:
             raise ValueError(f"base_models='control' needs the control arm '{control}' among the arms {self.names}")
         self.control = control
-        self.rank, self.world = rank, world
+        self.rank = rank
         per_arm = self.mode == "per_arm"
         self.learners = {a.name: make_learner(a, ctx, train, i, tasks, base_models=per_arm)
                          for i, a in enumerate(arms) if i % world == rank}

@@ -52,7 +52,7 @@ def run_jobs(scenario: Scenario, jobs: list[Job], parallel: int = 1, tracking_ur
     if parallel == 1 or len(jobs) == 1:
         return [run_scenario(scenario, job.opts, tracking_uri, progress_factory, tags=job.tags) for job in jobs]
     if any(job.opts.http for job in jobs):
-        raise ValueError("--http serves one run's arms on 127.0.0.1:8000; it cannot be combined with --parallel > 1")
+        raise ValueError("--http serves one run's arms on one port; it cannot be combined with --parallel > 1")
     import ray
 
     from simulator.run.ray_runtime import init_ray
@@ -198,23 +198,20 @@ def run_sweep(scenario: Scenario, opts: RunOptions, axes: list[SweepAxis], repli
     recorded as ``<scenario>-sweep`` beside the runs (tagged with the sweep id and their point)."""
     points = sweep_points(axes)
     seeds = _seeds(scenario, opts, replicates)
-    for point in points:  # every point validated before anything runs
-        resolve_scenario(scenario, replace(opts, overrides=with_point(opts.overrides, point)))
+    point_opts = [replace(opts, overrides=with_point(opts.overrides, point)) for point in points]
+    for options in point_opts:  # every point validated before anything runs
+        resolve_scenario(scenario, options)
     sweep = uuid.uuid4().hex[:12]
-    jobs, groups = [], []
-    for point in points:
-        group = uuid.uuid4().hex[:12]
-        groups.append(group)
-        tags = {SWEEP_TAG: sweep, "coldsim.sweep_point": point_label(point), REPLICATE_GROUP_TAG: group}
-        jobs += _replicate_jobs(scenario, replace(opts, overrides=with_point(opts.overrides, point)), seeds, tags)
+    groups = [uuid.uuid4().hex[:12] for _ in points]
+    point_tags = [{SWEEP_TAG: sweep, "coldsim.sweep_point": point_label(point)} for point in points]
+    jobs = [job for options, tags, group in zip(point_opts, point_tags, groups)
+            for job in _replicate_jobs(scenario, options, seeds, {**tags, REPLICATE_GROUP_TAG: group})]
     runs = run_jobs(scenario, jobs, parallel, tracking_uri, progress_factory)
     per_point = [runs[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(points))]
     pooled = None
     if replicates > 1:
-        pooled = [_pool(scenario, replace(opts, overrides=with_point(opts.overrides, point)), point_runs, seeds, group,
-                        tracking_uri,
-                        {SWEEP_TAG: sweep, "coldsim.sweep_point": point_label(point)})
-                  for point, point_runs, group in zip(points, per_point, groups)]
+        pooled = [_pool(scenario, options, point_runs, seeds, group, tracking_uri, tags)
+                  for options, point_runs, group, tags in zip(point_opts, per_point, groups, point_tags)]
         tables = [group.table.drop("lifts") for group in pooled]
     else:
         tables = [point_runs[0].result.comparison for point_runs in per_point]

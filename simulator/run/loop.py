@@ -347,8 +347,8 @@ class Simulation:
         return day == self.days - 1 or (day + 1) % self.scenario.checkpoint_every == 0
 
     def _checkpoint(self, day: int) -> None:
-        """Save the day's exposures, and the run's state when due (:mod:`simulator.run.checkpoint`). Only a due
-        checkpoint waits for the trainer to finish the day's ticks; otherwise their training goes on while the next
+        """Save the day's exposures, and the run's state when due (:mod:`simulator.run.checkpoint`). ``_day`` has
+        collected every trained tick before a due checkpoint; on other days their training goes on while the next
         day starts, and their weights are collected when due for publishing (the same weights at the same ticks)."""
         if not self.checkpoints:
             return
@@ -356,7 +356,6 @@ class Simulation:
             save_exposures(self.run_dir, arm.name, day, arm.exposures_of_day(day))
         if not self.checkpoint_due(day):
             return
-        self._collect_all()  # (done by _day already)
         save_checkpoint(self.run_dir, Checkpoint(
             day=day, world=self.world.state(), runtime=self.runtime.snapshot(),
             ready=compact_tree(self.runtime.fetch_weights(self.ready)),

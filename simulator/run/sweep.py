@@ -33,12 +33,18 @@ def _value(text: str) -> Any:
         return text
 
 
+def _split(spec: str, option: str, form: str) -> tuple[str, str]:
+    """``PATH=VALUES`` of a ``--sweep``/``--set`` option, each part stripped and non-empty."""
+    path, sep, values = spec.partition("=")
+    path, values = path.strip(), values.strip()
+    if not sep or not path or not values:
+        raise ValueError(f"{option} '{spec}': expected {form}")
+    return path, values
+
+
 def parse_sweep(spec: str) -> SweepAxis:
     """``'path=v1,v2,...'`` as a :class:`SweepAxis` (``ValueError`` naming what is wrong)."""
-    path, sep, values = spec.partition("=")
-    path = path.strip()
-    if not sep or not path or not values.strip():
-        raise ValueError(f"--sweep '{spec}': expected PATH=V1,V2,... (e.g. world.creator_elasticity=0.2,0.5)")
+    path, values = _split(spec, "--sweep", "PATH=V1,V2,... (e.g. world.creator_elasticity=0.2,0.5)")
     parsed = tuple(_value(v.strip()) for v in values.split(","))
     if any(v == "" for v in parsed):
         raise ValueError(f"--sweep '{spec}': an empty value")
@@ -51,13 +57,10 @@ def parse_settings(specs: list[str]) -> dict[str, Any]:
     """``--set PATH=VALUE`` options as ``{path: value}`` (a value read as in :func:`parse_sweep`)."""
     settings: dict[str, Any] = {}
     for spec in specs:
-        path, sep, value = spec.partition("=")
-        path = path.strip()
-        if not sep or not path or not value.strip():
-            raise ValueError(f"--set '{spec}': expected PATH=VALUE (e.g. train.num_workers=2)")
+        path, value = _split(spec, "--set", "PATH=VALUE (e.g. train.num_workers=2)")
         if path in settings:
             raise ValueError(f"--set: '{path}' is set twice")
-        settings[path] = _value(value.strip())
+        settings[path] = _value(value)
     return settings
 
 
@@ -121,12 +124,11 @@ def sweep_table(points: list[dict[str, Any]], tables: list[pl.DataFrame]) -> pl.
     return pl.concat(frames, how="vertical_relaxed")
 
 
-def format_sweep_markdown(table: pl.DataFrame, lift: str, metrics: list[str] | None = None) -> str:
+def format_sweep_markdown(table: pl.DataFrame, lift: str) -> str:
     """The sweep's lifts as a markdown table: a row per point, metric and arm (``lift`` names the lift column:
     ``lift`` for single runs, ``mean_lift`` for replicate groups)."""
-    rows = table if metrics is None else table.filter(pl.col("metric").is_in(metrics))
     lines = ["| point | metric | arm | lift [CI] |", "|---|---|---|---|"]
-    for row in rows.iter_rows(named=True):
+    for row in table.iter_rows(named=True):
         low, high = row.get("ci_low"), row.get("ci_high")
         interval = f" [{low:+.1%}, {high:+.1%}]" if low is not None and high is not None else ""
         value = row[lift]

@@ -1,7 +1,7 @@
 """Scaling: simulated exposures/s against Ray Train workers and against runs side by side, and a cost model that
 extrapolates a scale too large for this machine.
 
-Three measurements, each printed as a table with ratios to its first row:
+Four measurements, each printed as a table with ratios to its first row:
 
 1. **training workers**: the scenario on the Ray runtime with ``train.num_workers`` = 1, 2, ... (each worker
    ``--cpus-per-worker`` CPUs; data-parallel base models, strategy learners round-robin): wall, the ``train``
@@ -13,10 +13,12 @@ Three measurements, each printed as a table with ratios to its first row:
    scenario's, if it has one; its users and an exposure count extrapolated from exposures per user-day).
    ``--default-figures`` adds a measured default-scale Ray run (``bench_scenario.py --json``) to the fit.
 
-Arms sharded over several Serve replicas (issue 13, item 3) are not implemented: there is no shard curve.
+4. **shards**: the scenario on the Ray runtime with ``serve.arm_replicas`` = 1, 2, ... (``--shards``; every arm
+   served by that many Serve replicas owning disjoint users, :mod:`serving.shards`): wall, the ``serve`` stage,
+   exposures/s, and whether the metrics equal one shard's (they must).
 
-Run: ``python benchmarks/bench_scaling.py --scale small`` (~6 min on 2 cores); ``--skip workers`` etc. to run
-parts. On a machine with more cores raise ``--workers`` and ``--parallel`` (e.g. ``--workers 1,2,4,8``).
+Run: ``python benchmarks/bench_scaling.py --scale small`` (~8 min on 2 cores); ``--skip workers`` etc. to run
+parts. On a machine with more cores raise ``--workers``, ``--shards`` and ``--parallel`` (e.g. ``--workers 1,2,4,8``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--model-scales", default="tiny,small", help="scales run for the cost model (local runtime)")
     p.add_argument("--default-figures", type=Path, default=None,
                    help="bench_scenario.py --json output of a default-scale run, added to the cost model")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: workers, parallel, model")
+    p.add_argument("--shards", default="1,2", help="shards per arm to measure (serve.arm_replicas)")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: workers, parallel, model, shards")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -75,6 +78,25 @@ def measure_workers(args, root: Path) -> list[dict]:
         rows.append({"workers": workers, "wall_s": wall, "train_s": out.result.timings.get("train", float("nan")),
                      "exposures": out.result.events, "exposures_per_s": out.result.events / wall})
         print(f"  {workers} worker(s): {wall:.1f} s", flush=True)
+    return rows
+
+
+def measure_shards(args, root: Path) -> list[dict]:
+    from simulator.run.session import RunOptions, run_scenario
+
+    sc = _scenario(args.scenario)
+    rows, first = [], None
+    for shards in [int(k) for k in args.shards.split(",")]:
+        opts = RunOptions(scenario=sc.name, scale=args.scale, days=args.days, runtime="ray",
+                          run_root=str(root / f"shards{shards}"), overrides={"serve.arm_replicas": shards})
+        start = time.perf_counter()
+        out = run_scenario(sc, opts, tracking_uri=None)
+        wall = time.perf_counter() - start
+        first = first or out.result.overall
+        rows.append({"shards": shards, "wall_s": wall, "serve_s": out.result.timings.get("serve", float("nan")),
+                     "exposures": out.result.events, "exposures_per_s": out.result.events / wall,
+                     "same_metrics": out.result.overall == first})
+        print(f"  {shards} shard(s) per arm: {wall:.1f} s", flush=True)
     return rows
 
 
@@ -145,6 +167,8 @@ def cost_model(rows: list[dict], scenario) -> dict:
 def _ratio_table(rows: list[dict], keys: list[str], header: list[str]) -> str:
     """``keys`` of each row, then its exposures/s and their ratio to the first row's."""
     def cell(value):
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
 
     first = rows[0]["exposures_per_s"]
@@ -164,6 +188,9 @@ def main(argv=None) -> dict:
             if "workers" not in skip:
                 print("training workers (Ray runtime):", flush=True)
                 figures["workers"] = measure_workers(args, root)
+            if "shards" not in skip:
+                print("shards per arm (Ray runtime):", flush=True)
+                figures["shards"] = measure_shards(args, root)
             if "parallel" not in skip:
                 print("runs side by side (local runtime, Ray tasks):", flush=True)
                 figures["parallel"] = measure_parallel(args, root)
@@ -176,6 +203,10 @@ def main(argv=None) -> dict:
     if "workers" in figures:
         print(f"\ntraining workers, scale {args.scale}, Ray runtime, {args.cpus_per_worker} CPU per worker")
         print(_ratio_table(figures["workers"], ["workers", "wall_s", "train_s"], ["workers", "wall s", "train stage s"]))
+    if "shards" in figures:
+        print(f"\nshards per arm, scale {args.scale}, Ray runtime (every shard holds the arm; metrics must equal one's)")
+        print(_ratio_table(figures["shards"], ["shards", "wall_s", "serve_s", "same_metrics"],
+                           ["shards", "wall s", "serve stage s", "same metrics"]))
     if "parallel" in figures:
         print(f"\n{args.replicates} runs of scale {args.scale} (local runtime), one after another vs side by side")
         print(_ratio_table(figures["parallel"], ["parallel", "wall_s", "exposures"], ["at a time", "wall s", "exposures"]))

@@ -1,7 +1,7 @@
 """Ray Serve application: one stateful deployment per arm wrapping :class:`ArmPolicy`, plus a FastAPI ingress.
 
-Each arm is a single replica (its feature store, index and weights are state; a second replica
-would need a shared store). The simulator driver calls the arm deployments through handles
+Each arm is a single replica (its feature store, index and weights are state), or with ``shards`` > 1 one
+replica per shard, each holding the whole arm and serving the users it owns (:mod:`serving.shards`). The simulator driver calls the arm deployments through handles
 with a whole tick's requests as arrays; external HTTP clients go through the ingress, whose
 recommend calls are merged across concurrent clients with ``@serve.batch``. The ingress app is
 :func:`serving.http.build_api`, the same app the in-process backend serves; what a client may do
@@ -11,7 +11,7 @@ to an arm (uploads and day ends only while no simulation drives it) is decided b
 Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
 """
 
-
+import asyncio
 import uuid
 
 import numpy as np
@@ -23,7 +23,8 @@ from serving.arms import arm_kind, build_arm
 from trainers.arm_context import ArmContext
 from trainers.weights import WeightsRef
 from serving.http import MAX_BODY_BYTES, ArmEndpoint, build_api
-from serving.stack import Slates
+from serving.shards import ShardDivergence, merge_parts, owners, same_diagnostics
+from serving.stack import ServedPart, Slates
 
 APP_NAME = "coldsim"
 # Requests one replica may hold at once. The arm's bound equals its @serve.batch max_batch_size so a full batch
@@ -34,8 +35,9 @@ ARM_MAX_ONGOING = 64
 GATEWAY_MAX_ONGOING = 1024
 
 
-def deployment_name(arm: str) -> str:
-    return f"arm_{arm}"
+def deployment_name(arm: str, shard: int = 0) -> str:
+    """Shard ``shard`` of the arm's deployments (a sharded arm has one deployment per shard, :mod:`serving.shards`)."""
+    return f"arm_{arm}" if shard == 0 else f"arm_{arm}_shard{shard}"
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=ARM_MAX_ONGOING)
@@ -61,6 +63,14 @@ class ArmDeployment:
 
     async def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         return self.policy.recommend(user_ids, ts, seed)
+
+    async def serve_part(self, user_ids: np.ndarray, ts: np.ndarray, seed: int, own: np.ndarray) -> ServedPart:
+        """A sharded arm's first step: this shard's slates of the batch (serving.shards)."""
+        return self.policy.serve_part(user_ids, ts, seed, own)
+
+    async def commit(self, user_ids, ts, item_ids, channel, effects: list[dict], nonfinite: int) -> None:
+        """A sharded arm's second step: the whole batch's slates and every shard's effects."""
+        self.policy.commit(user_ids, ts, item_ids, channel, effects, nonfinite)
 
     async def feedback(self, user_ids, item_ids, ts, labels) -> None:
         self.policy.feedback(user_ids, item_ids, ts, labels)
@@ -124,26 +134,68 @@ class ArmDeployment:
         return self.endpoint.info()
 
 
-class _HandleBackend:
-    """The HTTP handlers' backend over deployment handles; replica errors come back as their own type."""
+async def _remote(handle, method: str, *args):
+    """A deployment call whose replica error comes back as its own type (a ClientError stays a ClientError)."""
+    try:
+        return await getattr(handle, method).remote(*args)
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        raise (cause if isinstance(cause, Exception) else exc) from None
 
-    def __init__(self, handles: dict):
+
+class _ShardedArm:
+    """HTTP clients' calls to an arm served by several shards: concurrent recommend requests are merged (as one
+    replica's ``recommend_batched`` does) and served in the two steps of :mod:`serving.shards`; every call holds
+    the arm's lock, so every shard sees the same calls in the same order."""
+
+    def __init__(self, handles: list):
         self.handles = handles
+        self.lock = asyncio.Lock()
+
+    async def broadcast(self, method: str, *args) -> list:
+        async with self.lock:
+            return list(await asyncio.gather(*(_remote(h, method, *args) for h in self.handles)))
+
+    @serve.batch(max_batch_size=ARM_MAX_ONGOING, batch_wait_timeout_s=0.005)
+    async def recommend(self, requests: list[tuple[np.ndarray, np.ndarray, int]]) -> list[Slates]:
+        users = np.concatenate([r[0] for r in requests]).astype(np.int64)
+        ts = np.concatenate([r[1] for r in requests]).astype(np.int64)
+        own = owners(users, len(self.handles))
+        async with self.lock:
+            parts = await asyncio.gather(*(_remote(h, "serve_part", users, ts, requests[0][2], rows)
+                                           for h, rows in zip(self.handles, own)))
+            merged, effects, nonfinite = merge_parts(list(parts), own, len(users))
+            await asyncio.gather(*(_remote(h, "commit", users, ts, merged.item_ids, merged.channel, effects, nonfinite)
+                                   for h in self.handles))
+        out, a = [], 0
+        for u, _, _ in requests:
+            out.append(merged.rows(a, a + len(u)))
+            a += len(u)
+        return out
+
+
+class _HandleBackend:
+    """The HTTP handlers' backend over deployment handles (a list per arm: its shards); replica errors come back as
+    their own type."""
+
+    def __init__(self, handles: dict[str, list]):
+        self.handles = handles
+        self.sharded = {arm: _ShardedArm(shards) for arm, shards in handles.items() if len(shards) > 1}
 
     def arm_names(self) -> list[str]:
         return list(self.handles)
 
     async def _call(self, arm: str, method: str, *args):
-        try:
-            return await getattr(self.handles[arm], method).remote(*args)
-        except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, Exception) else exc) from None
+        if arm in self.sharded:  # every shard, in the same order; they answer alike: shard 0's answer
+            return (await self.sharded[arm].broadcast(method, *args))[0]
+        return await _remote(self.handles[arm][0], method, *args)
 
     async def info(self, arm):
-        return await self._call(arm, "info_http")
+        return await _remote(self.handles[arm][0], "info_http")
 
     async def recommend(self, arm, user_ids, ts, seed):
+        if arm in self.sharded:
+            return await self.sharded[arm].recommend((np.asarray(user_ids), np.asarray(ts), seed))
         return await self._call(arm, "recommend_http", user_ids, ts, seed)
 
     async def upload(self, arm, items):
@@ -153,6 +205,11 @@ class _HandleBackend:
         await self._call(arm, "feedback_http", user_ids, item_ids, ts, labels)
 
     async def end_day(self, arm, ts):
+        if arm in self.sharded:
+            outputs = await self.sharded[arm].broadcast("end_day_http", ts)
+            if not same_diagnostics(outputs):
+                raise ShardDivergence(f"the shards of arm '{arm}' reported different diagnostics at the day end {ts}")
+            return outputs[0]
         return await self._call(arm, "end_day_http", ts)
 
 
@@ -170,16 +227,22 @@ class Gateway:
 
 
 def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_body_bytes: int = MAX_BODY_BYTES,
-              arm_resources: dict[str, dict[str, float]] | None = None):
-    """The Serve application: an arm deployment per (spec, context) and the gateway in front.
+              arm_resources: dict[str, dict[str, float]] | None = None, shards: int = 1,
+              shard_resources: list[dict[str, float]] | None = None):
+    """The Serve application: ``shards`` arm deployments per (spec, context) and the gateway in front.
 
     ``driven``: a simulation drives the arms (the Ray runtime passes True and releases them after the run);
     False serves arms on their own, which take uploads and day ends over HTTP. ``arm_resources``: arm -> extra Ray
-    resources its replica requires (``ServeConfig.arm_resources``: arms on chosen nodes)."""
-    def options(spec: ArmSpec) -> dict:
-        resources = (arm_resources or {}).get(spec.name)
-        return {"ray_actor_options": {"num_cpus": 0, "resources": dict(resources)}} if resources else {}
+    resources its replicas require (``ServeConfig.arm_resources``: arms on chosen nodes); ``shard_resources[k]``:
+    what shard k of every arm requires besides (``ServeConfig.shard_resources``)."""
+    def options(spec: ArmSpec, shard: int) -> dict:
+        resources = dict((arm_resources or {}).get(spec.name, {}))
+        if shard_resources:
+            for name, amount in shard_resources[shard].items():
+                resources[name] = resources.get(name, 0.0) + amount
+        return {"ray_actor_options": {"num_cpus": 0, "resources": resources}} if resources else {}
 
-    handles = {spec.name: ArmDeployment.options(name=deployment_name(spec.name), **options(spec)).bind(spec, ctx, driven)
+    handles = {spec.name: [ArmDeployment.options(name=deployment_name(spec.name, k), **options(spec, k))
+                           .bind(spec, ctx, driven) for k in range(shards)]
                for spec, ctx in arms}
     return Gateway.bind(handles, max_body_bytes)

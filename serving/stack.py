@@ -25,6 +25,7 @@ from simulator.core.schema import RESPONSE_TYPES
 from serving.channels.base import Channel, OracleCandidates, RequestContext, Retrieval
 from serving.features import FeatureStore, FeatureStoreState
 from serving.index import ANNIndex
+from serving.row_invariant import row_invariant
 from trainers.checkpoint import capture, index_bytes, named_states, nested_state, restore, torch_state
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import TwoTower, TwoTowerConfig
@@ -58,6 +59,16 @@ class Slates:
                       creator_id=cut(self.creator_id), category=cut(self.category), upload_ts=cut(self.upload_ts),
                       user_dense=cut(self.user_dense), item_dense=cut(self.item_dense), pair_dense=cut(self.pair_dense),
                       score=cut(self.score), extra={k: cut(v) for k, v in self.extra.items()})
+
+
+@dataclass
+class ServedPart:
+    """One shard's part of a batch (:meth:`ArmPolicy.serve_part`): the slates of its requests, what its channels
+    learnt from them (``RequestContext.effects``) and how many non-finite scores it dropped."""
+
+    slates: Slates
+    effects: dict
+    nonfinite: int = 0
 
 
 @dataclass
@@ -125,7 +136,8 @@ class ArmPolicy:
     @torch.no_grad()
     def user_vectors(self, user_rows: np.ndarray) -> np.ndarray:
         s = self.store
-        u = self.two_tower.user(torch.from_numpy(s.users.ids[user_rows]), torch.from_numpy(s.user_dense(user_rows)))
+        u = row_invariant(self.two_tower.user, torch.from_numpy(s.users.ids[user_rows]),
+                          torch.from_numpy(s.user_dense(user_rows)))
         return u.numpy()
 
     # ------------------------------------------------------------------ uploads
@@ -171,6 +183,14 @@ class ArmPolicy:
     # ------------------------------------------------------------------ requests
     def recommend(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         """Slates for a batch of requests (``user_ids`` and request times ``ts``, aligned)."""
+        part = self.serve_part(user_ids, ts, seed)
+        self.commit(user_ids, ts, part.slates.item_ids, part.slates.channel, [part.effects], part.nonfinite)
+        return part.slates
+
+    def serve_part(self, user_ids: np.ndarray, ts: np.ndarray, seed: int, own: np.ndarray | None = None) -> ServedPart:
+        """The first half of :meth:`recommend` on one shard: the whole batch's requests are recorded (every shard
+        does this), then the slates of the requests at positions ``own`` (None: all) are computed without changing
+        the arm's state. :meth:`commit` with every shard's slates finishes the batch."""
         user_ids = np.asarray(user_ids, np.int64)
         ts = np.asarray(ts, np.int64)
         if user_ids.shape != ts.shape:
@@ -178,8 +198,43 @@ class ArmPolicy:
         s = self.store
         user_rows = s.ensure_users(user_ids)
         np.add.at(s.user_requests, user_rows, 1)
-        ctx = RequestContext(user_rows, ts, np.random.default_rng(seed), self)
-        n, S = len(user_ids), self.slate_size
+        batch = RequestContext(user_rows, ts, np.random.default_rng(seed), self)
+        for channel in self.channels:
+            channel.on_requests(self, batch)
+        if own is None:
+            ctx = batch
+        else:
+            own = np.asarray(own, np.int64)
+            ctx = RequestContext(user_rows[own], ts[own], batch.rng, self, batch_ts=ts, own=own, batch=batch)
+        nonfinite = self.nonfinite_scores
+        slates = self._slates(ctx)
+        nonfinite, self.nonfinite_scores = self.nonfinite_scores - nonfinite, nonfinite  # counted in commit
+        return ServedPart(slates, ctx.effects, nonfinite)
+
+    def commit(self, user_ids: np.ndarray, ts: np.ndarray, item_ids: np.ndarray, channel: np.ndarray,
+               effects: list[dict], nonfinite: int = 0) -> None:
+        """The second half of :meth:`recommend`, on every shard: the whole batch's slates (``item_ids`` and
+        ``channel`` of :class:`Slates`) are served (channels' ``on_served``), every shard's ``effects`` applied and
+        the non-finite scores the shards dropped counted."""
+        s = self.store
+        user_rows = s.users.rows(np.asarray(user_ids, np.int64))
+        valid = item_ids >= 0
+        rows = np.zeros(valid.shape, np.int64)
+        rows[valid] = s.items.rows(item_ids[valid])
+        ctx = RequestContext(user_rows, np.asarray(ts, np.int64), None, self)  # nothing is drawn here
+        for hook in self.channels:
+            hook.on_served(self, ctx, rows, channel, valid)
+        for channel in self.channels:
+            parts = [part[channel.name] for part in effects if channel.name in part]
+            if parts:
+                channel.apply_effects(self, parts)
+        self.nonfinite_scores += nonfinite
+
+    def _slates(self, ctx: RequestContext) -> Slates:
+        """The slates of the requests in ``ctx``: retrieval, filters, ranking, the channels' final ranking, the top
+        ``slate_size`` and the features logged for training."""
+        s = self.store
+        n, S = ctx.n, self.slate_size
         retrievals = self._retrieve(ctx)
         parts = [retrieval.rows for retrieval in retrievals]
         chans = [np.full(block.shape, index, np.int8) for index, block in enumerate(parts)]
@@ -215,8 +270,6 @@ class ArmPolicy:
             pair_dense=np.take_along_axis(pair_dense, top[:, :, None], 1),
             score=np.where(top_valid, take(score), -np.inf).astype(np.float32),
         )
-        for channel in self.channels:
-            channel.on_served(self, ctx, rows, out.channel, top_valid)
         for channel in self.channels:
             out.extra.update(channel.log_features(self, ctx, rows, top_valid))
         if pad:
@@ -254,9 +307,19 @@ class ArmPolicy:
         valid &= ~dup
         return cand, chan, valid
 
+    def candidate_scores(self, cand: np.ndarray, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        """(score, valid) of a candidate matrix (n, C) of item rows for the requests of ``ctx``, as
+        :meth:`recommend` gives them to the channels' ``rerank`` when ``cand`` is its first block of candidates
+        (filtered, ranked, boosted); changes no state. A sharded arm's channel uses it to see the rows of the whole
+        batch (DualRec's batch-wide exposure budget)."""
+        cand, _, valid = self._filter(np.asarray(cand, np.int64), np.zeros(np.shape(cand), np.int8), ctx)
+        score, _ = self._score(cand, valid, ctx, count=False)
+        return score, valid
+
     @torch.no_grad()
-    def _score(self, cand: np.ndarray, valid: np.ndarray, ctx: RequestContext):
-        """Multi-task predictions for every valid candidate, combined as sum_k w_k p_k (+ new-item boost)."""
+    def _score(self, cand: np.ndarray, valid: np.ndarray, ctx: RequestContext, count: bool = True):
+        """Multi-task predictions for every valid candidate, combined as sum_k w_k p_k (+ new-item boost);
+        ``count``: count (and warn once about) the non-finite predictions dropped."""
         s = self.store
         n, C = cand.shape
         user_dense = s.user_dense(ctx.user_rows)  # (n, Fu)
@@ -275,13 +338,17 @@ class ArmPolicy:
                 "item_dense": torch.from_numpy(s.item_dense[it]),
                 "pair_dense": torch.from_numpy(pair_dense[rr, cc]),
             }
-            p = torch.sigmoid(self.ranker(batch)).numpy()  # (m, T)
-            # OpenBLAS can leave a spurious 'invalid value' flag on large float32 products (numpy#28967); the
-            # scores' finiteness is checked below instead
+            p = row_invariant(lambda rows: torch.sigmoid(self.ranker(rows)), batch).numpy()  # (m, T)
+            # sum_k w_k p_k term by term, not p @ w: a BLAS matrix-vector product rounds a row differently with the
+            # batch's length and alignment, and a sharded arm must give a request the same bits whatever its shard
+            # (serving.row_invariant); the scores' finiteness is checked below
             with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                score[rr, cc] = p @ self.task_weights
+                combined = np.zeros(len(p), np.float32)
+                for task, weight in enumerate(self.task_weights):
+                    combined += p[:, task] * weight
+                score[rr, cc] = combined
         bad = valid & ~np.isfinite(score)
-        if bad.any():  # never rank a non-finite prediction: it is dropped from the slate and counted
+        if bad.any() and count:  # never rank a non-finite prediction: it is dropped from the slate and counted
             self.nonfinite_scores += int(bad.sum())
             if not self._warned_nonfinite:
                 self._warned_nonfinite = True
@@ -290,7 +357,7 @@ class ArmPolicy:
                                int(bad.sum()), int(valid.sum()), *(int(x[0]) for x in (ctx.user_rows[np.nonzero(bad)[0]],
                                cand[bad])), bool(np.isfinite(user_dense).all()),
                                bool(np.isfinite(s.item_dense[cand[bad]]).all()), bool(np.isfinite(pair_dense).all()))
-            valid = valid & ~bad
+        valid = valid & ~bad
         # FairRec-like new-item boost, decaying linearly to 0 at boost_max_exposures
         expo = s.item_expo[np.maximum(cand, 0)] if s.n_items else np.zeros((n, C))
         boost = self.stack.new_item_boost * np.clip(1.0 - expo / self.stack.boost_max_exposures, 0.0, 1.0)

@@ -6,6 +6,18 @@ weight pushes, the final ranking, the served slate, feature logging for training
 checkpoints. ``ArmPolicy`` calls each hook on every channel, in channel order; a channel overrides the hooks of
 its strategy and inherits the no-ops. Every hook gets what it needs as arguments: what a channel keeps between
 calls is its state, checkpointed through ``state`` / ``load_state``.
+
+Serving a batch happens in three steps so that an arm can be served by several shards (:mod:`serving.shards`),
+each holding the whole arm's state and computing the slates of the users it owns:
+
+1. ``on_requests`` sees the whole batch, on every shard: state a request changes (visits, the clock, work that
+   falls due) changes here, from the users and times alone.
+2. ``retrieve``, ``rerank`` and ``log_features`` see only the shard's rows (``RequestContext``) and must not change
+   the channel's state: random draws go through :meth:`RequestContext.random` (drawn for the whole batch, then
+   the shard's rows kept), and what the channel learns from its candidates goes to ``ctx.effects[name]``.
+3. ``on_served`` (the whole batch's slates) and ``apply_effects`` (every shard's ``effects``) run on every shard.
+
+One shard (the default) is the same sequence with every row owned.
 """
 
 from __future__ import annotations
@@ -20,17 +32,34 @@ import numpy as np
 
 @dataclass
 class RequestContext:
-    """A batch of requests: user rows in the feature store, request times, lazily the user vectors."""
+    """The requests a shard serves: user rows in the feature store, request times, lazily the user vectors.
+
+    ``batch_ts`` are the whole batch's request times and ``own`` the positions of this shard's requests in it (None:
+    all of them, one shard), ``batch`` the whole batch's context (for work that needs every row); ``effects`` collects what the channels learnt from these rows (``apply_effects``)."""
 
     user_rows: np.ndarray
     ts: np.ndarray
-    rng: np.random.Generator
+    rng: np.random.Generator | None  # None where nothing may be drawn (ArmPolicy.commit)
     policy: ArmPolicy
+    batch_ts: np.ndarray | None = None
+    own: np.ndarray | None = None
+    batch: RequestContext | None = None  # the whole batch's context (None: this is it)
+    effects: dict[str, Any] = field(default_factory=dict)
     _user_vecs: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.batch_ts is None:
+            self.batch_ts = self.ts
 
     @property
     def n(self) -> int:
         return len(self.user_rows)
+
+    def random(self, *shape: int) -> np.ndarray:
+        """Uniform draws of shape (n, *shape) for these requests: drawn for the whole batch and cut to the shard's
+        rows, so a request gets the same draws whichever shard serves it."""
+        draws = self.rng.random((len(self.batch_ts), *shape))
+        return draws if self.own is None else draws[self.own]
 
     @property
     def user_vecs(self) -> np.ndarray:
@@ -78,8 +107,12 @@ class Channel:
     name: str = ""
     NOT_SAVED: tuple[str, ...] = ()  # attributes the constructor rebuilds (trainers.checkpoint)
 
+    def on_requests(self, policy: ArmPolicy, ctx: RequestContext) -> None:
+        """A batch of requests arrived (``ArmPolicy.recommend``, before any retrieval; ``ctx`` is the whole batch, on
+        every shard): the state requests change, from the users and request times alone."""
+
     def retrieve(self, ctx: RequestContext) -> Retrieval:
-        """Candidates for a batch of requests (``ArmPolicy.recommend``, first step)."""
+        """Candidates for the shard's requests (``ArmPolicy.recommend``, first step; no state change)."""
         return Retrieval.empty(ctx.n)
 
     def on_upload(self, policy: ArmPolicy, rows: np.ndarray,
@@ -102,17 +135,23 @@ class Channel:
                score: np.ndarray, retrieval: Retrieval) -> tuple[np.ndarray, np.ndarray]:
         """The final ranking (``ArmPolicy.recommend``, after the ranker and the new-item boost): (n, C) candidate
         rows ``cand``, the channel index of each ``chan``, ``valid`` and ``score``; ``retrieval`` is what this
-        channel's ``retrieve`` returned for these requests. Returns the new (score, valid)."""
+        channel's ``retrieve`` returned for these requests. Returns the new (score, valid); no state change."""
         return score, valid
 
     def on_served(self, policy: ArmPolicy, ctx: RequestContext, rows: np.ndarray, chan: np.ndarray,
                   valid: np.ndarray) -> None:
-        """The slates are chosen (``ArmPolicy.recommend``): (n, S) item rows, their channel indices and validity."""
+        """The slates are chosen (``ArmPolicy.recommend``, after ``log_features``; the whole batch, on every shard):
+        (n, S) item rows (0 where not valid), their channel indices and validity."""
+
+    def apply_effects(self, policy: ArmPolicy, parts: list[Any]) -> None:
+        """What ``retrieve``/``rerank`` left in ``ctx.effects[self.name]``, one entry per shard that served part of
+        the batch (in shard order; every shard gets them all): fold them into the channel's state."""
 
     def log_features(self, policy: ArmPolicy, ctx: RequestContext, rows: np.ndarray,
                      valid: np.ndarray) -> dict[str, np.ndarray]:
         """Training features as served, {name: (n, S, ...)} per slate slot (``ArmPolicy.recommend``, into
-        ``Slates.extra``; the strategy's task trains on them)."""
+        ``Slates.extra``; the strategy's task trains on them). No state change; the widths may not depend on which
+        rows a shard serves."""
         return {}
 
     def on_day_end(self, policy: ArmPolicy, ts: int) -> dict[str, float]:

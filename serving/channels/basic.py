@@ -54,7 +54,7 @@ class FreshChannel(Channel):
         hi = np.searchsorted(up, ctx.ts, side="right")
         lo = np.searchsorted(up, ctx.ts - self.window_s, side="left")
         span = hi - lo
-        u = ctx.rng.random((ctx.n, width))
+        u = ctx.random(width)
         if self.popularity_power == 0:
             draw = lo[:, None] + (u * np.maximum(span, 1)[:, None]).astype(np.int64)
         else:  # inverse-CDF sampling within each request's window of the upload-sorted items
@@ -68,7 +68,7 @@ class FreshChannel(Channel):
         rows = order[np.minimum(draw, len(order) - 1)]
         out = np.where(span[:, None] > 0, rows, -1)
         if self.frac > 0:  # the fractional slot: kept with probability frac
-            out[ctx.rng.random(ctx.n) >= self.frac, self.whole] = -1
+            out[ctx.random() >= self.frac, self.whole] = -1
         return Retrieval(out)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from simulator.core.config import NextUserSpec
 from serving.channels.base import Channel, OracleCandidates, RequestContext, Retrieval
+from serving.row_invariant import row_invariant
 from serving.channels.cold import ColdItemIndex
 from serving.features import sequence_tail
 from trainers.checkpoint import capture, index_bytes, restore, torch_state
@@ -101,7 +102,8 @@ class NextUserChannel(Channel):
     @torch.no_grad()
     def user_vectors(self, policy, user_rows: np.ndarray) -> np.ndarray:
         s = policy.store
-        return self.user_tower(torch.from_numpy(s.users.ids[user_rows]), torch.from_numpy(s.user_dense(user_rows))).numpy()
+        return row_invariant(self.user_tower, torch.from_numpy(s.users.ids[user_rows]),
+                             torch.from_numpy(s.user_dense(user_rows))).numpy()
 
     def retrieve(self, ctx: RequestContext) -> Retrieval:
         if len(self.index) == 0:

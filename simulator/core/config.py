@@ -121,6 +121,13 @@ class ServeConfig(FrozenConfig):
         "chosen nodes of a cluster (nodes started with e.g. `ray start --resources='{\"arms_a\": 8}'`); arms not "
         "named go wherever Serve puts them")
 
+    arm_replicas: int = Field(1, ge=1, le=64, description="Serve replicas per arm, each owning a disjoint shard of the "
+                              "users (a stable hash of the user id) and holding the arm's whole item-side state; any "
+                              "number gives the same metrics as one (docs/architecture.md, Sharded arms)")
+    shard_resources: list[dict[str, float]] = Field(
+        default_factory=list, description="extra Ray resources shard k of every arm requires (entry k), to spread "
+        "an arm's shards over chosen nodes; empty: wherever Serve puts them")
+
     @field_validator("arm_resources")
     @classmethod
     def _amounts(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -129,6 +136,17 @@ class ServeConfig(FrozenConfig):
             if bad:
                 raise ValueError(f"serve.arm_resources['{arm}']: amounts must be > 0, got {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _shards(self) -> "ServeConfig":
+        if self.shard_resources and len(self.shard_resources) != self.arm_replicas:
+            raise ValueError(f"serve.shard_resources has {len(self.shard_resources)} entries for arm_replicas="
+                             f"{self.arm_replicas}: give one per shard, or none")
+        for k, resources in enumerate(self.shard_resources):
+            bad = {name: amount for name, amount in resources.items() if not amount > 0}
+            if bad:
+                raise ValueError(f"serve.shard_resources[{k}]: amounts must be > 0, got {bad}")
+        return self
 
 
 class ScaleConfig(FrozenConfig):

@@ -99,6 +99,9 @@ def simulate(
                                               "PATH=V1,V2 (e.g. world.creator_elasticity=0.2,0.5); repeat for a grid"),
     parallel: int = typer.Option(1, min=1, help="run replicates and sweep points this many at a time, each in a "
                                  "Ray task (as the cluster's CPUs allow)"),
+    arm_replicas: Optional[int] = typer.Option(None, "--arm-replicas", min=1, help="serve each arm from this many "
+                                               "replicas owning disjoint users (serve.arm_replicas; the same metrics "
+                                               "as one)"),
 ):
     """Run a scenario and print arms vs control with lifts and confidence intervals."""
     if ctx.invoked_subcommand is not None:
@@ -127,7 +130,8 @@ def simulate(
             opts = RunOptions(scenario=scenario, scale=scale, days=days, seed=seed, log=log, runtime=runtime,
                               address=address, http=http, run_root=run_root, experiment=experiment, start=start,
                               keep_checkpoints=keep_checkpoints, keep_last=keep_last,
-                              overrides=parse_settings(set_ or []) or None)
+                              overrides=parse_settings((set_ or []) + ([f"serve.arm_replicas={arm_replicas}"]
+                                                                       if arm_replicas else [])) or None)
         sc = get_scenario(opts.scenario)
         axes = [parse_sweep(spec) for spec in sweep or []]
         if axes and resume:

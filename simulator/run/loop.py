@@ -73,7 +73,7 @@ class Simulation:
             events_root = write_log(log, self.run_dir / "log", self.days)
             self.arms = self._arm_runs(log, scenario)
         runtime_spec = RuntimeSpec(arms=tuple(self.arm_specs), train=scenario.train, events_root=events_root, t0=self.t0,
-                                   storage=self.run_dir,
+                                   storage=self.run_dir, arm_replicas=scenario.serve.arm_replicas,
                                    control=scenario.control,
                                    arm_ctx=ArmContext(model=scenario.model, slate_size=self.slate_size,
                                                       n_item_dense=self.world.item_dense.shape[1], seed=scenario.seed,

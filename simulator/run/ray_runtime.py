@@ -22,6 +22,7 @@ from simulator.world.replay import RayDataDayReader
 from simulator.run.runtime import RuntimeSpec
 from serving.app import APP_NAME, build_app, deployment_name
 from serving.arms import arm_tasks
+from serving.shards import ShardDivergence, merge_parts, owners, same_diagnostics
 from trainers.arm_context import arm_context
 from trainers.online import OnlineTrainer
 from trainers.weights import WeightsRef
@@ -54,7 +55,8 @@ def init_ray(address: str | None = None) -> bool:
 
 
 class RayRuntime:
-    """Arms as Serve deployments, learners in one long-lived Ray Train TorchTrainer."""
+    """Arms as Serve deployments (one per shard of an arm, :mod:`serving.shards`), learners in one long-lived Ray
+    Train TorchTrainer."""
 
     def __init__(self, spec: RuntimeSpec, address: str | None = None, serve_cfg: ServeConfig | None = None,
                  http: bool = False):
@@ -70,11 +72,13 @@ class RayRuntime:
         # a run-unique app name: several runs can share a cluster's Serve instance
         self.app_name = f"{APP_NAME}-{uuid.uuid4().hex[:8]}"
         # driven: HTTP clients get 409 on uploads and day ends until release_arms (docs/serving.md)
+        self.shards = spec.arm_replicas
         app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)], driven=True,
-                        arm_resources=cfg.arm_resources)
+                        arm_resources=cfg.arm_resources, shards=self.shards, shard_resources=cfg.shard_resources)
         serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
-        self.handles = {a: serve.get_deployment_handle(deployment_name(a), app_name=self.app_name) for a in self.names}
-        self._incarnations = self._all("incarnation_token", {arm: () for arm in self.names})
+        self.handles = {a: [serve.get_deployment_handle(deployment_name(a, k), app_name=self.app_name)
+                            for k in range(self.shards)] for a in self.names}
+        self._incarnations = self._every_shard("incarnation_token", {arm: () for arm in self.names})
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         # Ray Train's storage beside the run's files: a URI every node reaches on a cluster without a shared disk
@@ -84,15 +88,34 @@ class RayRuntime:
     def read_day(self, day: int):
         return self.reader.read_day(day)
 
+    def _every_shard(self, method: str, args: dict[str, tuple]) -> dict[str, list]:
+        """``method`` on every shard of the arms in ``args``, all at once; arm -> the shards' answers."""
+        futures = {arm: [getattr(h, method).remote(*a) for h in self.handles[arm]] for arm, a in args.items()}
+        return {arm: [f.result() for f in fs] for arm, fs in futures.items()}
+
     def _all(self, method: str, args: dict[str, tuple]) -> dict:
-        futures = {arm: getattr(self.handles[arm], method).remote(*a) for arm, a in args.items()}
-        return {arm: f.result() for arm, f in futures.items()}
+        """``method`` on every shard; arm -> shard 0's answer (every shard holds the same state)."""
+        return {arm: answers[0] for arm, answers in self._every_shard(method, args).items()}
 
     def upload(self, items):
         self._all("upload", {arm: (b,) for arm, b in items.items()})
 
     def recommend(self, requests):
-        return self._all("recommend", requests)
+        if self.shards == 1:
+            return self._all("recommend", requests)
+        # serving.shards: every shard computes its users' slates of the batch, then every shard commits them all
+        own = {arm: owners(users, self.shards) for arm, (users, _, _) in requests.items()}
+        parts = {arm: [h.serve_part.remote(users, ts, seed, rows) for h, rows in zip(self.handles[arm], own[arm])]
+                 for arm, (users, ts, seed) in requests.items()}
+        slates, commits = {}, []
+        for arm, futures in parts.items():
+            users, ts, _ = requests[arm]
+            slates[arm], effects, nonfinite = merge_parts([f.result() for f in futures], own[arm], len(users))
+            commits += [h.commit.remote(users, ts, slates[arm].item_ids, slates[arm].channel, effects, nonfinite)
+                        for h in self.handles[arm]]
+        for future in commits:
+            future.result()
+        return slates
 
     def feedback(self, events):
         self._all("feedback", events)
@@ -124,7 +147,7 @@ class RayRuntime:
     def check_arms(self) -> None:
         """Raise if Serve restarted an arm's replica since the run began: the new one holds a blank arm (no items,
         no features, no weights), and a run must not go on with it."""
-        now = self._all("incarnation_token", {arm: () for arm in self.names})
+        now = self._every_shard("incarnation_token", {arm: () for arm in self.names})
         restarted = sorted(arm for arm in self.names if now[arm] != self._incarnations[arm])
         if restarted:
             raise RuntimeError(f"the Serve replica of arm(s) {restarted} was restarted during the run and lost the "
@@ -132,20 +155,30 @@ class RayRuntime:
                                "checkpoint (simulate --resume)")
 
     def end_day(self, ts):
-        return self._all("end_day", {arm: (ts,) for arm in self.names})
+        out = self._every_shard("end_day", {arm: (ts,) for arm in self.names})
+        diverged = sorted(arm for arm, outputs in out.items() if not same_diagnostics(outputs))
+        if diverged:
+            raise ShardDivergence(f"the shards of arm(s) {diverged} reported different diagnostics at the day end {ts}")
+        return {arm: outputs[0] for arm, outputs in out.items()}
 
     def release_arms(self):
         self._all("release", {arm: () for arm in self.names})
 
     def snapshot(self):
-        return {"policies": self._all("snapshot", {arm: () for arm in self.names}), "learners": self.trainer.snapshot()}
+        futures = {arm: self.handles[arm][0].snapshot.remote() for arm in self.names}  # every shard holds the same
+        return {"policies": {arm: f.result() for arm, f in futures.items()}, "learners": self.trainer.snapshot()}
 
     def restore(self, state):
         self._all("restore", {arm: (state["policies"][arm],) for arm in self.names})
         self.trainer.restore(state["learners"])
 
     def stats(self) -> dict:
-        return self._all("stats", {arm: () for arm in self.names})
+        """Shard 0's stats of each arm, with ``shard_nodes``: the node of each shard."""
+        out = {}
+        for arm, shards in self._every_shard("stats", {arm: () for arm in self.names}).items():
+            out[arm] = dict(shards[0], shard_nodes=[shard["node_id"] for shard in shards],
+                            shard_digests=[shard["base_weights_digest"] for shard in shards])
+        return out
 
     def shutdown(self):
         try:

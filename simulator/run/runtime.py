@@ -19,6 +19,7 @@ from simulator.core.config import ArmSpec, TrainConfig
 from simulator.world.replay import ArrowDayReader
 from serving.arms import arm_tasks, build_arm
 from trainers.arm_context import ArmContext, arm_context
+from serving.shards import ShardedArm
 from serving.stack import ArmPolicy, Slates
 from trainers.online import ArmLearners
 
@@ -42,10 +43,13 @@ class RuntimeSpec:
     t0: int = 0
     control: str = ""  # the control arm (trains the shared base models when train.base_models == 'control')
     storage: Location | None = None  # the run directory; Ray Train keeps its files under storage/train
+    arm_replicas: int = 1  # shards per arm (serving.shards): the same metrics for any number
 
 
-def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy:
-    return build_arm(spec.arms[arm_index], arm_context(spec.arm_ctx, arm_index))
+def make_policy(spec: RuntimeSpec, arm_index: int) -> ArmPolicy | ShardedArm:
+    """The arm's policy; with ``arm_replicas`` > 1, that many identical shards of it (:class:`ShardedArm`)."""
+    build = lambda: build_arm(spec.arms[arm_index], arm_context(spec.arm_ctx, arm_index))  # noqa: E731
+    return build() if spec.arm_replicas == 1 else ShardedArm([build() for _ in range(spec.arm_replicas)])
 
 
 class Runtime(Protocol):

@@ -73,7 +73,8 @@ def plan_run(scenario: Scenario, opts: RunOptions, replicates: int = 1) -> str:
     return (f"dry run: scenario {resolved.name} ({resolved.protocol}), scale {opts.scale or 'default'}, "
             f"{resolved.days} days, seed {resolved.seed}{f', {replicates} replicates' if replicates > 1 else ''}\n"
             f"  arms: {arms}; control {resolved.control}\n  {world}\n"
-            f"  runtime {opts.runtime} on {where}{', HTTP on 127.0.0.1' if opts.http else ''}")
+            f"  runtime {opts.runtime} on {where}{', HTTP on 127.0.0.1' if opts.http else ''}"
+            f"{f', every arm in {resolved.serve.arm_replicas} shards' if resolved.serve.arm_replicas > 1 else ''}")
 
 
 def runtime_factory(opts: RunOptions, serve_cfg=None):

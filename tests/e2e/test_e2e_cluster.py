@@ -55,10 +55,15 @@ def one_worker(cluster, scenario, tmp_path_factory):
     return storage, *_ray_run(scenario, storage)
 
 
-def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, scenario, tmp_path):
+@pytest.fixture(scope="module")
+def local(scenario, tmp_path_factory):
+    """The in-process run, one shard per arm: the reference."""
+    return run_scenario(scenario, RunOptions(scenario=scenario.name, runtime="local",
+                                             run_root=str(tmp_path_factory.mktemp("local"))), tracking_uri=None)
+
+
+def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, scenario, local):
     storage, out, stats = one_worker
-    local = run_scenario(scenario, RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "local")),
-                         tracking_uri=None)
     assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
     assert stats["base"]["node_id"] == stats["dualrec_v5"]["node_id"] != stats["next_user"]["node_id"]
     assert stats["next_user"]["node_id"] == stats["ihm"]["node_id"]  # placed as serve.arm_resources says
@@ -88,3 +93,19 @@ def test_two_train_workers_share_one_base_model_and_stay_close_to_one(one_worker
         assert one.overall[arm]["exposures"] == two.overall[arm]["exposures"], arm
         a, b = one.overall[arm]["interactions_per_exposure"], two.overall[arm]["interactions_per_exposure"]
         assert abs(a - b) <= 0.10 * a, (arm, a, b)
+
+
+def test_arms_in_two_shards_on_two_nodes_equal_one_shard_in_process(cluster, scenario, local, tmp_path):
+    """serve.arm_replicas=2: every arm served by two Serve replicas owning disjoint users, shard 0 of every arm on
+    one node and shard 1 on the other (serve.shard_resources), gives the in-process one-shard run's metrics exactly
+    (serving.shards)."""
+    sharded = scenario.model_copy(update={"serve": ServeConfig(arm_replicas=2, shard_resources=[{"arms_a": 1},
+                                                                                              {"arms_b": 1}])})
+    out, stats = _ray_run(sharded, str(tmp_path / "sharded"))
+    nodes = {arm: s["shard_nodes"] for arm, s in stats.items()}
+    assert all(len(set(shard_nodes)) == 2 for shard_nodes in nodes.values()), nodes  # each arm on both nodes
+    assert len({shard_nodes[0] for shard_nodes in nodes.values()}) == 1  # placed as serve.shard_resources says
+    assert all(len(set(s["shard_digests"])) == 1 for s in stats.values())  # the shards serve the same weights
+    assert out.result.overall == local.result.overall
+    for arm, daily in local.result.daily.items():
+        assert out.result.daily[arm].equals(daily), arm

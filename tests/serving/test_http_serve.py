@@ -85,3 +85,33 @@ def test_driven_arms_refuse_uploads_until_released(served):
     assert r.status_code == 409 and "already in arm 'dr'" in r.text
     r = client.post("/arms/dr/upload", json={"items": [{**item, "item_id": 51, "features": [1.0]}]})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "items", 0, "features"]
+
+
+def test_an_arm_in_two_shards_answers_http_clients_as_one_arm_in_process(served):
+    """shards=2 behind the gateway (uploads, feedback and day ends to both shards, each recommend served in the two
+    steps of serving.shards) answers every call exactly as one in-process arm does, and both shards keep one state."""
+    from fastapi.testclient import TestClient
+    from ray import serve
+
+    from serving.app import build_app, deployment_name
+    from serving.arms import build_arm
+    from serving.http import LocalBackend, build_local_api
+
+    client, _ = served
+    ctx = arm_context(ArmContext(model=ModelConfig(dim=8, hidden=8), slate_size=5, n_item_dense=2, seed=0), 1)
+    spec = ArmSpec(name="dr", kind="dualrec", share=0.5)
+    serve.run(build_app([(spec, ctx)], shards=2), name="http_sharded", route_prefix="/sharded")
+    local = TestClient(build_local_api(LocalBackend({"dr": build_arm(spec, ctx)})))
+    items = [{"item_id": i, "creator_id": i % 3, "upload_ts": T0 + 60 * i, "features": [0.1 * i, 1.0]} for i in range(30)]
+    calls = [("upload", {"items": items}),
+             *[("recommend", {"user_ids": list(range(3 * k, 3 * k + 1 + k)), "ts": T0 + 3000 + k}) for k in range(5)],
+             ("feedback", {"events": [{"ts": T0 + 3100, "user_id": u, "item_id": u % 30, "event": "like"} for u in range(8)]}),
+             ("recommend", {"user_ids": list(range(12)), "ts": T0 + 3200}),
+             ("end_day", {"ts": T0 + DAY})]
+    for method, body in calls:
+        sharded, one = client.post(f"/sharded/arms/dr/{method}", json=body), local.post(f"/arms/dr/{method}", json=body)
+        assert sharded.status_code == one.status_code == 200, (method, sharded.text)
+        assert sharded.json() == one.json(), method
+    shards = [serve.get_deployment_handle(deployment_name("dr", k), app_name="http_sharded") for k in range(2)]
+    assert shards[0].snapshot.remote().result() == shards[1].snapshot.remote().result()
+    serve.delete("http_sharded")

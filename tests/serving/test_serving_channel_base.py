@@ -66,9 +66,16 @@ class Recorder(Channel):
     def on_weights(self, policy, weights, now):
         self.calls.append(("on_weights", now))
 
+    def on_requests(self, policy, ctx):
+        self.calls.append(("on_requests", ctx.n))
+
     def rerank(self, policy, ctx, cand, chan, valid, score, retrieval):
         self.calls.append(("rerank", (retrieval.columns, retrieval.scores.shape, cand.shape[1])))
+        ctx.effects[self.name] = ctx.n
         return score, valid
+
+    def apply_effects(self, policy, parts):
+        self.calls.append(("apply_effects", parts))
 
     def on_served(self, policy, ctx, rows, chan, valid):
         self.calls.append(("on_served", rows.shape))
@@ -110,8 +117,11 @@ def test_every_hook_is_called_with_its_inputs():
     assert policy.last_targets == {13: [7]}
     slates = policy.recommend(np.array([1, 2]), np.full(2, T), seed=0)
     names = [name for name, _ in recorder.calls[2:]]
-    assert names == ["retrieve", "rerank", "on_served", "log_features"]
-    columns, scores_shape, width = recorder.calls[3][1]
+    # the whole batch's requests first; retrieval to features change nothing; then the served slates and effects
+    assert names == ["on_requests", "retrieve", "rerank", "log_features", "on_served", "apply_effects"]
+    assert recorder.calls[2] == ("on_requests", 2) and recorder.calls[-1] == ("apply_effects", [2])
+    assert recorder.calls[-2] == ("on_served", (2, S))
+    columns, scores_shape, width = recorder.calls[4][1]
     assert columns == slice(width - 2, width) and scores_shape == (2, 2)  # its own block: the last two columns
     assert slates.extra["recorder_flag"].shape == (2, S)
     policy.feedback(np.array([1]), np.array([10]), np.array([T + 5]), np.ones((1, 5), bool))

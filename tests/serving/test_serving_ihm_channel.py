@@ -113,9 +113,9 @@ def test_two_likes_in_one_call_one_inference_now_one_queued_and_history_read_up_
     # the vector served now is the inference at T0 + 100: user 7 only
     np.testing.assert_allclose(_vec(ch, r), ch.infer(p, np.array([r]), np.array([T0 + 100]))[0], atol=1e-5)
     assert not np.allclose(_vec(ch, r), ch.infer(p, np.array([r]))[0], atol=1e-5)
-    # a request batch after the gap applies the queued inference before retrieving
+    # a request batch after the gap applies the queued inference before anything is retrieved
     ctx = RequestContext(p.store.ensure_users(np.array([1])), np.array([T0 + 500]), np.random.default_rng(0), p)
-    ch.retrieve(ctx)
+    ch.on_requests(p, ctx)
     assert ch.kv_ts[r] == T0 + 400
     np.testing.assert_allclose(_vec(ch, r), ch.infer(p, np.array([r]))[0], atol=1e-5)
 

@@ -56,6 +56,11 @@ def test_dry_run_validates_and_runs_nothing(tmp_path, monkeypatch):
     assert offline.exit_code == 2 and "run it once per seed with --seed N" in offline.output
     start = runner.invoke(app, ["--scale", "tiny", "--start", "2024-01-01", "--dry-run"])
     assert start.exit_code == 2 and "--start picks the window of a real log" in start.output
+    shards = runner.invoke(app, ["--scale", "tiny", "--arm-replicas", "3", "--dry-run"])
+    assert shards.exit_code == 0 and "every arm in 3 shards" in " ".join(shards.output.split())
+    placed = runner.invoke(app, ["--scale", "tiny", "--arm-replicas", "3", "--set", 'serve.shard_resources=[{"a": 1}]',
+                                 "--dry-run"])
+    assert placed.exit_code == 2 and "shard_resources has 1 entries for arm_replicas=3" in " ".join(placed.output.split())
 
 
 def test_a_long_real_log_replays_its_densest_window_and_warns(tmp_path, monkeypatch):

@@ -121,17 +121,18 @@ class DualRecChannel(Channel):
         return targets
 
     # ------------------------------------------------------------------ user side
-    def retrieve(self, ctx: RequestContext) -> Retrieval:
-        """M_u of each requesting user (unexpired matches, with their creator-side scores); also records the visit
-        for the activity model."""
-        s = ctx.policy.store
-        n_users = len(s.users)
+    def on_requests(self, policy, ctx: RequestContext) -> None:
+        """Records the visits for the activity model and the diagnostics; moves the clock."""
+        n_users = len(policy.store.users)
         self.today = grow_rows(self.today, n_users)
         self.today[ctx.user_rows] = 1
         if ctx.n:
             self.clock = max(self.clock, int(ctx.ts.max()))
             self.diagnostics.record_requests(ctx.user_rows, ctx.ts)
         self.store.cache.grow(n_users)
+
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
+        """M_u of each requesting user (unexpired matches, with their creator-side scores)."""
         items, scores = self.store.cache.entries(ctx.user_rows, ctx.ts)
         return Retrieval(items, scores)
 
@@ -145,13 +146,33 @@ class DualRecChannel(Channel):
             s_item[:, retrieval.columns] = retrieval.scores  # the channel's block, in retrieve order
         from_cache = mine & valid
         score = combined_scores(score, s_item, from_cache, self.spec.alpha)
-        valid = valid & budget_mask(np.where(valid, score, -np.inf), from_cache, self.slate_size, self.spec.budget)
-        # user-side retrieval coverage of today's new items (Fig. 8)
-        user_retrieved = self.diagnostics.user_retrieved  # (grown with the store in on_upload)
-        user_retrieved[cand[valid & ~mine], 0] = True
-        if "two_tower" in policy.channel_names:
-            user_retrieved[cand[valid & (chan == policy.channel_names.index("two_tower"))], 1] = True
+        if ctx.own is None:
+            valid = valid & budget_mask(np.where(valid, score, -np.inf), from_cache, self.slate_size, self.spec.budget)
+        elif ctx.n:  # one shard's rows: the budget is the whole batch's (the same scores, on every shard)
+            allowed = np.ones(valid.shape, bool)
+            allowed[:, retrieval.columns] = self._batch_budget(policy, ctx.batch)[ctx.own]
+            valid = valid & allowed
+        # user-side retrieval coverage of today's new items (Fig. 8), marked in apply_effects
+        two_tower = (valid & (chan == policy.channel_names.index("two_tower")) if "two_tower" in policy.channel_names
+                     else np.zeros(valid.shape, bool))
+        ctx.effects[self.name] = (np.unique(cand[valid & ~mine]), np.unique(cand[two_tower]))
         return score, valid
+
+    def _batch_budget(self, policy, batch: RequestContext) -> np.ndarray:
+        """(n, cap) which of the whole batch's M_u candidates the exposure budget lets compete, exactly as
+        :meth:`rerank` decides on the whole batch: M_u is the first block of candidates, so its filtering and
+        scores do not depend on the other channels'."""
+        items, s_item = self.store.cache.entries(batch.user_rows, batch.ts)
+        score, valid = policy.candidate_scores(items, batch)
+        score = combined_scores(score, s_item, valid, self.spec.alpha)
+        return budget_mask(np.where(valid, score, -np.inf), valid, self.slate_size, self.spec.budget)
+
+    def apply_effects(self, policy, parts: list) -> None:
+        """Marks the items some shard's user-side channels (column 0) and two-tower (column 1) retrieved."""
+        user_retrieved = self.diagnostics.user_retrieved  # (grown with the store in on_upload)
+        for user_side, two_tower in parts:
+            user_retrieved[user_side, 0] = True
+            user_retrieved[two_tower, 1] = True
 
     def on_served(self, policy, ctx: RequestContext, rows: np.ndarray, chan: np.ndarray, valid: np.ndarray) -> None:
         """Matched items shown to their user leave M_u; counts the budget's use."""

@@ -15,6 +15,7 @@ from serving.channels.base import Channel, OracleCandidates, RequestContext, Ret
 from serving.channels.cold import ColdItemIndex
 from serving.channels.ihm.realtime import NEVER, ATSTracker, RateLimiter, ats_percentiles
 from serving.features import grow_rows, sequence_tail
+from serving.row_invariant import row_invariant
 from trainers.checkpoint import capture, index_bytes, restore, torch_state
 from trainers.models.ihm import IHMConfig, ItemHistoryModel
 from trainers.models.sasrec import SASRecConfig, SASRecUserTower
@@ -290,17 +291,23 @@ class IHMChannel(Channel):
         for a in range(0, len(user_rows), CHUNK):
             f, n = self.user_features(policy, user_rows[a : a + CHUNK])
             seq = {k: torch.from_numpy(v) for k, v in f.items()} | {"seq_len": torch.from_numpy(n)}
-            out.append(self.user_tower(seq).numpy())
+            out.append(row_invariant(self.user_tower, seq).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.item_model.cfg.dim), np.float32)
 
-    def retrieve(self, ctx: RequestContext) -> Retrieval:
-        """Runs the queued inferences now due, then: the cold items nearest to each user's SASRec vector."""
-        policy = ctx.policy
+    def on_requests(self, policy, ctx: RequestContext) -> None:
+        """Moves the clock and runs the queued inferences now due; the first request's day starts the training
+        window."""
         if ctx.n:
             self._tick(int(ctx.ts.max()))
             if self.history_work and self.spec.realtime:
                 self._grow_items(policy.store.n_items)
                 self._run(policy, np.zeros(0, np.int64), np.zeros(0, np.int64))  # queued inferences now due
+            if self.first_day is None:
+                self.first_day = int(ctx.ts.min()) // SECONDS_PER_DAY
+
+    def retrieve(self, ctx: RequestContext) -> Retrieval:
+        """The cold items nearest to each user's SASRec vector."""
+        policy = ctx.policy
         if len(self.index) == 0 or ctx.n == 0:
             return Retrieval.empty(ctx.n)
         query = self.user_vectors(policy, ctx.user_rows)
@@ -311,10 +318,8 @@ class IHMChannel(Channel):
         """Per slate slot: the item's history at serve time and the user's recent items at request time
         (``ihm_ulen = -1``: not a sample), and the request's day. Widths are 0 once training is frozen."""
         n, S = rows.shape
-        if n and self.first_day is None:
-            self.first_day = int(ctx.ts.min()) // SECONDS_PER_DAY
         day = np.broadcast_to((ctx.ts // SECONDS_PER_DAY)[:, None], (n, S)).astype(np.int64)
-        frozen = n > 0 and self.frozen(int(ctx.ts.min()))
+        frozen = len(ctx.batch_ts) > 0 and self.frozen(int(ctx.batch_ts.min()))  # the whole batch's: one width
         M = 0 if frozen else self.item_model.cfg.max_history
         L = 0 if frozen else min(self.user_tower.cfg.seq_len, policy.store.max_user_seq)
         F = policy.store.n_item_dense

@@ -12,6 +12,7 @@ Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
 """
 
 import asyncio
+import os
 import uuid
 
 import numpy as np
@@ -103,7 +104,8 @@ class ArmDeployment:
         return {"items": self.policy.store.n_items, "users": len(self.policy.store.users),
                 "index": len(self.policy.index), "weights_version": self.policy.weights_version,
                 "base_weights_digest": self.policy.base_weights_digest(),
-                "node_id": ray.get_runtime_context().get_node_id()}  # where the replica runs (multi-node tests)
+                "node_id": ray.get_runtime_context().get_node_id(),  # where the replica runs (multi-node tests)
+                "pid": os.getpid()}
 
     # ---- HTTP clients' calls (through the gateway)
     @serve.batch(max_batch_size=ARM_MAX_ONGOING, batch_wait_timeout_s=0.005)

@@ -16,6 +16,7 @@ the in-process runtime can use :func:`make_learner` without it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -123,6 +124,14 @@ class ArmLearners:
             self.base.load_state_bytes(state[SHARED_BASE])
 
 
+COORDINATOR_PREFIX = "coldsim-train-coordinator-"
+
+
+class TrainerLost(RuntimeError):
+    """The Ray Train workers' learners are gone: the online loop stopped (a worker died) or a worker started over
+    blank. The driver restores the learners into a new trainer from the last checkpoint, or stops."""
+
+
 class _Coordinator:
     """Command queues to the train workers (one per worker: every command reaches all) and the mailbox of their
     results (an async Ray actor): a result is ready when every worker posted its part, and is their union."""
@@ -134,6 +143,7 @@ class _Coordinator:
         self._events: dict[Any, Any] = {}
         self._incarnations: dict[int, str] = {}  # rank -> the worker process that has been serving it
         self.restarted: str | None = None  # why the run cannot go on: a worker started over with blank learners
+        self._pids: dict[int, int] = {}  # rank -> the worker's process id (diagnostics; the fault tests kill it)
 
     def _q(self, rank: int):
         import asyncio
@@ -161,8 +171,7 @@ class _Coordinator:
         if incarnation is not None and self._incarnations.setdefault(rank, incarnation) != incarnation:
             if self.restarted is None:
                 self.restarted = (f"the Ray Train worker of rank {rank} was restarted during the run (its learners "
-                                  "started over and lost their state); the run stops instead of going on with blank "
-                                  "learners: resume it from its last checkpoint (simulate --resume)")
+                                  "started over and lost their state)")
             for event in self._events.values():
                 event.set()
             return ("stop",)
@@ -174,11 +183,20 @@ class _Coordinator:
         if len(parts) == self.world:
             self._event(key).set()
 
+    async def is_restarted(self) -> str | None:
+        return self.restarted
+
+    async def hello(self, rank: int, pid: int) -> None:
+        self._pids[rank] = pid
+
+    async def pids(self) -> dict[int, int]:
+        return dict(self._pids)
+
     async def get_result(self, key):
         if self.restarted is None:
             await self._event(key).wait()
         if self.restarted is not None:
-            raise RuntimeError(self.restarted)
+            raise TrainerLost(self.restarted)
         self._events.pop(key, None)
         parts = self._results.pop(key)
         if all(isinstance(part, dict) for part in parts.values()):  # per-arm results: the workers' union
@@ -201,6 +219,7 @@ def train_loop_per_worker(config: dict) -> None:
     world = ray.train.get_context().get_world_size()
     learners = ArmLearners(arms, ctx, train_cfg, config["control"], config["tasks"], rank=rank, world=world)
     incarnation = uuid.uuid4().hex  # this process's learners: a restarted worker has another (_Coordinator.get)
+    ray.get(coord.hello.remote(rank, os.getpid()))
     while True:
         cmd = ray.get(coord.get.remote(rank, incarnation))
         kind = cmd[0]
@@ -235,14 +254,16 @@ class OnlineTrainer:
         from ray.train.torch import TorchTrainer
 
         self._ray = ray
-        self.coord = ray.remote(num_cpus=0)(_Coordinator).remote(train.num_workers)
+        # named, so tools (and the fault tests) can find a run's workers: COORDINATOR_PREFIX + a run-unique suffix
+        self.coord = (ray.remote(num_cpus=0)(_Coordinator).options(name=f"{COORDINATOR_PREFIX}{uuid.uuid4().hex[:8]}")
+                      .remote(train.num_workers))
         self.trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"coordinator": self.coord, "arm_ctx": ctx, "train": train, "arms": arms,
                                "control": control, "tasks": tasks},
             scaling_config=ScalingConfig(num_workers=train.num_workers,
                                          resources_per_worker={"CPU": train.cpus_per_worker}),
-            run_config=RunConfig(name="coldsim_online", storage_path=storage_path),
+            run_config=RunConfig(name=f"coldsim_online_{uuid.uuid4().hex[:8]}", storage_path=storage_path),
         )
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._fit, name="coldsim-train", daemon=True)
@@ -255,13 +276,22 @@ class OnlineTrainer:
         except BaseException as exc:  # surfaced to the driver on its next wait
             self.error = exc
 
+    @property
+    def alive(self) -> bool:
+        """Whether the learners are still the run's: the online loop runs and no worker started over."""
+        return self._thread.is_alive() and self._ray.get(self.coord.is_restarted.remote()) is None
+
     def _wait(self, ref, what: str):
         while True:
             try:
                 return self._ray.get(ref, timeout=1.0)
             except self._ray.exceptions.GetTimeoutError:
                 if not self._thread.is_alive():
-                    raise RuntimeError(f"the Ray Train online loop stopped while waiting for {what}: {self.error!r}") from self.error
+                    raise TrainerLost(f"the Ray Train online loop stopped while waiting for {what}: {self.error!r}") from self.error
+            except self._ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, TrainerLost):
+                    raise exc.cause from None
+                raise
 
     def submit(self, tick_id: int, batches: dict) -> None:
         self.coord.put.remote(("train", tick_id, batches))
@@ -280,7 +310,19 @@ class OnlineTrainer:
         self.coord.put.remote(("restore", state, self._snap))
         self._wait(self.coord.get_result.remote(("restored", self._snap)), "a restore")
 
+    def worker_pids(self) -> dict[int, int]:
+        """rank -> the Train worker's process id."""
+        return self._ray.get(self.coord.pids.remote())
+
     def stop(self, timeout: float = 60.0) -> None:
         if self._thread.is_alive():
             self.coord.put.remote(("stop",))
             self._thread.join(timeout)
+
+    def abandon(self) -> None:
+        """Let a trainer whose learners are lost go: its loop is told to stop and its coordinator is killed."""
+        try:
+            self.coord.put.remote(("stop",))
+            self._thread.join(10)
+        finally:
+            self._ray.kill(self.coord)

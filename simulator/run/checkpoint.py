@@ -96,6 +96,12 @@ def remove_checkpoints(run_dir: Location | Path) -> None:
     (Location.of(run_dir) / CHECKPOINTS).delete()
 
 
+def has_checkpoint(run_dir: Location | Path) -> bool:
+    """Whether the run directory holds a checkpoint file (readable or not: :func:`load_latest_checkpoint` says)."""
+    directory = Location.of(run_dir) / CHECKPOINTS
+    return directory.exists() and bool(_days(directory, ".pkl"))
+
+
 def load_latest_checkpoint(run_dir: Location | Path) -> Checkpoint:
     """The newest readable checkpoint (a file that cannot be unpickled is skipped with a warning, and an older
     one is used); ``FileNotFoundError`` when there is none."""

@@ -9,9 +9,11 @@ whole tick's batch as arrays; the arms' calls run concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import time
 import uuid
 
 import ray
@@ -19,12 +21,12 @@ from ray import serve
 
 from simulator.core.config import ServeConfig
 from simulator.world.replay import RayDataDayReader
-from simulator.run.runtime import RuntimeSpec
+from simulator.run.runtime import ComponentLost, RuntimeSpec
 from serving.app import APP_NAME, build_app, deployment_name
 from serving.arms import arm_tasks
 from serving.shards import ShardDivergence, merge_parts, owners, same_diagnostics
 from trainers.arm_context import arm_context
-from trainers.online import OnlineTrainer
+from trainers.online import OnlineTrainer, TrainerLost
 from trainers.weights import WeightsRef
 
 
@@ -52,6 +54,17 @@ def init_ray(address: str | None = None) -> bool:
     else:
         ray.init(num_cpus=max(2, os.cpu_count() or 2), **kwargs)
     return True
+
+
+_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+@contextlib.contextmanager
+def _trainer_lost():
+    try:
+        yield
+    except TrainerLost as exc:
+        raise ComponentLost(str(exc)) from exc
 
 
 class RayRuntime:
@@ -91,7 +104,23 @@ class RayRuntime:
     def _every_shard(self, method: str, args: dict[str, tuple]) -> dict[str, list]:
         """``method`` on every shard of the arms in ``args``, all at once; arm -> the shards' answers."""
         futures = {arm: [getattr(h, method).remote(*a) for h in self.handles[arm]] for arm, a in args.items()}
-        return {arm: [f.result() for f in fs] for arm, fs in futures.items()}
+        return {arm: [self._answer(f, arm, method) for f in fs] for arm, fs in futures.items()}
+
+    def _answer(self, future, arm: str, method: str):
+        """A Serve handle call's answer. :class:`ComponentLost` when the replica died under it, when it cannot
+        fetch weights a dead Train worker made, or when it failed because it is a blank replacement (e.g. item ids
+        it never saw: its incarnation token changed)."""
+        try:
+            return future.result()
+        except _LOST as exc:
+            raise ComponentLost(f"the Serve replica of arm '{arm}' died during '{method}' ({type(exc).__name__})") from exc
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, ray.exceptions.ObjectLostError):  # weights put by a Train worker that died
+                raise ComponentLost(f"arm '{arm}' could not fetch its weights in '{method}': the Train worker that "
+                                    "made them died") from exc
+            if method != "incarnation_token" and hasattr(self, "_incarnations"):
+                self.check_arms()  # a blank replacement fails on what the arm knew: that is the loss, not the error
+            raise
 
     def _all(self, method: str, args: dict[str, tuple]) -> dict:
         """``method`` on every shard; arm -> shard 0's answer (every shard holds the same state)."""
@@ -110,11 +139,12 @@ class RayRuntime:
         slates, commits = {}, []
         for arm, futures in parts.items():
             users, ts, _ = requests[arm]
-            slates[arm], effects, nonfinite = merge_parts([f.result() for f in futures], own[arm], len(users))
-            commits += [h.commit.remote(users, ts, slates[arm].item_ids, slates[arm].channel, effects, nonfinite)
+            slates[arm], effects, nonfinite = merge_parts([self._answer(f, arm, "serve_part") for f in futures], own[arm],
+                                                          len(users))
+            commits += [(arm, h.commit.remote(users, ts, slates[arm].item_ids, slates[arm].channel, effects, nonfinite))
                         for h in self.handles[arm]]
-        for future in commits:
-            future.result()
+        for arm, future in commits:
+            self._answer(future, arm, "commit")
         return slates
 
     def feedback(self, events):
@@ -124,7 +154,8 @@ class RayRuntime:
         self.trainer.submit(tick_id, batches)
 
     def collect_weights(self, tick_id):
-        return self.trainer.collect(tick_id)
+        with _trainer_lost():
+            return self.trainer.collect(tick_id)
 
     def fetch_weights(self, ready: dict[int, dict]) -> dict[int, dict]:
         """The collected weights with every WeightsRef fetched (for a checkpoint); a tick's object once."""
@@ -136,7 +167,10 @@ class RayRuntime:
                 if isinstance(weights, WeightsRef):
                     key = weights.ref.hex()
                     if key not in fetched:
-                        fetched[key] = ray.get(weights.ref)
+                        try:
+                            fetched[key] = ray.get(weights.ref)
+                        except ray.exceptions.ObjectLostError as exc:
+                            raise ComponentLost("a tick's weights were lost with the Train worker that made them") from exc
                     weights = weights.pick(fetched[key])
                 out[tick][arm] = (version, weights, stats)
         return out
@@ -150,15 +184,15 @@ class RayRuntime:
         now = self._every_shard("incarnation_token", {arm: () for arm in self.names})
         restarted = sorted(arm for arm in self.names if now[arm] != self._incarnations[arm])
         if restarted:
-            raise RuntimeError(f"the Serve replica of arm(s) {restarted} was restarted during the run and lost the "
-                               "arm's state; the run stops instead of serving a blank arm: resume it from its last "
-                               "checkpoint (simulate --resume)")
+            raise ComponentLost(f"the Serve replica of arm(s) {restarted} was restarted during the run and lost the "
+                                "arm's state")
 
     def end_day(self, ts):
         out = self._every_shard("end_day", {arm: (ts,) for arm in self.names})
         diverged = sorted(arm for arm, outputs in out.items() if not same_diagnostics(outputs))
         if diverged:
             raise ShardDivergence(f"the shards of arm(s) {diverged} reported different diagnostics at the day end {ts}")
+        self.check_arms()  # never a blank replica's diagnostics
         return {arm: outputs[0] for arm, outputs in out.items()}
 
     def release_arms(self):
@@ -166,11 +200,40 @@ class RayRuntime:
 
     def snapshot(self):
         futures = {arm: self.handles[arm][0].snapshot.remote() for arm in self.names}  # every shard holds the same
-        return {"policies": {arm: f.result() for arm, f in futures.items()}, "learners": self.trainer.snapshot()}
+        policies = {arm: self._answer(f, arm, "snapshot") for arm, f in futures.items()}
+        self.check_arms()  # a replica restarted before its snapshot was taken would checkpoint a blank arm
+        with _trainer_lost():
+            return {"policies": policies, "learners": self.trainer.snapshot()}
 
     def restore(self, state):
         self._all("restore", {arm: (state["policies"][arm],) for arm in self.names})
-        self.trainer.restore(state["learners"])
+        with _trainer_lost():
+            self.trainer.restore(state["learners"])
+
+    def recover(self, timeout_s: float = 300.0) -> None:
+        """After :class:`ComponentLost`: wait until every arm shard answers (Serve replaces a dead replica with a
+        blank one) and take the shards' new incarnations; replace the trainer if its learners are gone. The
+        driver then restores every arm and learner from the last checkpoint."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._incarnations = self._every_shard("incarnation_token", {arm: () for arm in self.names})
+                break
+            except ComponentLost:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        try:
+            alive = self.trainer.alive
+        except Exception:  # its coordinator is gone too
+            alive = False
+        if not alive:
+            try:
+                self.trainer.abandon()
+            except Exception:  # a dead trainer may not take the stop command
+                pass
+            spec = self.spec
+            self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage, arm_tasks)
 
     def stats(self) -> dict:
         """Shard 0's stats of each arm, with ``shard_nodes``: the node of each shard."""

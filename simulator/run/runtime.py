@@ -26,6 +26,13 @@ from trainers.online import ArmLearners
 ItemBatch = dict[str, np.ndarray]  # item_id, creator_id, upload_ts, category, dense (+ oracle_users, oracle_scores)
 
 
+class ComponentLost(RuntimeError):
+    """A part of the runtime lost the run's state (an arm replica died or was restarted, the Train workers'
+    learners are gone). The driver recovers in place from the last checkpoint (``Runtime.recover`` then
+    ``Simulation.restore_latest``: the days since are played again, deterministically) or, with no checkpoint
+    yet, stops (docs/reliability.md)."""
+
+
 def oracle_payload(batch: ItemBatch) -> tuple[np.ndarray, np.ndarray] | None:
     """The truth's candidate users and scores of an upload batch (positive-control arms only), else None."""
     return (batch["oracle_users"], batch["oracle_scores"]) if "oracle_users" in batch else None
@@ -68,6 +75,7 @@ class Runtime(Protocol):
     def snapshot(self) -> dict[str, dict[str, bytes]]: ...  # {"policies": {arm: bytes}, "learners": {name: bytes}}
     def restore(self, state: dict[str, dict[str, bytes]]) -> None: ...
     def release_arms(self) -> None: ...  # the run is over: HTTP clients may now upload and end days (docs/serving.md)
+    def recover(self) -> None: ...  # after ComponentLost: every part answers again (blank); restore() follows
     def shutdown(self) -> None: ...
 
 
@@ -127,6 +135,9 @@ class LocalRuntime:
 
     def release_arms(self):
         pass  # no HTTP in process
+
+    def recover(self):
+        pass  # nothing here can be lost
 
     def shutdown(self):
         pass

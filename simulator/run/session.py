@@ -9,6 +9,7 @@ MLflow is written by :mod:`simulator.run.tracking`.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 import uuid
@@ -19,7 +20,7 @@ import polars as pl
 
 from simulator.core.config import RuntimeKind, Scenario
 from simulator.core.storage import Location
-from simulator.run.checkpoint import remove_checkpoints
+from simulator.run.checkpoint import has_checkpoint, remove_checkpoints
 from simulator.run.logs import describe_log, load_ab_log, load_log, warn
 from simulator.run.loop import Simulation
 from simulator.run.offline import OFFLINE_PROTOCOLS, OfflineOutcome
@@ -27,6 +28,8 @@ from simulator.run.report import write_result_tables
 from simulator.run.results import SimulationResult
 from simulator.run.runtime import LocalRuntime
 from simulator.run.sweep import apply_point
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RUN_DIR_TAG = "coldsim.run_dir"
@@ -225,7 +228,10 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
                 parent = tracker.start(resolved.name, _run_params(resolved, opts), [arm.name for arm in resolved.arms],
                                        tags=_run_tags(run_dir, opts, tags))
         if resume_run_id is not None:
-            sim.restore_latest()
+            if has_checkpoint(run_dir):
+                sim.restore_latest()
+            else:  # stopped before its first checkpoint: every day is played again, in the same run directory
+                logger.warning("run %s has no checkpoint yet: resuming from its first day", resume_run_id)
         if stop_after_day is not None:
             sim.days = min(sim.days, stop_after_day + 1)
         result = sim.run(progress_factory=progress_factory)

@@ -85,10 +85,9 @@ class RayDataDayReader:
         self._it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
 
     def read_day(self, day: int) -> pa.Table:
-        if self._it is None:
+        if self._it is None or day < self._next_day:  # a recovery in place plays days again: a new stream from there
+            self._pending = []
             self._start(day)
-        if day < self._next_day:
-            raise ValueError(f"RayDataDayReader: day {day} was already streamed (next is {self._next_day})")
         lo, hi = self.t0 + day * SECONDS_PER_DAY, self.t0 + (day + 1) * SECONDS_PER_DAY
         parts, keep = [], []
         for t in self._pending:

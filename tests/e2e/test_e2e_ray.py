@@ -158,12 +158,56 @@ def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_
     assert [m.step for m in hist] == [0, 1]
 
 
-class _KillBaseReplicaAfterFirstTick:
-    """A progress bar whose first tick kills arm base's Serve replica and waits for Serve's replacement (a blank
-    arm) to answer: what a crashed replica looks like to the driver."""
+def kill_arm_replica(arm: str) -> None:
+    """Kill the Serve replica of ``arm`` (shard 0) as a crash would and wait until Serve's replacement, a blank arm,
+    answers."""
+    import time
 
-    def __init__(self):
+    import ray
+    from ray import serve
+
+    replica = next(a for a in ray.util.list_named_actors(all_namespaces=True)
+                   if f"arm_{arm}#" in a["name"] and a["name"].startswith("SERVE_REPLICA"))
+    app = replica["name"].split("::")[1].split("#")[0]
+    handle = serve.get_deployment_handle(f"arm_{arm}", app_name=app)
+    before = handle.incarnation_token.remote().result()
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if handle.incarnation_token.remote().result(timeout_s=10) != before:
+                return
+        except Exception:  # the dead replica's calls fail until the controller replaces it
+            time.sleep(0.5)
+    raise AssertionError("Serve did not replace the killed replica within 120 s")
+
+
+def kill_train_worker() -> None:
+    """SIGKILL the run's Ray Train worker process (found through the run's named coordinator)."""
+    import os
+    import signal
+
+    import ray
+
+    from trainers.online import COORDINATOR_PREFIX
+
+    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(COORDINATOR_PREFIX)]
+    assert len(names) == 1, names
+    coordinator = ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
+    for pid in ray.get(coordinator.pids.remote()).values():
+        os.kill(pid, signal.SIGKILL)
+
+
+class Faults:
+    """A progress bar that injects faults at given ticks of the run (counted over the whole run, from 1):
+    ``{tick: callable}``; what the fault tests drive a run with."""
+
+    def __init__(self, faults: dict):
+        self.faults = dict(faults)
         self.ticks = 0
+
+    def __call__(self):
+        return self
 
     def __enter__(self):
         return self
@@ -171,36 +215,44 @@ class _KillBaseReplicaAfterFirstTick:
     def __exit__(self, *exc):
         return False
 
-    def add_task(self, *args, **kwargs):
-        return len(args)
+    def add_task(self, description, **kwargs):
+        return description.startswith("ticks")
 
-    def advance(self, task):
-        import time
-
-        import ray
-        from ray import serve
-
-        if task != 1 or self.ticks:  # the ticks' task, once
+    def advance(self, is_ticks):
+        if not is_ticks:
             return
         self.ticks += 1
-        replica = next(a for a in ray.util.list_named_actors(all_namespaces=True)
-                       if "arm_base" in a["name"] and a["name"].startswith("SERVE_REPLICA"))
-        app = replica["name"].split("::")[1].split("#")[0]
-        handle = serve.get_deployment_handle("arm_base", app_name=app)
-        before = handle.incarnation_token.remote().result()
-        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if handle.incarnation_token.remote().result(timeout_s=10) != before:
-                    return
-            except Exception:  # the dead replica's calls fail until the controller replaces it
-                time.sleep(0.5)
-        raise AssertionError("Serve did not replace the killed replica within 120 s")
+        fault = self.faults.pop(self.ticks, None)
+        if fault is not None:
+            fault()
 
 
-def test_a_restarted_arm_replica_stops_the_run_instead_of_serving_a_blank_arm(scenario, tmp_path_factory):
+def test_a_replica_lost_before_the_first_checkpoint_stops_the_run_instead_of_serving_a_blank_arm(scenario,
+                                                                                                tmp_path_factory):
     opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=str(tmp_path_factory.mktemp("kill")))
     plain = scenario.model_copy(update={"serve": ServeConfig()})
-    with pytest.raises(RuntimeError, match=r"replica of arm\(s\) \['base'\] was restarted during the run"):
-        run_scenario(plain, opts, tracking_uri=None, progress_factory=_KillBaseReplicaAfterFirstTick)
+    with pytest.raises(RuntimeError, match=r"replica of arm\(s\) \['base'\] was restarted during the run.*no "
+                                           r"checkpoint to recover from yet \(day 0"):
+        run_scenario(plain, opts, tracking_uri=None, progress_factory=Faults({1: lambda: kill_arm_replica("base")}))
+
+
+def test_a_lost_replica_and_a_lost_train_worker_are_recovered_in_place_with_the_same_metrics(scenario,
+                                                                                           tmp_path_factory):
+    """Three days, a checkpoint after each but the last: arm ihm's replica killed during day 1 (every arm and learner
+    back to day 0's checkpoint, day 1 played again), then the Train worker SIGKILLed during day 1's replay (found
+    when the day's checkpoint waits for its ticks: a new trainer, every arm and learner back to day 0's checkpoint
+    again): the run ends with exactly the metrics of an uninterrupted run."""
+    every_day = scenario.model_copy(update={"serve": ServeConfig(), "checkpoint_every": 1, "days": 3})
+    reference = run_scenario(every_day, RunOptions(scenario=scenario.name, runtime="local",
+                                                   run_root=str(tmp_path_factory.mktemp("ref"))), tracking_uri=None)
+    ticks = every_day.ticks_per_day
+    # counted over the run: day 0 is ticks 1..T; the replica dies after day 1's first tick (T+1) and the next tick
+    # finds it; day 1 again starts at T+2, after which the Train worker dies
+    faults = Faults({ticks + 1: lambda: kill_arm_replica("ihm"), ticks + 2: kill_train_worker})
+    seen: dict = {}
+    opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=str(tmp_path_factory.mktemp("recover")))
+    out = run_scenario(every_day, opts, tracking_uri=None, progress_factory=faults,
+                       before_shutdown=lambda sim: seen.update(recoveries=sim.recoveries, stats=sim.runtime.stats()))
+    assert not faults.faults and seen["recoveries"] == 2
+    assert min(arm["weights_version"] for arm in seen["stats"].values()) >= 2  # the new trainer published
+    _same_metrics(out, reference)

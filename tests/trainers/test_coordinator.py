@@ -1,11 +1,12 @@
 """The train workers' coordinator (trainers.online._Coordinator, used as a Ray actor; here as a plain object):
-commands reach every worker, results are the workers' union, and a restarted worker stops the run."""
+commands reach every worker, results are the workers' union, and a restarted worker loses the run's learners
+(TrainerLost: the driver recovers from the last checkpoint or stops)."""
 
 import asyncio
 
 import pytest
 
-from trainers.online import _Coordinator
+from trainers.online import TrainerLost, _Coordinator
 
 
 def _run(coroutine):
@@ -37,9 +38,10 @@ def test_a_restarted_worker_stops_the_run_instead_of_training_blank_learners():
         waiting = asyncio.ensure_future(coordinator.get_result(("train", 0)))
         await asyncio.sleep(0)
         assert await coordinator.get(0, "second") == ("stop",)  # Ray Train's replacement is told to stop
-        with pytest.raises(RuntimeError, match="was restarted during the run"):
+        with pytest.raises(TrainerLost, match="was restarted during the run"):
             await waiting  # the driver waiting for tick 0 hears why
-        with pytest.raises(RuntimeError, match="resume it from its last checkpoint"):
+        with pytest.raises(TrainerLost, match="lost their state"):
             await coordinator.get_result(("train", 1))
+        assert "rank 0" in await coordinator.is_restarted()  # the driver's check before it trusts the learners
 
     _run(scenario())

@@ -1,11 +1,13 @@
 """HTTP under load while a simulation runs: latency percentiles, throughput and memory of the whole process tree.
 
 Starts ``simulate --http`` in a subprocess (Ray runtime, the Serve ingress on 127.0.0.1), waits for ``/healthz``,
-then ``--clients`` concurrent httpx clients send ``POST /arms/{arm}/recommend`` (one user each, from a bounded pool
-of ``--users`` ids, arms in turn) for ``--seconds`` or until the run ends. Memory (PSS of the simulation's process
-tree and Ray's processes) is sampled every second. Prints requests/s, p50/p90/p99/max latency, errors by kind,
-PSS when the load starts, its peak and the slope over the load's second half (bounded memory: close to 0), and
-whether the run finished (exit code 0) with its wall time.
+lets the run go on alone for ``--warmup`` seconds, then ``--clients`` concurrent httpx clients send
+``POST /arms/{arm}/recommend`` (one user each, from a bounded pool of ``--users`` ids, arms in turn) for
+``--seconds`` or until the run ends. Memory (PSS of the simulation's process tree and Ray's processes) is sampled
+every second throughout. Prints requests/s, p50/p90/p99/max latency, errors by kind (with the first error bodies),
+PSS when the load starts and its peak, the PSS slope without load (the warm-up's second half: the run's own
+growth) and under load (the load's second half: bounded memory means no steeper), and whether the run finished
+(exit code 0) with its wall time.
 
 HTTP traffic during a run changes the arms' state (the requests are served and counted), so the run's metrics are
 not reproducible; this measures the platform, not the experiment.
@@ -39,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--scale", default="default")
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds the run goes on alone before the load")
     p.add_argument("--users", type=int, default=1000, help="user ids the clients draw from (a bounded pool)")
     p.add_argument("--startup-timeout", type=float, default=600.0)
     p.add_argument("--json", type=Path, default=None)
@@ -62,6 +65,7 @@ async def load(port: int, arms: list[str], args, run: subprocess.Popen, memory: 
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    samples: list[str] = []  # the first error bodies
     rng = np.random.default_rng(0)
     stop_at = time.monotonic() + args.seconds
 
@@ -77,6 +81,8 @@ async def load(port: int, arms: list[str], args, run: subprocess.Popen, memory: 
                         latencies.append(time.perf_counter() - t)
                     else:
                         errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                        if len(samples) < 3:
+                            samples.append(r.text[:300])
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 i += len(arms)
@@ -93,7 +99,15 @@ async def load(port: int, arms: list[str], args, run: subprocess.Popen, memory: 
     lat = np.array(latencies) * 1e3
     pct = {f"p{q}": float(np.percentile(lat, q)) if len(lat) else float("nan") for q in (50, 90, 99)}
     return {"seconds": seconds, "requests": len(lat), "requests_per_s": len(lat) / seconds, **pct,
-            "max_ms": float(lat.max()) if len(lat) else float("nan"), "errors": errors}
+            "max_ms": float(lat.max()) if len(lat) else float("nan"), "errors": errors, "error_samples": samples}
+
+
+def _slope(series: list[tuple[float, float]]) -> float:
+    """GB per minute over the second half of a (seconds, GB) series (least squares)."""
+    if not series:
+        return float("nan")
+    half = [(t, m) for t, m in series if t >= series[-1][0] / 2]
+    return float(np.polyfit(*zip(*half), 1)[0]) * 60 if len(half) >= 3 else float("nan")
 
 
 def main(argv=None) -> dict:
@@ -122,24 +136,30 @@ def main(argv=None) -> dict:
             raise SystemExit(f"the run's HTTP ingress did not answer within {args.startup_timeout:.0f} s: "
                              f"{(run.stdout.read() if run.stdout else '')[-2000:]}")
         figures["ready_s"] = time.perf_counter() - start
+        quiet: list[tuple[float, float]] = []
+        warm_start = time.monotonic()
+        while time.monotonic() - warm_start < args.warmup and run.poll() is None:
+            quiet.append((time.monotonic() - warm_start, pss_of_tree(run.pid)))
+            time.sleep(1.0)
         memory: list[tuple[float, float]] = []
         figures["load"] = asyncio.run(load(port, arms, args, run, memory))
         output = run.communicate()[0]
     figures["run_exit_code"] = run.returncode
     figures["run_wall_s"] = time.perf_counter() - start
-    figures["memory"] = memory
-    second_half = [(t, m) for t, m in memory if t >= memory[-1][0] / 2] if memory else []
-    slope = (float(np.polyfit(*zip(*second_half), 1)[0]) * 60 if len(second_half) >= 3 else float("nan"))
+    figures["memory"], figures["memory_warmup"] = memory, quiet
+    slope, quiet_slope = _slope(memory), _slope(quiet)
     figures["pss_start_gb"] = memory[0][1] if memory else float("nan")
     figures["pss_peak_gb"] = max(m for _, m in memory) if memory else float("nan")
-    figures["pss_slope_gb_per_min"] = slope
+    figures["pss_slope_gb_per_min"], figures["pss_slope_warmup_gb_per_min"] = slope, quiet_slope
     ld = figures["load"]
     print(f"\nbench_http_load: {args.scenario} {args.scale}, {args.clients} clients, {os.cpu_count()} CPUs")
     print(fmt_table([[f"{ld['seconds']:.1f}", f"{ld['requests']:,}", f"{ld['requests_per_s']:,.0f}", f"{ld['p50']:.1f}",
                       f"{ld['p90']:.1f}", f"{ld['p99']:.1f}", f"{ld['max_ms']:.1f}", json.dumps(ld["errors"])]],
                     ["load s", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"]))
-    print(f"PSS at the load's start {figures['pss_start_gb']:.2f} GB, peak {figures['pss_peak_gb']:.2f} GB, "
-          f"slope over the load's second half {slope:+.3f} GB/min")
+    for sample in ld["error_samples"]:
+        print(f"  error: {sample}")
+    print(f"PSS at the load's start {figures['pss_start_gb']:.2f} GB, peak {figures['pss_peak_gb']:.2f} GB; slope "
+          f"without load {quiet_slope:+.3f} GB/min, under load {slope:+.3f} GB/min (second halves)")
     print(f"the run: exit code {run.returncode}, {figures['run_wall_s']:.0f} s wall, HTTP ready after "
           f"{figures['ready_s']:.0f} s")
     if run.returncode != 0:

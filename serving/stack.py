@@ -245,7 +245,7 @@ class ArmPolicy:
         for channel, retrieval in zip(self.channels, retrievals):
             score, valid = channel.rerank(self, ctx, cand, chan, valid, score, retrieval)
         score = np.where(valid, score, -np.inf)
-        k = min(S, cand.shape[1])
+        k = min(S, cand.shape[1]) if s.n_items else 0  # an arm without items (yet) serves empty slates
         if k == 0:
             top = np.zeros((n, 0), np.int64)
         else:

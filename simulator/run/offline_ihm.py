@@ -38,6 +38,7 @@ import torch
 
 from simulator.core.config import IHMOfflineConfig, Scenario
 from simulator.core.schema import SECONDS_PER_DAY, Log
+from simulator.metrics.offline_ci import event_bootstrap
 from simulator.run.offline_ihm_data import Batches, Chunks, ItemTable, Positives, Split
 from trainers.tasks.ihm_offline import RETRIEVAL_MODELS, RetrievalSizes, RetrievalTask
 from trainers.models.ihm import IHMConfig
@@ -85,6 +86,27 @@ def summarize(variant: str, rank: np.ndarray, window: np.ndarray, tail: np.ndarr
             rows.append({"variant": variant, "window": window_index, "subset": subset, "events": n_events,
                          "hr": float(hit[mask].mean()) if n_events else float("nan"),
                          "ndcg": float(ndcg[mask].mean()) if n_events else float("nan")})
+    return pl.DataFrame(rows)
+
+
+def intervals(ranks: dict[str, np.ndarray], window: np.ndarray, tail: np.ndarray, control: str, k: int, windows: int,
+              seed: int) -> pl.DataFrame:
+    """Per variant, window and subset (as :func:`summarize`): the 95% intervals of HR@k and NDCG@k, their relative
+    differences from ``control`` and whether those are significant (paired bootstrap over the cell's test events,
+    :func:`simulator.metrics.offline_ci.event_bootstrap`)."""
+    per_event = {name: hit_ndcg(rank, k) for name, rank in ranks.items()}
+    rows = []
+    for window_index in range(windows + 1):
+        in_window = np.ones_like(tail) if window_index == 0 else window == window_index - 1
+        for subset, mask in (("overall", in_window), ("tail", in_window & tail), ("head", in_window & ~tail)):
+            row = {name: {"variant": name, "window": window_index, "subset": subset} for name in ranks}
+            for m, metric in enumerate(("hr", "ndcg")):
+                cells = event_bootstrap({name: values[m][mask] for name, values in per_event.items()}, control, seed=seed)
+                for name, cell in cells.items():
+                    row[name].update({f"{metric}_lo": cell["lo"], f"{metric}_hi": cell["hi"], f"{metric}_rel": cell["rel"],
+                                      f"{metric}_rel_lo": cell["rel_lo"], f"{metric}_rel_hi": cell["rel_hi"],
+                                      f"{metric}_sig": cell["significant"]})
+            rows.extend(row.values())
     return pl.DataFrame(rows)
 
 
@@ -228,7 +250,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
     tail = split.train_count[positives.item[split.test]] < config.tail_max
     chunks = Chunks.of(positives, split.train, config.model.seq_len)
     trained: dict[str, tuple[RetrievalTask, dict, torch.Tensor]] = {}
-    longs, figures = [], {}
+    longs, figures, ranks = [], {}, {}
     for arm in scenario.arms:
         variant = VARIANTS[arm.kind]
         if variant.model not in trained:
@@ -238,6 +260,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
         task, stats, users = trained[variant.model]
         start = time.perf_counter()
         rank = score(task, variant, batches, split, config, scenario.seed, users=users)
+        ranks[arm.name] = rank
         long = summarize(arm.name, rank, split.window, tail, config.k, config.windows)
         longs.append(long)
         figures[arm.name] = {**stats, "score_s": time.perf_counter() - start,
@@ -246,6 +269,9 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
         if progress is not None:
             progress(arm.name)
     long = pl.concat(longs)
+    control = scenario.control if scenario.control in ranks else next(iter(ranks))
+    long = long.join(intervals(ranks, split.window, tail, control, config.k, config.windows, scenario.seed),
+                     on=["variant", "window", "subset"], how="left", maintain_order="left")
     decay = decay_slopes(long)
     for row in decay.iter_rows(named=True):
         figures[row["variant"]][f"{row['subset']}.decay_slope"] = row["slope"]
@@ -263,7 +289,8 @@ def table1(long: pl.DataFrame, k: int, window: int = 1) -> pl.DataFrame:
     rows = long.filter(pl.col("window") == window)
     out = None
     for subset in SUBSETS:
-        part = rows.filter(pl.col("subset") == subset).select(
-            "variant", pl.col("hr").alias(f"{subset}_hr{k}"), pl.col("ndcg").alias(f"{subset}_ndcg{k}"))
+        columns = [pl.col(metric + suffix).alias(f"{subset}_{metric}{k}{suffix}") for metric in ("hr", "ndcg")
+                   for suffix in ("", "_lo", "_hi", "_rel", "_rel_lo", "_rel_hi", "_sig") if metric + suffix in rows.columns]
+        part = rows.filter(pl.col("subset") == subset).select("variant", *columns)
         out = part if out is None else out.join(part, on="variant", how="left", maintain_order="left")
     return out

@@ -22,6 +22,7 @@ import torch
 
 from simulator.core.config import ArmSpec, Scenario
 from simulator.core.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log
+from simulator.metrics.offline_ci import event_bootstrap
 from serving.arms import next_user_configs
 from trainers.arm_context import ArmContext, arm_context, model_configs
 from trainers.tasks.next_user import NextUserTask
@@ -105,8 +106,9 @@ def _batch(s: NextUserSamples, rows: np.ndarray, log: Log, item_dense: np.ndarra
 
 @torch.no_grad()
 def recall_at_k(task: NextUserTask, s: NextUserSamples, rows: np.ndarray, log: Log, item_dense: np.ndarray,
-                users: np.ndarray, udense: np.ndarray, ks: list[int]) -> dict[str, float]:
-    """Recall@K of the real next user among all users (sequence users excluded) for positive sample ``rows``."""
+                users: np.ndarray, udense: np.ndarray, ks: list[int], ranks: list | None = None) -> dict[str, float]:
+    """Recall@K of the real next user among all users (sequence users excluded) for positive sample ``rows``;
+    ``ranks``: a list that receives each event's rank of the real next user (for confidence intervals)."""
     task.model.eval()
     task.user_tower.eval()
     U = task.user_tower(torch.from_numpy(users), torch.from_numpy(udense))  # (U, d)
@@ -117,19 +119,23 @@ def recall_at_k(task: NextUserTask, s: NextUserSamples, rows: np.ndarray, log: L
         out = task.model({"item_id": torch.from_numpy(b["item_id"]), "category": torch.from_numpy(b["category"]),
                           "creator_id": torch.from_numpy(b["creator_id"]), "item_dense": torch.from_numpy(b["item_dense"]),
                           "seq_users": torch.from_numpy(b["nu_seq"]), "seq_len": torch.from_numpy(b["nu_len"])})
-        _count_hits(hits, (out.u_next @ U.T).numpy(), b["nu_seq"], b["user_id"], users)
+        _count_hits(hits, (out.u_next @ U.T).numpy(), b["nu_seq"], b["user_id"], users, ranks)
     return {f"recall_{k}": hits[k] / max(len(rows), 1) for k in ks}
 
 
-def _count_hits(hits: dict[int, int], scores: np.ndarray, seq: np.ndarray, true_users: np.ndarray, users: np.ndarray) -> None:
+def _count_hits(hits: dict[int, int], scores: np.ndarray, seq: np.ndarray, true_users: np.ndarray, users: np.ndarray,
+                ranks: list | None = None) -> None:
     """Add to ``hits[k]`` the events whose real next user ranks in the top k of ``scores`` (m, U) over the
-    candidates ``users``; users already in the event's visible sequence are excluded (they interacted)."""
+    candidates ``users``; users already in the event's visible sequence are excluded (they interacted). ``ranks``
+    receives the events' ranks."""
     in_seq = (seq >= 0) & np.isin(seq, users)
     scores[np.nonzero(in_seq)[0], np.searchsorted(users, seq[in_seq])] = -np.inf
     true_score = scores[np.arange(len(true_users)), np.searchsorted(users, true_users)]
     rank = (scores > true_score[:, None]).sum(1)  # users strictly better than the real next user
     for k in hits:
         hits[k] += int((rank < k).sum())
+    if ranks is not None:
+        ranks.append(rank)
 
 
 FLOORS = {
@@ -142,8 +148,9 @@ FLOORS = {
 
 
 def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndarray, split_ts: int, ks: list[int],
-                  seed: int = 0, chunk: int = 256) -> dict[str, dict[str, float]]:
-    """Recall@K of the :data:`FLOORS` on positive sample ``rows`` (``truth`` only when the log carries one).
+                  seed: int = 0, chunk: int = 256, ranks: dict | None = None) -> dict[str, dict[str, float]]:
+    """Recall@K of the :data:`FLOORS` on positive sample ``rows`` (``truth`` only when the log carries one);
+    ``ranks``: a dict that receives each floor's per-event ranks (arrays).
 
     Ties are broken by a seeded jitter far below one count, so a tie never counts as a hit by luck of order."""
     from scipy import sparse
@@ -166,6 +173,7 @@ def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndar
     item_ids = log.items["item_id"].to_numpy()
     names = [n for n in FLOORS if n != "truth" or log.truth is not None]
     hits = {n: {k: 0 for k in ks} for n in names}
+    parts: dict[str, list] = {n: [] for n in names}
     base = active[None, :] + jitter[None, :]  # (1, U) most_active's score
     knn_tie_break = 1e-6 * base / max(base.max(), 1.0)
     positive_columns = [RESPONSE_TYPES.index(e) for e in POSITIVE_EVENTS]
@@ -173,17 +181,20 @@ def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndar
     for a in range(0, len(rows), chunk):
         r = rows[a : a + chunk]
         seq, true = s.seq[r], s.user_id[r]
-        _count_hits(hits["most_active"], np.repeat(base, len(r), 0), seq, true, users)
+        _count_hits(hits["most_active"], np.repeat(base, len(r), 0), seq, true, users, parts["most_active"])
         known = (seq >= 0) & np.isin(seq, users)
         event = np.nonzero(known)[0]
         q = sparse.csr_matrix((np.ones(len(event)), (event, np.searchsorted(users, seq[known]))), shape=(len(r), len(users)))
         sim = np.asarray(((q @ xn) @ xn.T).todense())
-        _count_hits(hits["user_knn"], sim + knn_tie_break, seq, true, users)
+        _count_hits(hits["user_knn"], sim + knn_tie_break, seq, true, users, parts["user_knn"])
         if "truth" in hits:
             it = np.repeat(item_ids[s.item_row[r]], len(users))
             p = log.truth.probs(np.tile(users, len(r)), it)[:, positive_columns].reshape(len(r), len(users), -1)
             p_pos = 1.0 - np.prod(1.0 - p, axis=2)
-            _count_hits(hits["truth"], np.log(p_pos + 1e-12) + log_exposures + truth_jitter, seq, true, users)
+            _count_hits(hits["truth"], np.log(p_pos + 1e-12) + log_exposures + truth_jitter, seq, true, users,
+                        parts["truth"])
+    if ranks is not None:
+        ranks.update({n: np.concatenate(p) if p else np.zeros(0, np.int64) for n, p in parts.items()})
     return {n: {f"recall_{k}": hits[n][k] / max(len(rows), 1) for k in ks} for n in names}
 
 
@@ -206,10 +217,12 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     max_len = max((a.next_user.seq_len if a.next_user else 50) for a in scenario.arms)
     samples = build_samples(log, max_len)
     train_rows, test_pos = split_rows(scenario, samples, users, split_ts, end_ts)
-    rows_out, figures = [], {}
+    rows_out, figures, ranks = [], {}, {}
     for i, arm in enumerate(scenario.arms):
+        parts: list = []
         figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), scenario, samples, train_rows, test_pos, log,
-                                             item_dense, users, udense)
+                                             item_dense, users, udense, parts)
+        ranks[arm.name] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         rows_out.append({"variant": arm.name, **figures[arm.name]})
         if progress is not None:
             progress(arm.name)
@@ -217,11 +230,31 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     ks = [f"recall_{k}" for k in oc.recall_k]
     ctrl = table.filter(pl.col("variant") == scenario.control).row(0, named=True)
     table = table.with_columns([((pl.col(k) / ctrl[k]) - 1.0).alias(f"{k}_rel") for k in ks])
-    floors = floor_recalls(samples, test_pos, log, users, split_ts, oc.recall_k, seed=scenario.seed)
+    table = table.join(recall_intervals(ranks, scenario.control, oc.recall_k, scenario.seed), on="variant",
+                       how="left", maintain_order="left")
+    floor_ranks: dict = {}
+    floors = floor_recalls(samples, test_pos, log, users, split_ts, oc.recall_k, seed=scenario.seed, ranks=floor_ranks)
+    for interval in recall_intervals(floor_ranks, next(iter(floor_ranks)), oc.recall_k, scenario.seed).iter_rows(named=True):
+        floors[interval["variant"]].update({key: value for key, value in interval.items()
+                                            if key.endswith(("_lo", "_hi")) and "_rel_" not in key})
     meta = {"split_day": split_day, "days": n_days, "train_samples": int(len(train_rows)), "test_events": int(len(test_pos)),
             "users": int(len(users)), **{f"random_recall_{k}": min(1.0, k / max(len(users), 1)) for k in oc.recall_k},
             **{f"floor_{n}_{m}": v for n, f in floors.items() for m, v in f.items()}}
     return table, {"figures": figures, "floors": floors, **meta}
+
+
+def recall_intervals(ranks: dict[str, np.ndarray], control: str, ks: list[int], seed: int) -> pl.DataFrame:
+    """Per variant and K: the 95% interval of Recall@K and of its relative difference from ``control``, and
+    whether that difference is significant (paired bootstrap over the held-out events,
+    :func:`simulator.metrics.offline_ci.event_bootstrap`)."""
+    rows = {name: {"variant": name} for name in ranks}
+    for k in ks:
+        cells = event_bootstrap({name: (rank < k).astype(np.float64) for name, rank in ranks.items()}, control, seed=seed)
+        for name, cell in cells.items():
+            rows[name].update({f"recall_{k}_lo": cell["lo"], f"recall_{k}_hi": cell["hi"],
+                               f"recall_{k}_rel_lo": cell["rel_lo"], f"recall_{k}_rel_hi": cell["rel_hi"],
+                               f"recall_{k}_sig": cell["significant"]})
+    return pl.DataFrame(list(rows.values()))
 
 
 def split_rows(scenario: Scenario, samples: NextUserSamples, users: np.ndarray, split_ts: int,
@@ -245,7 +278,7 @@ def split_rows(scenario: Scenario, samples: NextUserSamples, users: np.ndarray, 
 
 
 def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSamples, train_rows: np.ndarray,
-                     test_rows: np.ndarray, log: Log, item_dense, users, udense) -> dict[str, float]:
+                     test_rows: np.ndarray, log: Log, item_dense, users, udense, ranks: list) -> dict[str, float]:
     torch.set_num_threads(1)
     tt, _ = model_configs(ctx.model, ctx.n_item_dense)
     nu, cfg, loss = next_user_configs(arm, ctx)
@@ -262,5 +295,5 @@ def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSam
             task.train(_batch(s, rows, log, item_dense, users, udense), int(np.random.SeedSequence([ctx.seed, step]).generate_state(1)[0]))
             step += 1
     train_s = time.perf_counter() - t
-    rec = recall_at_k(task, s, test_rows, log, item_dense, users, udense, oc.recall_k)
+    rec = recall_at_k(task, s, test_rows, log, item_dense, users, udense, oc.recall_k, ranks)
     return {**rec, "train_s": train_s, "train_samples_per_s": len(train_rows) * oc.epochs / max(train_s, 1e-9)}

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from simulator.diagnostics import auc_table, msize_table, summarise
+from simulator.metrics.offline_ci import N_BOOT, format_mean, format_rel
 from simulator.run.results import SimulationResult
 
 if TYPE_CHECKING:
@@ -324,24 +325,45 @@ def write_result_tables(result: SimulationResult, out: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+CI_NOTE = ("95% intervals from a paired bootstrap over the held-out events ({boot} replicates); * marks a difference "
+           "from the control whose interval excludes 0")
+
+
+def _mean_cell(row: dict, key: str) -> str:
+    if f"{key}_lo" in row and row[f"{key}_lo"] == row[f"{key}_lo"]:
+        return format_mean({"mean": row[key], "lo": row[f"{key}_lo"], "hi": row[f"{key}_hi"]})
+    return f"{row[key]:.4f}"
+
+
+def _rel_cell(row: dict, key: str) -> str:
+    if f"{key}_rel_lo" in row:
+        return format_rel({"rel": row[f"{key}_rel"], "rel_lo": row[f"{key}_rel_lo"], "rel_hi": row[f"{key}_rel_hi"],
+                           "significant": bool(row[f"{key}_sig"])})
+    return f"{100 * row[f'{key}_rel']:+.2f}%"
+
+
 def format_next_user_table(table: pl.DataFrame, control: str, ks: list[int]) -> str:
-    """Next-User paper Table 1 layout: absolute Recall@K for the full model, relative difference for each variant."""
+    """Next-User paper Table 1 layout: absolute Recall@K for the full model, relative difference for each variant
+    (with their 95% intervals and significance when the table carries them)."""
     head = "| ID | Variant | " + " | ".join(f"Recall@Top{k}" for k in ks) + " |\n|---|---|" + "---|" * len(ks) + "\n"
     lines = []
     for i, row in enumerate(table.iter_rows(named=True)):
         if row["variant"] == control:
-            cells = [f"{row[f'recall_{k}']:.4f}" for k in ks]
+            cells = [_mean_cell(row, f"recall_{k}") for k in ks]
         else:
-            cells = [f"{100 * row[f'recall_{k}_rel']:+.2f}%" for k in ks]
+            cells = [_rel_cell(row, f"recall_{k}") for k in ks]
         lines.append(f"| {i} | {row['variant']} | " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+    note = f"\n{CI_NOTE.format(boot=N_BOOT)}.\n" if f"recall_{ks[0]}_lo" in table.columns else ""
+    return head + "\n".join(lines) + "\n" + note
 
 
 def format_next_user_floors(floors: dict[str, dict[str, float]], random: dict[str, float], ks: list[int]) -> str:
-    """The Next-User floors (and the world's ceiling) beside Table 1, absolute Recall@K on the same events."""
+    """The Next-User floors (and the world's ceiling) beside Table 1, absolute Recall@K on the same events (with
+    95% intervals when measured)."""
     head = "| floor | " + " | ".join(f"Recall@Top{k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
     rows = [("random", random)] + list(floors.items())
-    return head + "\n".join(f"| {n} | " + " | ".join(f"{f[f'recall_{k}']:.4f}" for k in ks) + " |" for n, f in rows) + "\n"
+    return head + "\n".join(f"| {n} | " + " | ".join(_mean_cell(f, f"recall_{k}") for k in ks) + " |"
+                             for n, f in rows) + "\n"
 
 
 def format_ihm_table(table: pl.DataFrame, k: int, subsets: tuple[str, ...]) -> str:
@@ -349,9 +371,14 @@ def format_ihm_table(table: pl.DataFrame, k: int, subsets: tuple[str, ...]) -> s
     order (``offline_ihm.SUBSETS``)."""
     head = ("| Method | " + " | ".join(f"{s.title()} HR@{k} | {s.title()} NDCG@{k}" for s in subsets) + " |\n"
             "|---|" + "---|" * (2 * len(subsets)) + "\n")
-    rows = [f"| {row['variant']} | " + " | ".join(f"{row[f'{s}_{m}{k}']:.4f}" for s in subsets for m in ("hr", "ndcg")) + " |"
+
+    def cell(row: dict, key: str) -> str:
+        return _mean_cell(row, key) + ("*" if row.get(f"{key}_sig") else "")
+
+    rows = [f"| {row['variant']} | " + " | ".join(cell(row, f"{s}_{m}{k}") for s in subsets for m in ("hr", "ndcg")) + " |"
             for row in table.iter_rows(named=True)]
-    return head + "\n".join(rows) + "\n"
+    note = f"\n{CI_NOTE.format(boot=N_BOOT)}.\n" if f"{subsets[0]}_hr{k}_lo" in table.columns else ""
+    return head + "\n".join(rows) + "\n" + note
 
 
 def format_ihm_decay(long: pl.DataFrame, decay: pl.DataFrame, subsets: tuple[str, ...]) -> str:

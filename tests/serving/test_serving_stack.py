@@ -224,3 +224,15 @@ def test_non_finite_ranker_predictions_are_never_ranked_and_counted(caplog):
     assert (out.item_ids >= 0).all() and (out.item_ids % 2 == 0).all()  # 15 finite candidates fill the slates
     assert np.isfinite(out.score).all()
     assert p.nonfinite_scores > 0 and "non-finite scores" in caplog.text
+
+
+@pytest.mark.parametrize("kind", sorted(ARM_KINDS))
+def test_an_arm_without_items_serves_empty_slates(kind):
+    """Before its first upload (an HTTP client early in a run) every kind answers with padded empty slates and
+    logged features of the usual widths, not an error."""
+    spec = ArmSpec(name="a", kind=kind, share=0.5)
+    p = build_arm(spec, ArmContext(model=ModelConfig(dim=8, id_buckets=1024, hidden=16), slate_size=S, n_item_dense=1,
+                                   seed=3))
+    out = p.recommend(np.array([1, 2]), np.full(2, T), seed=0)
+    assert (out.item_ids == -1).all() and out.item_ids.shape == (2, S) and np.isneginf(out.score).all()
+    assert all(v.shape[:2] == (2, S) for v in out.extra.values())

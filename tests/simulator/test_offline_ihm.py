@@ -155,6 +155,13 @@ def test_tiny_synthetic_run_end_to_end():
     assert set(long["window"].unique()) == set(range(6)) and long.filter(pl.col("events") > 0)["hr"].is_between(0, 1).all()
     assert set(meta["figures"]["ihm"]) >= {"tail.w1.hr", "head.w1.ndcg", "tail.decay_slope", "train_s"}
     assert meta["figures"]["ihm"]["train_s"] == meta["figures"]["ihm_frozen"]["train_s"]  # one trained model
+    cells = long.filter(pl.col("events") > 0)
+    assert (cells["hr_lo"] <= cells["hr"]).all() and (cells["hr"] <= cells["hr_hi"]).all()
+    assert (cells["ndcg_lo"] <= cells["ndcg"]).all() and (cells["ndcg"] <= cells["ndcg_hi"]).all()
+    control = cells.filter(pl.col("variant") == "transductive")  # the scenario's control, against itself
+    assert not control["hr_sig"].any() and (control.filter(pl.col("hr") > 0)["hr_rel"] == 0).all()
+    assert {"overall_hr10_lo", "tail_ndcg10_hi", "head_hr10_sig"} <= set(table.columns)
+    assert "95% intervals from a paired bootstrap" in format_ihm_table(table, 10, SUBSETS)
 
 
 def test_unknown_variant_kind_is_a_clear_error():

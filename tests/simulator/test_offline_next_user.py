@@ -114,3 +114,12 @@ def test_tiny_offline_run_end_to_end(variant):
     assert (table["recall_50"] >= table["recall_20"]).all() and (table["recall_50"] > 0).all()
     assert set(meta["floors"]) == {"most_active", "user_knn", "truth"}  # the synthetic log carries its truth
     assert meta["floors"]["truth"]["recall_50"] >= meta["floors"]["truth"]["recall_20"] > 0
+    for row in table.iter_rows(named=True):  # every cell with its interval; the control differs from nothing
+        for k in (20, 50):
+            assert row[f"recall_{k}_lo"] <= row[f"recall_{k}"] <= row[f"recall_{k}_hi"]
+            assert row[f"recall_{k}_rel_lo"] <= row[f"recall_{k}_rel"] <= row[f"recall_{k}_rel_hi"]
+    assert not table.filter(pl.col("variant") == "next_user")["recall_20_sig"][0]
+    for floor in meta["floors"].values():
+        assert floor["recall_20_lo"] <= floor["recall_20"] <= floor["recall_20_hi"]
+    md = format_next_user_table(table, "next_user", [20, 50])
+    assert "95% intervals from a paired bootstrap over the held-out events" in md and " [" in md

@@ -1,6 +1,6 @@
 """HTTP under load while a simulation runs: latency percentiles, throughput and memory of the whole process tree.
 
-Starts ``simulate --http`` in a subprocess (Ray runtime, the Serve ingress on 127.0.0.1), waits for ``/healthz``,
+Starts ``simulate --http`` (this interpreter's ``python -m simulator.run.cli``) in a subprocess (Ray runtime, the Serve ingress on 127.0.0.1), waits for ``/healthz``,
 lets the run go on alone for ``--warmup`` seconds, then ``--clients`` concurrent httpx clients send
 ``POST /arms/{arm}/recommend`` (one user each, from a bounded pool of ``--users`` ids, arms in turn) for
 ``--seconds`` or until the run ends. Memory (PSS of the simulation's process tree and Ray's processes) is sampled
@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="coldsim-httpload-"))
-    cmd = ["simulate", "--scenario", args.scenario, "--scale", args.scale, "--http", "--set", f"serve.port={port}",
+    cmd = [sys.executable, "-m", "simulator.run.cli", "--scenario", args.scenario, "--scale", args.scale, "--http", "--set", f"serve.port={port}",
            "--storage", str(work / "runs"), "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--no-progress"]
     start = time.perf_counter()
     run = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -15,27 +15,37 @@ LEVEL = 0.95
 _CHUNK = 50  # replicates drawn at once (memory: chunk x events weights)
 
 
-def event_bootstrap(values: dict[str, np.ndarray], control: str, n_boot: int = N_BOOT, seed: int = 0,
-                    level: float = LEVEL) -> dict[str, dict[str, float]]:
-    """``values[variant]``: a per-event metric (hit 0/1, NDCG, ...) on the same events for every variant.
+def event_bootstrap(values: dict[str, np.ndarray | list[np.ndarray]], control: str, n_boot: int = N_BOOT,
+                    seed: int = 0, level: float = LEVEL) -> dict[str, dict[str, float]]:
+    """``values[variant]``: a per-event metric (hit 0/1, NDCG, ...) on the same events for every variant; or a
+    list of such arrays, one per training seed (the events of seed ``r`` the same for every variant).
+
+    With several seeds the bootstrap has two levels: each replicate draws the seeds with replacement, then each
+    drawn seed's events, and averages the seeds' means, so the interval covers the training seed as well as the
+    held-out sample; the point estimate is the mean over seeds.
 
     Returns per variant: ``mean``, ``lo``, ``hi`` (percentile interval of the mean), and against ``control``:
     ``rel`` (mean / control's mean - 1), ``rel_lo``, ``rel_hi`` and ``significant`` (the interval excludes 0;
     False for the control itself). NaN where there are no events or the control's mean is 0."""
     names = list(values)
-    stacked = np.stack([np.asarray(values[name], np.float64) for name in names])  # (V, n)
-    n = stacked.shape[1]
+    per_seed = [np.stack([np.asarray(_seeds(values[name])[r], np.float64) for name in names])
+                for r in range(len(_seeds(values[names[0]])))]  # R x (V, n_r)
     nan = float("nan")
-    if n == 0:
+    if any(block.shape[1] == 0 for block in per_seed):
         return {name: {"mean": nan, "lo": nan, "hi": nan, "rel": nan, "rel_lo": nan, "rel_hi": nan,
                        "significant": False} for name in names}
     rng = np.random.default_rng([seed, 0xB007])
-    means = np.empty((n_boot, len(names)))
+    R = len(per_seed)
+    means = np.zeros((n_boot, len(names)))
     for start in range(0, n_boot, _CHUNK):
         b = min(_CHUNK, n_boot - start)
-        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)]).astype(np.float64)
-        means[start:start + b] = counts @ stacked.T / n  # (b, V)
-    point = stacked.mean(1)
+        drawn = rng.integers(0, R, (b, R)) if R > 1 else np.zeros((b, 1), np.int64)
+        for r, block in enumerate(per_seed):
+            n = block.shape[1]
+            times = (drawn == r).sum(1)  # (b,) how often each replicate drew seed r
+            counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)]).astype(np.float64)
+            means[start:start + b] += times[:, None] * (counts @ block.T / n) / R
+    point = np.mean([block.mean(1) for block in per_seed], axis=0)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
     c = names.index(control)
@@ -52,6 +62,10 @@ def event_bootstrap(values: dict[str, np.ndarray], control: str, n_boot: int = N
                      "rel_hi": float(rel_hi[v]) if finite else nan,
                      "significant": bool(v != c and finite and (rel_lo[v] > 0 or rel_hi[v] < 0))}
     return out
+
+
+def _seeds(value) -> list[np.ndarray]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def format_mean(cell: dict[str, float], digits: int = 4) -> str:

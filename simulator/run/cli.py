@@ -147,10 +147,11 @@ def simulate(
             return
         console.print(f"[bold]coldsim[/] scenario [cyan]{sc.name}[/] scale={opts.scale or 'default'} runtime={opts.runtime}")
         if sc.protocol != "ab":
-            if replicates > 1:
-                raise ValueError(f"--replicates pools A/B lifts over seeds; scenario '{sc.name}' is the offline "
-                                 f"protocol '{sc.protocol}': run it once per seed with --seed N")
-            off = run_offline(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None)
+            if axes or parallel > 1:
+                raise ValueError(f"scenario '{sc.name}' is the offline protocol '{sc.protocol}': --sweep and --parallel "
+                                 "apply to A/B runs; --replicates N pools N seeds of the protocol in one run")
+            off = run_offline(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None,
+                              replicates=replicates)
             console.print(off.markdown)
             console.print(f"{off.summary}\n{off.wall_s:.1f}s")
             if off.parent_run_id:

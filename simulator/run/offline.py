@@ -34,14 +34,14 @@ Progress = Callable[[str], None] | None  # called with each variant's name when 
 
 
 def next_user_protocol(scenario: Scenario, log: Log, days: int | None, progress: Progress,
-                       out_dir: Path) -> OfflineOutcome:
+                       out_dir: Path, replicates: int = 1) -> OfflineOutcome:
     """Next-User's offline ablation (:mod:`simulator.run.offline_next_user`): Table 1 beside the floors."""
     from simulator.run.offline_next_user import run_next_user_offline
 
-    table, meta = run_next_user_offline(scenario, log, days, progress=progress)
+    table, meta = run_next_user_offline(scenario, log, days, progress=progress, replicates=replicates)
     ks = scenario.offline.recall_k
     random_recall = ", ".join(f"@{k}: {meta[f'random_recall_{k}']:.4f}" for k in ks)
-    summary = (f"{meta['train_samples']:,} training samples, {meta['test_events']:,} held-out events, "
+    summary = (f"{_seeds(meta)}{meta['train_samples']:,} training samples, {meta['test_events']:,} held-out events, "
                f"{meta['users']:,} candidate users (random recall {random_recall}); split after day "
                f"{meta['split_day']} of {meta['days']}")
     floors = format_next_user_floors(meta["floors"], {f"recall_{k}": meta[f"random_recall_{k}"] for k in ks}, ks)
@@ -50,15 +50,17 @@ def next_user_protocol(scenario: Scenario, log: Log, days: int | None, progress:
     return OfflineOutcome(table, markdown, meta, summary, {"floors.md": floors}, {})
 
 
-def ihm_protocol(scenario: Scenario, log: Log, days: int | None, progress: Progress, out_dir: Path) -> OfflineOutcome:
+def ihm_protocol(scenario: Scenario, log: Log, days: int | None, progress: Progress, out_dir: Path,
+                 replicates: int = 1) -> OfflineOutcome:
     """IHM's offline decay protocol (:mod:`simulator.run.offline_ihm`): Table 1, HitRate per window, decay slopes."""
     from simulator.run.offline_ihm import SUBSETS, run_ihm_offline
     from simulator.run.plots import plot_decay
 
-    table, meta = run_ihm_offline(scenario, log, days, progress=progress)
+    table, meta = run_ihm_offline(scenario, log, days, progress=progress, replicates=replicates)
     config = scenario.ihm_offline
     decay_md = format_ihm_decay(meta["long"], meta["decay"], SUBSETS)
-    summary = (f"{meta['train_positives']:,} training positives before the median timestamp, {meta['test_events']:,} "
+    summary = (f"{_seeds(meta)}{meta['train_positives']:,} training positives before the median timestamp, "
+               f"{meta['test_events']:,} "
                f"test positives ({meta['test_tail_events']:,} on tail items) in {config.windows} windows of "
                f"{meta['window_days']:.1f} days (" + ", ".join(f"{n:,}" for n in meta['window_events'])
                + f" positives); {meta['tail_items']:,} of {meta['items']:,} items "
@@ -69,9 +71,15 @@ def ihm_protocol(scenario: Scenario, log: Log, days: int | None, progress: Progr
     return OfflineOutcome(table, format_ihm_table(table, config.k, SUBSETS), meta, summary, tables, plots)
 
 
-OFFLINE_PROTOCOLS: dict[str, Callable[[Scenario, Log, int | None, Progress, Path], OfflineOutcome]] = {
+def _seeds(meta: dict) -> str:
+    """The summary's opening when the figures are means over seeds (each seed's sample sizes follow)."""
+    seeds = meta.get("seeds", [])
+    return f"means over seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} replicates), per seed: " if len(seeds) > 1 else ""
+
+
+OFFLINE_PROTOCOLS: dict[str, Callable[..., OfflineOutcome]] = {
     "next_user_offline": next_user_protocol,
     "ihm_offline": ihm_protocol,
 }
-"""Scenario.protocol -> its offline run (log -> table, markdown, summary, artifacts): the only place these names map
-to code."""
+"""Scenario.protocol -> its offline run ``(scenario, log, days, progress, out_dir, replicates=1)`` -> table, markdown,
+summary, artifacts: the only place these names map to code."""

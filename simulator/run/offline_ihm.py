@@ -89,19 +89,26 @@ def summarize(variant: str, rank: np.ndarray, window: np.ndarray, tail: np.ndarr
     return pl.DataFrame(rows)
 
 
-def intervals(ranks: dict[str, np.ndarray], window: np.ndarray, tail: np.ndarray, control: str, k: int, windows: int,
+def intervals(per_seed: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]], control: str, k: int, windows: int,
               seed: int) -> pl.DataFrame:
     """Per variant, window and subset (as :func:`summarize`): the 95% intervals of HR@k and NDCG@k, their relative
     differences from ``control`` and whether those are significant (paired bootstrap over the cell's test events,
-    :func:`simulator.metrics.offline_ci.event_bootstrap`)."""
-    per_event = {name: hit_ndcg(rank, k) for name, rank in ranks.items()}
+    and over the seeds when there are several: :func:`simulator.metrics.offline_ci.event_bootstrap`).
+    ``per_seed``: for each seed, (variant -> the test events' ranks, each event's window, whether it is tail)."""
+    names = list(per_seed[0][0])
+    per_event = [({name: hit_ndcg(rank, k) for name, rank in ranks.items()}, window, tail)
+                 for ranks, window, tail in per_seed]
     rows = []
     for window_index in range(windows + 1):
-        in_window = np.ones_like(tail) if window_index == 0 else window == window_index - 1
-        for subset, mask in (("overall", in_window), ("tail", in_window & tail), ("head", in_window & ~tail)):
-            row = {name: {"variant": name, "window": window_index, "subset": subset} for name in ranks}
+        for subset in ("overall", "tail", "head"):
+            masks = []
+            for _, window, tail in per_event:
+                in_window = np.ones_like(tail) if window_index == 0 else window == window_index - 1
+                masks.append({"overall": in_window, "tail": in_window & tail, "head": in_window & ~tail}[subset])
+            row = {name: {"variant": name, "window": window_index, "subset": subset} for name in names}
             for m, metric in enumerate(("hr", "ndcg")):
-                cells = event_bootstrap({name: values[m][mask] for name, values in per_event.items()}, control, seed=seed)
+                cells = event_bootstrap({name: [values[name][m][mask] for (values, _, _), mask in zip(per_event, masks)]
+                                         for name in names}, control, seed=seed)
                 for name, cell in cells.items():
                     row[name].update({f"{metric}_lo": cell["lo"], f"{metric}_hi": cell["hi"], f"{metric}_rel": cell["rel"],
                                       f"{metric}_rel_lo": cell["rel_lo"], f"{metric}_rel_hi": cell["rel_hi"],
@@ -227,11 +234,14 @@ def sizes_of(scenario: Scenario, n_item_dense: int) -> RetrievalSizes:
         tau=model.tau, lr=config.lr, seed=scenario.seed)
 
 
-def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progress=None) -> tuple[pl.DataFrame, dict]:
+def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progress=None,
+                    replicates: int = 1) -> tuple[pl.DataFrame, dict]:
     """Train each variant's model once, score every window; returns (window-1 Table-1 layout, meta).
 
     meta: ``figures`` (per-variant scalars for the child runs), ``long`` (every window x subset),
-    ``decay`` (slopes), counts. ``days``: use only the log's first days.
+    ``decay`` (slopes), counts. ``days``: use only the log's first days. ``replicates``: seeds ``seed``,
+    ``seed + 1``, ...; each draws the split's sample and initialises and trains the models; the figures are the
+    means over the seeds and the intervals cover seeds and events (two-level bootstrap).
     """
     torch.set_num_threads(1)
     config = scenario.ihm_offline
@@ -240,43 +250,52 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
         raise ValueError(f"ihm_offline: arm kinds {unknown} are not variants of the protocol; known: {sorted(VARIANTS)}")
     items = ItemTable.of(log)
     positives = Positives.of(log, items, until_ts=log.t0 + days * SECONDS_PER_DAY if days else None)
-    split = Split.of(positives, len(items), config, scenario.seed)
-    known = np.zeros(int(positives.user_idx.max()) + 1, bool)
-    known[positives.user_idx[split.train]] = True
-    batches = Batches(positives, items, config.model.seq_len, config.model.max_history,
-                      known if config.known_users_only else None)
-    sizes = sizes_of(scenario, items.features_by_row["item_dense"].shape[1])
-    log_q = torch.from_numpy(np.log(np.maximum(split.train_count, 1) / max(len(split.train), 1)))
-    tail = split.train_count[positives.item[split.test]] < config.tail_max
-    chunks = Chunks.of(positives, split.train, config.model.seq_len)
-    trained: dict[str, tuple[RetrievalTask, dict, torch.Tensor]] = {}
-    longs, figures, ranks = [], {}, {}
-    for arm in scenario.arms:
-        variant = VARIANTS[arm.kind]
-        if variant.model not in trained:
-            task = RETRIEVAL_MODELS[variant.model](sizes, log_q)
-            stats = train(task, batches, chunks, config.epochs, config.batch_size, scenario.seed)
-            trained[variant.model] = (task, stats, user_vectors(task, batches, split))
-        task, stats, users = trained[variant.model]
-        start = time.perf_counter()
-        rank = score(task, variant, batches, split, config, scenario.seed, users=users)
-        ranks[arm.name] = rank
-        long = summarize(arm.name, rank, split.window, tail, config.k, config.windows)
-        longs.append(long)
-        figures[arm.name] = {**stats, "score_s": time.perf_counter() - start,
-                             **{f"{row['subset']}.w{row['window']}.{metric}": row[metric]
-                                for row in long.iter_rows(named=True) for metric in ("hr", "ndcg")}}
-        if progress is not None:
-            progress(arm.name)
-    long = pl.concat(longs)
-    control = scenario.control if scenario.control in ranks else next(iter(ranks))
-    long = long.join(intervals(ranks, split.window, tail, control, config.k, config.windows, scenario.seed),
+    control = scenario.control if scenario.control in {arm.name for arm in scenario.arms} else scenario.arms[0].name
+    seeds = [scenario.seed + r for r in range(replicates)]
+    longs, seed_figures, per_seed = [], [], []
+    for seed in seeds:
+        split = Split.of(positives, len(items), config, seed)
+        known = np.zeros(int(positives.user_idx.max()) + 1, bool)
+        known[positives.user_idx[split.train]] = True
+        batches = Batches(positives, items, config.model.seq_len, config.model.max_history,
+                          known if config.known_users_only else None)
+        sizes = sizes_of(scenario.model_copy(update={"seed": seed}), items.features_by_row["item_dense"].shape[1])
+        log_q = torch.from_numpy(np.log(np.maximum(split.train_count, 1) / max(len(split.train), 1)))
+        tail = split.train_count[positives.item[split.test]] < config.tail_max
+        chunks = Chunks.of(positives, split.train, config.model.seq_len)
+        trained: dict[str, tuple[RetrievalTask, dict, torch.Tensor]] = {}
+        figures, ranks = {}, {}
+        for arm in scenario.arms:
+            variant = VARIANTS[arm.kind]
+            if variant.model not in trained:
+                task = RETRIEVAL_MODELS[variant.model](sizes, log_q)
+                stats = train(task, batches, chunks, config.epochs, config.batch_size, seed)
+                trained[variant.model] = (task, stats, user_vectors(task, batches, split))
+            task, stats, users = trained[variant.model]
+            started = time.perf_counter()
+            rank = score(task, variant, batches, split, config, seed, users=users)
+            ranks[arm.name] = rank
+            long = summarize(arm.name, rank, split.window, tail, config.k, config.windows)
+            longs.append(long)
+            figures[arm.name] = {**stats, "score_s": time.perf_counter() - started,
+                                 **{f"{row['subset']}.w{row['window']}.{metric}": row[metric]
+                                    for row in long.iter_rows(named=True) for metric in ("hr", "ndcg")}}
+            if progress is not None:
+                progress(arm.name)
+        seed_figures.append(figures)
+        per_seed.append((ranks, split.window, tail))
+    # every figure is the mean over the seeds (one seed: itself)
+    long = (pl.concat(longs).group_by(["variant", "window", "subset"], maintain_order=True)
+            .agg(pl.col("events").mean().round().cast(pl.Int64), pl.col("hr").mean(), pl.col("ndcg").mean()))
+    figures = {arm.name: {key: float(np.mean([f[arm.name][key] for f in seed_figures])) for key in seed_figures[0][arm.name]}
+               for arm in scenario.arms}
+    long = long.join(intervals(per_seed, control, config.k, config.windows, scenario.seed),
                      on=["variant", "window", "subset"], how="left", maintain_order="left")
     decay = decay_slopes(long)
     for row in decay.iter_rows(named=True):
         figures[row["variant"]][f"{row['subset']}.decay_slope"] = row["slope"]
         figures[row["variant"]][f"{row['subset']}.decay_rel_slope"] = row["rel_slope"]
-    meta = {"figures": figures, "long": long, "decay": decay, "train_positives": int(len(split.train)),
+    meta = {"figures": figures, "long": long, "decay": decay, "seeds": seeds, "train_positives": int(len(split.train)),
             "test_events": int(len(split.test)), "test_tail_events": int(tail.sum()), "items": int(len(items)),
             "tail_items": int((split.train_count < config.tail_max).sum()), "split_ts": split.split_ts,
             "window_days": float((split.end_ts - split.split_ts) / config.windows / SECONDS_PER_DAY),

@@ -198,10 +198,13 @@ def floor_recalls(s: NextUserSamples, rows: np.ndarray, log: Log, users: np.ndar
     return {n: {f"recall_{k}": hits[n][k] / max(len(rows), 1) for k in ks} for n in names}
 
 
-def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None, progress=None) -> tuple[pl.DataFrame, dict]:
+def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None, progress=None,
+                          replicates: int = 1) -> tuple[pl.DataFrame, dict]:
     """Train every arm's Next-User variant on the same stream; returns (Table-1 layout, per-variant figures).
 
-    ``days``: use only the log's first days (default: the whole log).
+    ``days``: use only the log's first days (default: the whole log). ``replicates``: seeds ``seed``,
+    ``seed + 1``, ...; each draws its held-out events and training negatives and initialises the models; the
+    figures are the means over the seeds and the intervals cover seeds and events (two-level bootstrap).
     """
     oc = scenario.offline
     t0, n_days = log.t0, min(log.n_days, days) if days else log.n_days
@@ -212,44 +215,62 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     item_dense = (np.stack([log.items[c].to_numpy().astype(np.float32) for c in feature_cols], 1)
                   if feature_cols else np.zeros((log.items.num_rows, 1), np.float32))
     users, udense = user_features(log, split_ts)
-    ctx = ArmContext(model=scenario.model, slate_size=scenario.synthetic.slate_size, n_item_dense=item_dense.shape[1],
-                     seed=scenario.seed)
     max_len = max((a.next_user.seq_len if a.next_user else 50) for a in scenario.arms)
     samples = build_samples(log, max_len)
-    train_rows, test_pos = split_rows(scenario, samples, users, split_ts, end_ts)
-    rows_out, figures, ranks = [], {}, {}
-    for i, arm in enumerate(scenario.arms):
-        parts: list = []
-        figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), scenario, samples, train_rows, test_pos, log,
-                                             item_dense, users, udense, parts)
-        ranks[arm.name] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        rows_out.append({"variant": arm.name, **figures[arm.name]})
-        if progress is not None:
-            progress(arm.name)
-    table = pl.DataFrame(rows_out)
+    seeds = [scenario.seed + r for r in range(replicates)]
+    per_seed: list[dict] = []  # per seed: variant -> figures
+    ranks: dict[str, list[np.ndarray]] = {arm.name: [] for arm in scenario.arms}
+    floor_ranks: dict[str, list[np.ndarray]] = {}
+    floor_parts = []
+    for seed in seeds:  # a seed draws the held-out sample and the training negatives, and initialises the models
+        seeded = scenario.model_copy(update={"seed": seed})
+        ctx = ArmContext(model=scenario.model, slate_size=scenario.synthetic.slate_size,
+                         n_item_dense=item_dense.shape[1], seed=seed)
+        train_rows, test_pos = split_rows(seeded, samples, users, split_ts, end_ts)
+        figures = {}
+        for i, arm in enumerate(scenario.arms):
+            parts: list = []
+            figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), seeded, samples, train_rows, test_pos, log,
+                                                 item_dense, users, udense, parts)
+            ranks[arm.name].append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+            if progress is not None:
+                progress(arm.name)
+        per_seed.append(figures)
+        seed_floor_ranks: dict = {}
+        floor_parts.append(floor_recalls(samples, test_pos, log, users, split_ts, oc.recall_k, seed=seed,
+                                         ranks=seed_floor_ranks))
+        for name, rank in seed_floor_ranks.items():
+            floor_ranks.setdefault(name, []).append(rank)
+    # every figure is the mean over the seeds
+    figures = {arm.name: {key: float(np.mean([f[arm.name][key] for f in per_seed])) for key in per_seed[0][arm.name]}
+               for arm in scenario.arms}
+    floors = {name: {key: float(np.mean([f[name][key] for f in floor_parts])) for key in floor_parts[0][name]}
+              for name in floor_parts[0]}
+    table = pl.DataFrame([{"variant": arm.name, **figures[arm.name]} for arm in scenario.arms])
     ks = [f"recall_{k}" for k in oc.recall_k]
     ctrl = table.filter(pl.col("variant") == scenario.control).row(0, named=True)
     table = table.with_columns([((pl.col(k) / ctrl[k]) - 1.0).alias(f"{k}_rel") for k in ks])
     table = table.join(recall_intervals(ranks, scenario.control, oc.recall_k, scenario.seed), on="variant",
                        how="left", maintain_order="left")
-    floor_ranks: dict = {}
-    floors = floor_recalls(samples, test_pos, log, users, split_ts, oc.recall_k, seed=scenario.seed, ranks=floor_ranks)
     for interval in recall_intervals(floor_ranks, next(iter(floor_ranks)), oc.recall_k, scenario.seed).iter_rows(named=True):
         floors[interval["variant"]].update({key: value for key, value in interval.items()
                                             if key.endswith(("_lo", "_hi")) and "_rel_" not in key})
-    meta = {"split_day": split_day, "days": n_days, "train_samples": int(len(train_rows)), "test_events": int(len(test_pos)),
+    meta = {"split_day": split_day, "days": n_days, "seeds": seeds, "train_samples": int(len(train_rows)),
+            "test_events": int(len(test_pos)),
             "users": int(len(users)), **{f"random_recall_{k}": min(1.0, k / max(len(users), 1)) for k in oc.recall_k},
             **{f"floor_{n}_{m}": v for n, f in floors.items() for m, v in f.items()}}
     return table, {"figures": figures, "floors": floors, **meta}
 
 
-def recall_intervals(ranks: dict[str, np.ndarray], control: str, ks: list[int], seed: int) -> pl.DataFrame:
+def recall_intervals(ranks: dict[str, list[np.ndarray]], control: str, ks: list[int], seed: int) -> pl.DataFrame:
     """Per variant and K: the 95% interval of Recall@K and of its relative difference from ``control``, and
-    whether that difference is significant (paired bootstrap over the held-out events,
-    :func:`simulator.metrics.offline_ci.event_bootstrap`)."""
+    whether that difference is significant (paired bootstrap over the held-out events of each seed, and over the
+    seeds when there are several: :func:`simulator.metrics.offline_ci.event_bootstrap`). ``ranks``: variant ->
+    the events' ranks, one array per seed."""
     rows = {name: {"variant": name} for name in ranks}
     for k in ks:
-        cells = event_bootstrap({name: (rank < k).astype(np.float64) for name, rank in ranks.items()}, control, seed=seed)
+        cells = event_bootstrap({name: [(r < k).astype(np.float64) for r in per_seed] for name, per_seed in ranks.items()},
+                                control, seed=seed)
         for name, cell in cells.items():
             rows[name].update({f"recall_{k}_lo": cell["lo"], f"recall_{k}_hi": cell["hi"],
                                f"recall_{k}_rel_lo": cell["rel_lo"], f"recall_{k}_rel_hi": cell["rel_hi"],

@@ -151,9 +151,11 @@ def record_finished(scenario: Scenario, opts: RunOptions, outcome: RunOutcome, d
 
 
 def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None = DEFAULT_TRACKING_URI,
-                progress_factory=None) -> OfflineOutcome:
+                progress_factory=None, replicates: int = 1) -> OfflineOutcome:
     """An offline protocol (``scenario.protocol``, :data:`~simulator.run.offline.OFFLINE_PROTOCOLS`) on the run's
-    log, recorded in MLflow like an A/B run."""
+    log, recorded in MLflow like an A/B run; ``replicates`` seeds pooled (means, two-level bootstrap intervals)."""
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
     start = time.perf_counter()
     resolved = resolve_scenario(scenario, opts)
     if resolved.protocol not in OFFLINE_PROTOCOLS:
@@ -176,10 +178,10 @@ def run_offline(scenario: Scenario, opts: RunOptions, tracking_uri: str | None =
         with tempfile.TemporaryDirectory(prefix="coldsim-offline-") as tmp:
             if progress_factory is not None:
                 with progress_factory() as bar:
-                    task = bar.add_task("variants", total=len(resolved.arms))
-                    outcome = protocol(resolved, log, opts.days, lambda _: bar.advance(task), Path(tmp))
+                    task = bar.add_task("variants", total=len(resolved.arms) * replicates)
+                    outcome = protocol(resolved, log, opts.days, lambda _: bar.advance(task), Path(tmp), replicates)
             else:
-                outcome = protocol(resolved, log, opts.days, None, Path(tmp))
+                outcome = protocol(resolved, log, opts.days, None, Path(tmp), replicates)
             if tracker is not None:
                 tracker.finish_offline(outcome)
     except BaseException as exc:

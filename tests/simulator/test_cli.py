@@ -52,8 +52,9 @@ def test_dry_run_validates_and_runs_nothing(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "n_users" in bad.output
     missing = runner.invoke(app, ["--log", f"tabular:{tmp_path / 'nope.csv'}", "--dry-run"])
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())  # rich wraps long paths
-    offline = runner.invoke(app, ["--scenario", "next_user_ablation", "--scale", "tiny", "--replicates", "3"])
-    assert offline.exit_code == 2 and "run it once per seed with --seed N" in offline.output
+    offline = runner.invoke(app, ["--scenario", "next_user_ablation", "--scale", "tiny", "--replicates", "3",
+                                  "--sweep", "world.creator_elasticity=0.2,0.5"])
+    assert offline.exit_code == 2 and "--replicates N pools N seeds of the protocol" in " ".join(offline.output.split())
     start = runner.invoke(app, ["--scale", "tiny", "--start", "2024-01-01", "--dry-run"])
     assert start.exit_code == 2 and "--start picks the window of a real log" in start.output
     shards = runner.invoke(app, ["--scale", "tiny", "--arm-replicas", "3", "--dry-run"])

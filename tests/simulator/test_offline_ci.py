@@ -52,3 +52,15 @@ def test_cells_are_formatted_with_their_interval_and_significance():
     assert format_rel({"rel": -0.027, "rel_lo": -0.051, "rel_hi": -0.003, "significant": True}) == "-2.70% [-5.1, -0.3]*"
     assert format_rel({"rel": 0.01, "rel_lo": -0.02, "rel_hi": 0.04, "significant": False}) == "+1.00% [-2.0, +4.0]"
     assert format_rel({"rel": float("nan"), "rel_lo": 0, "rel_hi": 0, "significant": False}) == "n/a"
+
+
+def test_with_several_seeds_the_interval_covers_the_seeds_too():
+    """Two seeds whose hit rates differ (0.2 and 0.4 on 4,000 events each): the point is their mean, and the
+    interval, drawing seeds as well as events, spans most of the gap; one seed's events alone give a narrow one."""
+    rng = np.random.default_rng(4)
+    low, high = (rng.random(4000) < 0.2).astype(float), (rng.random(4000) < 0.4).astype(float)
+    pooled = event_bootstrap({"a": [low, high]}, "a")["a"]
+    assert pooled["mean"] == (low.mean() + high.mean()) / 2
+    assert pooled["lo"] < 0.22 and pooled["hi"] > 0.38  # a seed drawn twice is a possible world
+    single = event_bootstrap({"a": [low]}, "a")["a"]
+    assert single == event_bootstrap({"a": low}, "a")["a"] and single["hi"] - single["lo"] < 0.03

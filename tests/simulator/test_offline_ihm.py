@@ -222,3 +222,20 @@ def test_test_time_histories_keep_only_known_users():
     train = b.item_batch(np.array([0]), np.array([11 * H]))
     assert test["hist_users"][0, : test["hist_len"][0]].tolist() == [1, 2, 3]
     assert train["hist_users"][0, : train["hist_len"][0]].tolist() == [1, 2, 3, 4]
+
+
+def test_replicates_pool_the_seeds_windows():
+    """replicates=2: every window's HitRate is the mean of the two one-seed runs', with its interval."""
+    from simulator.core.config import SyntheticConfig
+    from simulator.run.offline_ihm import run_ihm_offline
+    from simulator.sources.synthetic import generate_synthetic
+
+    log = generate_synthetic(SyntheticConfig(n_users=300, n_creators=30, days=3), seed=1)
+    sc = _tiny_scenario(("ihm", "transductive"))
+    one = [run_ihm_offline(sc.model_copy(update={"seed": seed}), log)[1]["long"] for seed in (sc.seed, sc.seed + 1)]
+    _, meta = run_ihm_offline(sc, log, replicates=2)
+    assert meta["seeds"] == [sc.seed, sc.seed + 1]
+    cell = (pl.col("variant") == "ihm") & (pl.col("window") == 0) & (pl.col("subset") == "overall")
+    expected = (one[0].filter(cell)["hr"][0] + one[1].filter(cell)["hr"][0]) / 2
+    pooled = meta["long"].filter(cell).row(0, named=True)
+    assert pooled["hr"] == pytest.approx(expected) and pooled["hr_lo"] <= pooled["hr"] <= pooled["hr_hi"]

@@ -123,3 +123,35 @@ def test_tiny_offline_run_end_to_end(variant):
         assert floor["recall_20_lo"] <= floor["recall_20"] <= floor["recall_20_hi"]
     md = format_next_user_table(table, "next_user", [20, 50])
     assert "95% intervals from a paired bootstrap over the held-out events" in md and " [" in md
+
+
+def test_replicates_pool_the_seeds_figures(monkeypatch):
+    """replicates=2 is seeds s and s + 1, each with its own held-out sample and models: every figure is the mean
+    of the two seeds' and the intervals come from both. Training is replaced by a fake whose Recall depends on the
+    seed (the real one is path-dependent within a process: docs/models/next_user.md, 'Reproducibility')."""
+    import simulator.run.offline_next_user as protocol
+    from scenarios import get_scenario
+    from simulator.core.config import OfflineConfig, SyntheticConfig
+    from simulator.sources.synthetic import generate_synthetic
+
+    def fake(arm, ctx, sc, s, train_rows, test_rows, log, item_dense, users, udense, ranks):
+        rank = np.where(np.arange(len(test_rows)) % (2 + sc.seed % 2) == 0, 0, 100)  # a hit every 2nd or 3rd event
+        ranks.append(rank)
+        return {"recall_20": float((rank < 20).mean()), "recall_50": float((rank < 50).mean()), "train_s": 1.0,
+                "train_samples_per_s": 1.0, "seed": float(sc.seed)}
+
+    monkeypatch.setattr(protocol, "_train_and_score", fake)
+    sc = get_scenario("next_user_ablation")
+    sc = sc.model_copy(update={"arms": [a for a in sc.arms if a.name in ("next_user", "lookalike")],
+                               "offline": OfflineConfig(epochs=1, samples_per_step=2048, max_eval=200)})
+    log = generate_synthetic(SyntheticConfig(n_users=300, n_creators=30, days=3), seed=1)
+    one = [protocol.run_next_user_offline(sc.model_copy(update={"seed": seed}), log) for seed in (sc.seed, sc.seed + 1)]
+    both, meta = protocol.run_next_user_offline(sc, log, replicates=2)
+    assert meta["seeds"] == [sc.seed, sc.seed + 1] and both["seed"].to_list() == [sc.seed + 0.5] * 2
+    row = both.row(0, named=True)
+    assert row["recall_20"] == pytest.approx((one[0][0]["recall_20"][0] + one[1][0]["recall_20"][0]) / 2)
+    assert row["recall_20"] != one[0][0]["recall_20"][0]  # the seeds differ: the pooling is seen
+    assert row["recall_20_lo"] < row["recall_20"] < row["recall_20_hi"]
+    for name, floor in meta["floors"].items():  # the floors are pooled the same way
+        expected = (one[0][1]["floors"][name]["recall_20"] + one[1][1]["floors"][name]["recall_20"]) / 2
+        assert floor["recall_20"] == pytest.approx(expected), name

@@ -38,7 +38,7 @@ import torch
 
 from simulator.core.config import IHMOfflineConfig, Scenario
 from simulator.core.schema import SECONDS_PER_DAY, Log
-from simulator.metrics.offline_ci import event_bootstrap
+from simulator.metrics.offline_ci import event_bootstrap, slope_intervals
 from simulator.run.offline_ihm_data import Batches, Chunks, ItemTable, Positives, Split
 from trainers.tasks.ihm_offline import RETRIEVAL_MODELS, RetrievalSizes, RetrievalTask
 from trainers.models.ihm import IHMConfig
@@ -90,15 +90,18 @@ def summarize(variant: str, rank: np.ndarray, window: np.ndarray, tail: np.ndarr
 
 
 def intervals(per_seed: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]], control: str, k: int, windows: int,
-              seed: int) -> pl.DataFrame:
+              seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per variant, window and subset (as :func:`summarize`): the 95% intervals of HR@k and NDCG@k, their relative
     differences from ``control`` and whether those are significant (paired bootstrap over the cell's test events,
     and over the seeds when there are several: :func:`simulator.metrics.offline_ci.event_bootstrap`).
-    ``per_seed``: for each seed, (variant -> the test events' ranks, each event's window, whether it is tail)."""
+    ``per_seed``: for each seed, (variant -> the test events' ranks, each event's window, whether it is tail).
+    Also returns, per variant and subset, the intervals of the decay slope of HR@k over windows 1..W
+    (:func:`simulator.metrics.offline_ci.slope_intervals`)."""
     names = list(per_seed[0][0])
     per_event = [({name: hit_ndcg(rank, k) for name, rank in ranks.items()}, window, tail)
                  for ranks, window, tail in per_seed]
     rows = []
+    hr_replicates: dict[str, list] = {subset: [] for subset in ("overall", "tail", "head")}  # windows 1..W
     for window_index in range(windows + 1):
         for subset in ("overall", "tail", "head"):
             masks = []
@@ -107,14 +110,20 @@ def intervals(per_seed: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray
                 masks.append({"overall": in_window, "tail": in_window & tail, "head": in_window & ~tail}[subset])
             row = {name: {"variant": name, "window": window_index, "subset": subset} for name in names}
             for m, metric in enumerate(("hr", "ndcg")):
+                kept = hr_replicates[subset] if metric == "hr" and window_index > 0 else None
                 cells = event_bootstrap({name: [values[name][m][mask] for (values, _, _), mask in zip(per_event, masks)]
-                                         for name in names}, control, seed=seed)
+                                         for name in names}, control, seed=seed, replicates=kept)
                 for name, cell in cells.items():
                     row[name].update({f"{metric}_lo": cell["lo"], f"{metric}_hi": cell["hi"], f"{metric}_rel": cell["rel"],
                                       f"{metric}_rel_lo": cell["rel_lo"], f"{metric}_rel_hi": cell["rel_hi"],
                                       f"{metric}_sig": cell["significant"]})
             rows.extend(row.values())
-    return pl.DataFrame(rows)
+    slopes = []
+    for subset, per_window in hr_replicates.items():
+        present = [(w, r) for w, r in enumerate(per_window, 1) if r is not None]
+        cells = slope_intervals(np.array([w for w, _ in present]), [r for _, r in present], names)
+        slopes.extend({"variant": name, "subset": subset, **cell} for name, cell in cells.items())
+    return pl.DataFrame(rows), pl.DataFrame(slopes)
 
 
 def decay_slopes(long: pl.DataFrame) -> pl.DataFrame:
@@ -289,9 +298,9 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
             .agg(pl.col("events").mean().round().cast(pl.Int64), pl.col("hr").mean(), pl.col("ndcg").mean()))
     figures = {arm.name: {key: float(np.mean([f[arm.name][key] for f in seed_figures])) for key in seed_figures[0][arm.name]}
                for arm in scenario.arms}
-    long = long.join(intervals(per_seed, control, config.k, config.windows, scenario.seed),
-                     on=["variant", "window", "subset"], how="left", maintain_order="left")
-    decay = decay_slopes(long)
+    cells, slope_cells = intervals(per_seed, control, config.k, config.windows, scenario.seed)
+    long = long.join(cells, on=["variant", "window", "subset"], how="left", maintain_order="left")
+    decay = decay_slopes(long).join(slope_cells, on=["variant", "subset"], how="left", maintain_order="left")
     for row in decay.iter_rows(named=True):
         figures[row["variant"]][f"{row['subset']}.decay_slope"] = row["slope"]
         figures[row["variant"]][f"{row['subset']}.decay_rel_slope"] = row["rel_slope"]

@@ -396,6 +396,15 @@ def format_ihm_decay(long: pl.DataFrame, decay: pl.DataFrame, subsets: tuple[str
         slopes = {row["subset"]: row for row in decay.filter(pl.col("variant") == variant).iter_rows(named=True)}
         lines.append(f"| {variant} | "
                      + " | ".join(f"{hit_rate(w, 'tail'):.4f} / {hit_rate(w, 'head'):.4f}" for w in range(1, n_windows + 1))
-                     + " | " + " | ".join(f"{slopes[s]['slope']:+.4f} ({100 * slopes[s]['rel_slope']:+.1f}%)" for s in subsets)
+                     + " | " + " | ".join(_slope_cell(slopes[s]) for s in subsets)
                      + " |")
-    return head + "\n".join(lines) + "\n"
+    note = ("\nSlopes with their 95% interval (bootstrap over each window's test events); * marks a slope whose "
+            "interval excludes 0.\n" if "slope_lo" in decay.columns else "")
+    return head + "\n".join(lines) + "\n" + note
+
+
+def _slope_cell(row: dict) -> str:
+    cell = f"{row['slope']:+.4f} ({100 * row['rel_slope']:+.1f}%)"
+    if "slope_lo" in row and row["slope_lo"] == row["slope_lo"]:
+        cell += f" [{row['slope_lo']:+.4f}, {row['slope_hi']:+.4f}]" + ("*" if row["slope_sig"] else "")
+    return cell

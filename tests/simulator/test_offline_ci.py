@@ -64,3 +64,20 @@ def test_with_several_seeds_the_interval_covers_the_seeds_too():
     assert pooled["lo"] < 0.22 and pooled["hi"] > 0.38  # a seed drawn twice is a possible world
     single = event_bootstrap({"a": [low]}, "a")["a"]
     assert single == event_bootstrap({"a": low}, "a")["a"] and single["hi"] - single["lo"] < 0.03
+
+
+def test_the_slope_interval_comes_from_each_windows_replicates():
+    """Three windows whose hit rates fall 0.5, 0.4, 0.3 on 3,000 events each: the slope is -0.1 per window and its
+    interval excludes 0; flat windows give an interval around 0."""
+    from simulator.metrics.offline_ci import slope_intervals
+
+    rng = np.random.default_rng(5)
+    falling, flat = [], []
+    for p in (0.5, 0.4, 0.3):
+        event_bootstrap({"a": (rng.random(3000) < p).astype(float)}, "a", replicates=falling)
+        event_bootstrap({"a": (rng.random(3000) < 0.4).astype(float)}, "a", replicates=flat)
+    down = slope_intervals(np.array([1, 2, 3]), falling, ["a"])["a"]
+    assert down["slope_hi"] < 0 and down["slope_lo"] < -0.08 < down["slope_hi"] + 0.04 and down["slope_sig"]
+    level = slope_intervals(np.array([1, 2, 3]), flat, ["a"])["a"]
+    assert level["slope_lo"] < 0 < level["slope_hi"] and not level["slope_sig"]
+    assert not slope_intervals(np.array([1]), falling[:1], ["a"])["a"]["slope_sig"]  # one window: no slope

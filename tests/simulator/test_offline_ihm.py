@@ -162,6 +162,8 @@ def test_tiny_synthetic_run_end_to_end():
     assert not control["hr_sig"].any() and (control.filter(pl.col("hr") > 0)["hr_rel"] == 0).all()
     assert {"overall_hr10_lo", "tail_ndcg10_hi", "head_hr10_sig"} <= set(table.columns)
     assert "95% intervals from a paired bootstrap" in format_ihm_table(table, 10, SUBSETS)
+    decay = meta["decay"]
+    assert (decay.filter(pl.col("slope").is_not_nan())["slope_lo"] <= decay.filter(pl.col("slope").is_not_nan())["slope_hi"]).all()
 
 
 def test_unknown_variant_kind_is_a_clear_error():

@@ -8,7 +8,6 @@ creator dynamics, metrics, MLflow logging and a checkpoint.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -22,10 +21,11 @@ from simulator.core.storage import Location
 from simulator.core.schema import (EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA,
                                    VISITS_SCHEMA, Log)
 from simulator.metrics.daily import daily_metrics
-from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, has_checkpoint, load_exposures, load_latest_checkpoint,
-                                      save_checkpoint, save_exposures)
+from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, load_exposures, load_latest_checkpoint, save_checkpoint,
+                                      save_exposures)
 from simulator.run.results import ArmRun, SimulationResult, measure
-from simulator.run.runtime import ComponentLost, Runtime, RuntimeSpec
+from simulator.run.recovery import play
+from simulator.run.runtime import Runtime, RuntimeSpec
 from simulator.run.timing import StageTimer
 from simulator.world.creators import CreatorDynamics
 from simulator.world.oracle_match import oracle_candidates
@@ -39,8 +39,6 @@ from trainers.learner import concat_batches
 if TYPE_CHECKING:
     from serving.stack import Slates
 
-logger = logging.getLogger(__name__)
-MAX_RECOVERIES = 3  # recoveries in place in one run before it stops (a component that keeps dying)
 
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
@@ -58,7 +56,7 @@ class Simulation:
         self.scenario = scenario
         self.checkpoints = checkpoints
         self.keep_last = keep_last
-        self.recoveries = 0  # in place, after a part of the runtime lost its state (_recover)
+        self.recoveries = 0  # in place, after a part of the runtime lost its state (simulator.run.recovery)
         self.log = log
         self.run_dir = Location.of(run_dir)  # a local directory or a URI (simulator/core/storage.py)
         self.run_dir.mkdir()
@@ -368,44 +366,6 @@ class Simulation:
             arms={arm.name: ArmCheckpoint(arm.dynamics.state(), arm.uploads, arm.visits, arm.ats) for arm in self.arms}),
             keep_last=self.keep_last)
 
-    def _play(self, on_tick: Callable[[], None] | None = None, on_day: Callable[[], None] | None = None) -> None:
-        """The days from ``start_day``, recovering in place when a part of the runtime loses the run's state (the
-        progress bars then count the days played again twice)."""
-        day = self.start_day
-        while day < self.days:
-            try:
-                self._day(day, on_tick=on_tick)
-            except ComponentLost as lost:
-                day = self._recover(lost, day)
-                continue
-            if on_day is not None:
-                on_day()
-            day += 1
-
-    def _recover(self, lost: ComponentLost, day: int) -> int:
-        """A part of the runtime lost the run's state during ``day``: every arm and learner goes back to the last
-        checkpoint and the days since are played again (the same numbers: every draw derives from the seed and
-        the position in the run). Returns the day to play next. With no checkpoint yet, or after
-        ``MAX_RECOVERIES`` recoveries, the run stops with the reason."""
-        if not self.checkpoints or not has_checkpoint(self.run_dir):
-            raise RuntimeError(f"{lost}; the run stops instead of going on without it: there is no checkpoint to "
-                               f"recover from yet (day {day}; checkpoints every {self.scenario.checkpoint_every} "
-                               "day(s)): run it again") from lost
-        if self.recoveries >= MAX_RECOVERIES:
-            raise RuntimeError(f"{lost}; the run stops after {self.recoveries} recoveries in place: resume it from its "
-                               "last checkpoint (simulate --resume)") from lost
-        self.recoveries += 1
-        logger.warning("%s during day %d: recovering in place from the last checkpoint (recovery %d of at most %d)",
-                       lost, day, self.recoveries, MAX_RECOVERIES)
-        try:
-            self._collect_all()  # ticks still training would post stale results under the ids replayed next
-        except ComponentLost:
-            pass  # the trainer is gone with them
-        self.pending = []
-        self.runtime.recover()
-        self.train_stats = {name: {} for name in self.arm_names}
-        return self.restore_latest()
-
     def restore_latest(self) -> int:
         """Load the latest checkpoint (:func:`load_latest_checkpoint`); returns the next day to simulate (the days after
         it that an interrupted run had played are played again)."""
@@ -429,9 +389,9 @@ class Simulation:
                 day_task = bar.add_task("days", total=self.days, completed=self.start_day)
                 tick_task = bar.add_task(f"ticks ({', '.join(self.arm_names)})",
                                          total=(self.days - self.start_day) * self.ticks_per_day)
-                self._play(on_tick=lambda: bar.advance(tick_task), on_day=lambda: bar.advance(day_task))
+                play(self, on_tick=lambda: bar.advance(tick_task), on_day=lambda: bar.advance(day_task))
         else:
-            self._play()
+            play(self)
         self.runtime.release_arms()  # until now HTTP uploads got 409: the world must know every item it serves
         return self.results()
 

@@ -236,6 +236,7 @@ def test_a_replica_lost_before_the_first_checkpoint_stops_the_run_instead_of_ser
         run_scenario(plain, opts, tracking_uri=None, progress_factory=Faults({1: lambda: kill_arm_replica("base")}))
 
 
+@pytest.mark.heavy  # CI: the chaos test (tests/e2e/test_e2e_faults.py) recovers from both and checks the metrics
 def test_a_lost_replica_and_a_lost_train_worker_are_recovered_in_place_with_the_same_metrics(scenario,
                                                                                            tmp_path_factory):
     """Three days, a checkpoint after each but the last: arm ihm's replica killed during day 1 (every arm and learner

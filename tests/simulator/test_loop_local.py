@@ -168,3 +168,53 @@ def test_a_finished_run_deletes_its_checkpoints_unless_kept_and_an_interrupted_o
     stopped = run_scenario(every_day, RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "c")),
                            tracking_uri=None, stop_after_day=0).result.run_dir
     assert [p.name for p in (stopped / "checkpoints").iterdir()] == ["day=0000.pkl"]
+
+
+class _LosesOnce:
+    """A local runtime whose recommend raises ComponentLost at given calls (a replica lost mid-tick)."""
+
+    def __init__(self, calls: set[int]):
+        self.calls, self.count, self.recovered = calls, 0, 0
+
+    def __call__(self, spec):
+        from simulator.run.runtime import ComponentLost
+
+        runtime = LocalRuntime(spec)
+        recommend, outer = runtime.recommend, self
+
+        def flaky(requests):
+            outer.count += 1
+            if outer.count in outer.calls:
+                raise ComponentLost(f"test: replica lost at call {outer.count}")
+            return recommend(requests)
+
+        def recover():
+            outer.recovered += 1
+
+        runtime.recommend, runtime.recover = flaky, recover
+        return runtime
+
+
+def test_a_lost_component_is_recovered_in_place_from_the_last_checkpoint(scenario, log, sim, tmp_path):
+    """ComponentLost during day 1 (after day 0's checkpoint), twice: each time the run goes back to the checkpoint
+    and plays day 1 again, and ends with exactly the metrics of the uninterrupted run."""
+    every_day = scenario.model_copy(update={"checkpoint_every": 1})
+    faults = _LosesOnce({14, 17})  # day 0 makes recommend calls 1..11, day 1 12..20 (then again from 15, and 18)
+    recovered = Simulation(every_day, log, faults, tmp_path / "run", progress=False)
+    result = recovered.run()
+    assert recovered.recoveries == faults.recovered == 2
+    assert result.overall == sim.results().overall
+    for arm in sim.arms:
+        assert pl.concat(arm.exposures).equals(pl.concat(recovered.arms[arm.index].exposures)), arm.name
+
+
+def test_a_component_lost_before_any_checkpoint_or_too_often_stops_the_run(scenario, log, tmp_path):
+    from simulator.run.recovery import MAX_RECOVERIES
+
+    early = Simulation(scenario, log, _LosesOnce({2}), tmp_path / "early", progress=False)
+    with pytest.raises(RuntimeError, match=r"test: replica lost at call 2; .*no checkpoint to recover from yet \(day 0"):
+        early.run()
+    every_day = scenario.model_copy(update={"checkpoint_every": 1})
+    often = Simulation(every_day, log, _LosesOnce(set(range(14, 1000, 2))), tmp_path / "often", progress=False)
+    with pytest.raises(RuntimeError, match=f"stops after {MAX_RECOVERIES} recoveries in place"):
+        often.run()

@@ -75,6 +75,7 @@ def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, sce
     assert (run_dir / "train").exists()  # Ray Train's storage is on the run's storage URI too
 
 
+@pytest.mark.heavy  # keeps CI under 30 minutes; DDP itself is tested in CI by tests/trainers/test_data_parallel.py
 def test_two_train_workers_share_one_base_model_and_stay_close_to_one(one_worker, scenario, tmp_path):
     """train.num_workers=2 on the two nodes: DDP over the shared base models, the arms' strategy learners placed
     on the workers round-robin. Every arm is served the same base weights (its worker's replica of one model),

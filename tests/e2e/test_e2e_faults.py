@@ -66,12 +66,9 @@ def _same(resumed, reference) -> None:
         assert resumed.result.daily[arm].equals(daily), arm
 
 
-@pytest.mark.parametrize("fault", [
-    pytest.param("tick", marks=pytest.mark.heavy),  # CI: the chaos test kills the driver at a seeded tick
-    "before_first_checkpoint",
-    "checkpoint_write",
-    pytest.param("mlflow_logging", marks=pytest.mark.heavy),
-])
+@pytest.mark.heavy  # CI: the chaos test kills the driver at a seeded tick, and tests/simulator/test_loop_local.py
+# resumes in process from no checkpoint and past a half-written one
+@pytest.mark.parametrize("fault", ["tick", "before_first_checkpoint", "checkpoint_write", "mlflow_logging"])
 def test_a_driver_killed_anywhere_resumes_to_the_uninterrupted_metrics(fault, reference, tmp_path):
     ticks = _ticks_per_day()
     rng = np.random.default_rng(14)  # the seeded random tick: anywhere after the first checkpoint

@@ -218,3 +218,56 @@ def test_a_component_lost_before_any_checkpoint_or_too_often_stops_the_run(scena
     often = Simulation(every_day, log, _LosesOnce(set(range(14, 1000, 2))), tmp_path / "often", progress=False)
     with pytest.raises(RuntimeError, match=f"stops after {MAX_RECOVERIES} recoveries in place"):
         often.run()
+
+
+class _StopAtTick:
+    """A progress bar that stops the driver at its first tick (an exception where a SIGKILL would be)."""
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, description, **kwargs):
+        return description.startswith("ticks")
+
+    def advance(self, is_ticks):
+        if is_ticks:
+            raise KeyboardInterrupt("stopped at the first tick")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_day_0(sim, scenario, tmp_path):
+    """(tests/e2e/test_e2e_faults.py kills the driver there for real; marked heavy.)"""
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    opts = RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "runs"))
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, opts, tracking_uri=tracking, progress_factory=_StopAtTick())
+    from mlflow import MlflowClient
+
+    from simulator.run.session import OPTIONS_TAG
+    from simulator.run.tracking import PARENT_TAG
+
+    client = MlflowClient(tracking)
+    parent = next(r.info.run_id for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                  if OPTIONS_TAG in r.data.tags and PARENT_TAG not in r.data.tags)
+    resumed = run_scenario(scenario, opts, tracking_uri=tracking, resume_run_id=parent)
+    assert resumed.result.overall == sim.results().overall
+
+
+def test_a_half_written_checkpoint_is_ignored_on_resume(sim, scenario, log, tmp_path):
+    """A driver killed halfway through writing day 1's checkpoint leaves day 0's and a partial temporary file: the
+    resume starts after day 0 and ends with the uninterrupted metrics."""
+    every_day = scenario.model_copy(update={"checkpoint_every": 1, "days": 3})
+    reference = Simulation(every_day, log, LocalRuntime, tmp_path / "reference", progress=False).run()
+    first = Simulation(every_day, log, LocalRuntime, tmp_path / "run", progress=False)
+    first.days = 1
+    first.run()
+    whole = (tmp_path / "run" / "checkpoints" / "day=0000.pkl").read_bytes()
+    (tmp_path / "run" / "checkpoints" / "day=0001.pkl.tmp").write_bytes(whole[: len(whole) // 2])
+    resumed = Simulation(every_day, log, LocalRuntime, tmp_path / "run", progress=False)
+    assert resumed.restore_latest() == 1
+    assert resumed.run().overall == reference.overall

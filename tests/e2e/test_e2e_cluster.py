@@ -96,6 +96,8 @@ def test_two_train_workers_share_one_base_model_and_stay_close_to_one(one_worker
         assert abs(a - b) <= 0.10 * a, (arm, a, b)
 
 
+@pytest.mark.heavy  # keeps CI under 30 minutes; in CI: shards in process (tests/serving/test_shards.py) and as Serve
+# deployments behind HTTP (tests/serving/test_http_serve.py)
 def test_arms_in_two_shards_on_two_nodes_equal_one_shard_in_process(cluster, scenario, local, tmp_path):
     """serve.arm_replicas=2: every arm served by two Serve replicas owning disjoint users, shard 0 of every arm on
     one node and shard 1 on the other (serve.shard_resources), gives the in-process one-shard run's metrics exactly

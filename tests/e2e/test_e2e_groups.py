@@ -53,6 +53,7 @@ def test_parallel_replicates_equal_sequential_ones(tmp_path):
     assert seq[2] == par[2] and [step for step, _ in seq[2]] == [0]
 
 
+@pytest.mark.heavy  # keeps CI under 30 minutes; the in-process parallel replicates stay in CI
 def test_parallel_ray_runtime_replicates_each_run_their_own_serve_app(tmp_path):
     """--runtime ray with --parallel 2: each task is a driver of its own (its Serve app, its TorchTrainer) on the
     one cluster; the runs equal in-process runs of the same seeds."""

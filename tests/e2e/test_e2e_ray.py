@@ -227,6 +227,7 @@ class Faults:
             fault()
 
 
+@pytest.mark.heavy  # keeps CI under 30 minutes; in CI: tests/simulator/test_loop_local.py (no checkpoint: the run stops)
 def test_a_replica_lost_before_the_first_checkpoint_stops_the_run_instead_of_serving_a_blank_arm(scenario,
                                                                                                 tmp_path_factory):
     opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=str(tmp_path_factory.mktemp("kill")))

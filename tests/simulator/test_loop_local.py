@@ -220,24 +220,16 @@ def test_a_component_lost_before_any_checkpoint_or_too_often_stops_the_run(scena
         often.run()
 
 
-class _StopAtTick:
+def _stop_at_first_tick():
     """A progress bar that stops the driver at its first tick (an exception where a SIGKILL would be)."""
+    import contextlib
 
-    def __call__(self):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, description, **kwargs):
-        return description.startswith("ticks")
-
-    def advance(self, is_ticks):
+    def advance(is_ticks):
         if is_ticks:
             raise KeyboardInterrupt("stopped at the first tick")
+
+    return contextlib.nullcontext(SimpleNamespace(add_task=lambda description, **_: description.startswith("ticks"),
+                                                  advance=advance))
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_day_0(sim, scenario, tmp_path):
@@ -245,7 +237,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_day_0(sim, scena
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     opts = RunOptions(scenario=scenario.name, runtime="local", run_root=str(tmp_path / "runs"))
     with pytest.raises(KeyboardInterrupt):
-        run_scenario(scenario, opts, tracking_uri=tracking, progress_factory=_StopAtTick())
+        run_scenario(scenario, opts, tracking_uri=tracking, progress_factory=_stop_at_first_tick)
     from mlflow import MlflowClient
 
     from simulator.run.session import OPTIONS_TAG

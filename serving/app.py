@@ -24,7 +24,7 @@ from serving.arms import arm_kind, build_arm
 from trainers.arm_context import ArmContext
 from trainers.weights import WeightsRef
 from serving.http import MAX_BODY_BYTES, ArmEndpoint, build_api
-from serving.shards import ShardDivergence, merge_parts, owners, same_diagnostics
+from serving.shards import agreed_diagnostics, merge_parts, owners
 from serving.stack import ServedPart, Slates
 
 APP_NAME = "coldsim"
@@ -113,12 +113,7 @@ class ArmDeployment:
         """Concurrent HTTP requests merged into one policy call, then split back."""
         users = np.concatenate([r[0] for r in requests])
         ts = np.concatenate([r[1] for r in requests])
-        merged = self.policy.recommend(users, ts, requests[0][2])
-        out, a = [], 0
-        for u, _, _ in requests:
-            out.append(merged.rows(a, a + len(u)))
-            a += len(u)
-        return out
+        return _split(self.policy.recommend(users, ts, requests[0][2]), requests)
 
     async def recommend_http(self, user_ids: np.ndarray, ts: np.ndarray, seed: int) -> Slates:
         return await self.recommend_batched((user_ids, ts, seed))
@@ -134,6 +129,12 @@ class ArmDeployment:
 
     async def info_http(self) -> dict:
         return self.endpoint.info()
+
+
+def _split(merged: Slates, requests: list[tuple[np.ndarray, np.ndarray, int]]) -> list[Slates]:
+    """A merged batch's slates cut back into the requests' (their user arrays, in order)."""
+    ends = np.cumsum([len(users) for users, _, _ in requests]).tolist()
+    return [merged.rows(a, b) for a, b in zip([0] + ends[:-1], ends)]
 
 
 async def _remote(handle, method: str, *args):
@@ -169,11 +170,7 @@ class _ShardedArm:
             merged, effects, nonfinite = merge_parts(list(parts), own, len(users))
             await asyncio.gather(*(_remote(h, "commit", users, ts, merged.item_ids, merged.channel, effects, nonfinite)
                                    for h in self.handles))
-        out, a = [], 0
-        for u, _, _ in requests:
-            out.append(merged.rows(a, a + len(u)))
-            a += len(u)
-        return out
+        return _split(merged, requests)
 
 
 class _HandleBackend:
@@ -208,10 +205,7 @@ class _HandleBackend:
 
     async def end_day(self, arm, ts):
         if arm in self.sharded:
-            outputs = await self.sharded[arm].broadcast("end_day_http", ts)
-            if not same_diagnostics(outputs):
-                raise ShardDivergence(f"the shards of arm '{arm}' reported different diagnostics at the day end {ts}")
-            return outputs[0]
+            return agreed_diagnostics(arm, ts, await self.sharded[arm].broadcast("end_day_http", ts))
         return await self._call(arm, "end_day_http", ts)
 
 

@@ -79,6 +79,13 @@ class ShardDivergence(RuntimeError):
     """Shards of one arm no longer hold the same state (a bug: they are given the same calls in the same order)."""
 
 
+def agreed_diagnostics(arm: str, ts: int, outputs: list[dict[str, float]]) -> dict[str, float]:
+    """The day-end diagnostics every shard of ``arm`` reported alike; :class:`ShardDivergence` if they differ."""
+    if not same_diagnostics(outputs):
+        raise ShardDivergence(f"the shards of arm '{arm}' reported different diagnostics at the day end {ts}")
+    return outputs[0]
+
+
 class ShardedArm:
     """An arm served by ``len(shards)`` :class:`ArmPolicy` shards in this process; quacks like one ArmPolicy."""
 
@@ -126,10 +133,7 @@ class ShardedArm:
             p.set_weights(version, weights, ts)
 
     def end_day(self, ts: int) -> dict[str, float]:
-        outputs = [p.end_day(ts) for p in self.shards]
-        if not same_diagnostics(outputs):
-            raise ShardDivergence(f"the shards of arm '{self.name}' reported different diagnostics at the day end {ts}")
-        return outputs[0]
+        return agreed_diagnostics(self.name, ts, [p.end_day(ts) for p in self.shards])
 
     def base_weights_digest(self) -> str:
         return self.shards[0].base_weights_digest()

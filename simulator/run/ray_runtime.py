@@ -24,7 +24,7 @@ from simulator.world.replay import RayDataDayReader
 from simulator.run.runtime import ComponentLost, RuntimeSpec
 from serving.app import APP_NAME, build_app, deployment_name
 from serving.arms import arm_tasks
-from serving.shards import ShardDivergence, merge_parts, owners, same_diagnostics
+from serving.shards import agreed_diagnostics, merge_parts, owners
 from trainers.arm_context import arm_context
 from trainers.online import OnlineTrainer, TrainerLost
 from trainers.weights import WeightsRef
@@ -91,12 +91,12 @@ class RayRuntime:
         serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
         self.handles = {a: [serve.get_deployment_handle(deployment_name(a, k), app_name=self.app_name)
                             for k in range(self.shards)] for a in self.names}
-        self._incarnations = self._every_shard("incarnation_token", {arm: () for arm in self.names})
+        self._incarnations = self._tokens()
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
         # Ray Train's storage beside the run's files: a URI every node reaches on a cluster without a shared disk
         self._storage = (spec.storage / "train").uri if spec.storage is not None else tempfile.mkdtemp(prefix="coldsim-train-")
-        self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage, arm_tasks)
+        self.trainer = self._start_trainer()
 
     def read_day(self, day: int):
         return self.reader.read_day(day)
@@ -105,6 +105,14 @@ class RayRuntime:
         """``method`` on every shard of the arms in ``args``, all at once; arm -> the shards' answers."""
         futures = {arm: [getattr(h, method).remote(*a) for h in self.handles[arm]] for arm, a in args.items()}
         return {arm: [self._answer(f, arm, method) for f in fs] for arm, fs in futures.items()}
+
+    def _tokens(self) -> dict[str, list[str]]:
+        """Every shard's incarnation token (which replica process holds it), by arm."""
+        return self._every_shard("incarnation_token", {arm: () for arm in self.names})
+
+    def _start_trainer(self) -> OnlineTrainer:
+        spec = self.spec
+        return OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage, arm_tasks)
 
     def _answer(self, future, arm: str, method: str):
         """A Serve handle call's answer. :class:`ComponentLost` when the replica died under it, when it cannot
@@ -181,7 +189,7 @@ class RayRuntime:
     def check_arms(self) -> None:
         """Raise if Serve restarted an arm's replica since the run began: the new one holds a blank arm (no items,
         no features, no weights), and a run must not go on with it."""
-        now = self._every_shard("incarnation_token", {arm: () for arm in self.names})
+        now = self._tokens()
         restarted = sorted(arm for arm in self.names if now[arm] != self._incarnations[arm])
         if restarted:
             raise ComponentLost(f"the Serve replica of arm(s) {restarted} was restarted during the run and lost the "
@@ -189,11 +197,9 @@ class RayRuntime:
 
     def end_day(self, ts):
         out = self._every_shard("end_day", {arm: (ts,) for arm in self.names})
-        diverged = sorted(arm for arm, outputs in out.items() if not same_diagnostics(outputs))
-        if diverged:
-            raise ShardDivergence(f"the shards of arm(s) {diverged} reported different diagnostics at the day end {ts}")
+        agreed = {arm: agreed_diagnostics(arm, ts, outputs) for arm, outputs in out.items()}
         self.check_arms()  # never a blank replica's diagnostics
-        return {arm: outputs[0] for arm, outputs in out.items()}
+        return agreed
 
     def release_arms(self):
         self._all("release", {arm: () for arm in self.names})
@@ -217,7 +223,7 @@ class RayRuntime:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                self._incarnations = self._every_shard("incarnation_token", {arm: () for arm in self.names})
+                self._incarnations = self._tokens()
                 break
             except ComponentLost:
                 if time.monotonic() > deadline:
@@ -232,8 +238,7 @@ class RayRuntime:
                 self.trainer.abandon()
             except Exception:  # a dead trainer may not take the stop command
                 pass
-            spec = self.spec
-            self.trainer = OnlineTrainer(spec.arm_ctx, spec.train, list(spec.arms), spec.control, self._storage, arm_tasks)
+            self.trainer = self._start_trainer()
 
     def stats(self) -> dict:
         """Shard 0's stats of each arm, with ``shard_nodes``: the node of each shard."""

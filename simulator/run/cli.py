@@ -290,6 +290,51 @@ def data_get(
     console.print(f"SHA-256 {got.sha256}\nuse it: " + ", ".join(f"--log {log.kind}:{name}" for log in ds.logs))
 
 
+@app.command("fidelity")
+def fidelity(
+    budget: str = typer.Option("standard", help="quick (tiny world, one seed, 30 days of each log: minutes), standard "
+                               "(small world, three A/B seeds) or full (default world, three seeds everywhere)"),
+    log: Optional[list[str]] = typer.Option(None, "--log", help="a log to run the tables on as well (PATH or KIND:PATH, "
+                                            "as for a run); repeat for several"),
+    cached_logs: bool = typer.Option(True, "--cached-logs/--no-cached-logs", help="also every public dataset in the "
+                                     "cache (`simulate data list`)"),
+    doc: str = typer.Option("docs/fidelity.md", help="the report to write (its figures go to images/fidelity/ beside it)"),
+    runtime: str = typer.Option("local", help="'local' (in-process, the default here) or 'ray': the same numbers"),
+    tracking_uri: str = typer.Option("sqlite:///mlflow.db", help="MLflow tracking URI (every section is a run)"),
+    experiment: str = typer.Option("coldsim-fidelity", help="MLflow experiment of the report's runs"),
+    run_root: str = typer.Option("coldsim_runs", "--storage", help="where the A/B runs' directories go"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate the budget and logs, print what would run, stop"),
+):
+    """Every seed table of the three papers on the synthetic world and on public logs, with 95% intervals and a
+    verdict per row, written to docs/fidelity.md (docs/fidelity.md explains the rule)."""
+    from pathlib import Path
+
+    from scenarios import get_scenario
+    from simulator.run.fidelity import SECTIONS, default_sources, plan, run_fidelity, rows_markdown, session_runner
+    from simulator.sources.datasets import DatasetError
+
+    _quiet_ray_data()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        if runtime not in ("ray", "local"):
+            raise ValueError(f"--runtime must be 'ray' or 'local', got '{runtime}'")
+        cached, missing = default_sources() if cached_logs else ([], [])
+        logs = list(dict.fromkeys([*(log or []), *cached]))
+        scenarios = {name: get_scenario(name) for name, _ in SECTIONS.values()}
+        if dry_run:
+            console.print(plan(budget, logs, scenarios), highlight=False)
+            return
+        report = run_fidelity(budget, logs, scenarios, session_runner(tracking_uri, runtime, run_root, experiment),
+                              Path(doc),
+                              progress=lambda step: console.print(f"[bold]fidelity[/] {step}", highlight=False),
+                              missing=missing)
+    except (ValueError, FileNotFoundError, KeyError, DatasetError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+    console.print(rows_markdown(report.rows), highlight=False, soft_wrap=True)
+    console.print(f"{report.rows.height} rows in {report.wall_s / 60:.1f} min; written to {doc}")
+
+
 def main() -> None:
     app()
 

@@ -172,6 +172,8 @@ class OfflineConfig(FrozenConfig):
                                           "(a deterministic subsample; the CE term's negatives)")
     max_eval: int = Field(4000, ge=10, description="held-out next-user events evaluated (deterministic sample)")
     recall_k: list[int] = Field(default_factory=lambda: [20, 50])
+    workers: int = Field(0, ge=0, description="variants trained at once, each in a fresh process (0: one per CPU "
+                         "core); 1 trains them one after another in this process")
 
 
 class IHMOfflineConfig(FrozenConfig):

@@ -23,6 +23,7 @@ import torch
 from simulator.core.config import ArmSpec, Scenario
 from simulator.core.schema import RESPONSE_TYPES, SECONDS_PER_DAY, Log
 from simulator.metrics.offline_ci import event_bootstrap
+from simulator.run.offline_pool import run_jobs
 from serving.arms import next_user_configs
 from trainers.arm_context import ArmContext, arm_context, model_configs
 from trainers.tasks.next_user import NextUserTask
@@ -48,8 +49,11 @@ def build_samples(log: Log, seq_len: int) -> NextUserSamples:
     item_ids = log.items["item_id"].to_numpy()
     pos = (ev.filter(pl.col("event").is_in(POSITIVE_EVENTS)).group_by(["user_id", "item_id"])
            .agg(pl.col("ts").min()).sort(["item_id", "ts", "user_id"]))
-    expo = ev.filter(pl.col("event") == "expose").select(["ts", "user_id", "item_id"]).unique()
-    neg = expo.join(pos.select(["user_id", "item_id"]), on=["user_id", "item_id"], how="anti")
+    # sorted: polars' unique() and anti-join give rows in an order that varies from run to run, and the order of
+    # samples with the same ts is the order of training
+    expo = ev.filter(pl.col("event") == "expose").select(["ts", "user_id", "item_id"]).unique().sort(
+        ["ts", "user_id", "item_id"])
+    neg = expo.join(pos.select(["user_id", "item_id"]), on=["user_id", "item_id"], how="anti", maintain_order="left")
     p_item = np.searchsorted(item_ids, pos["item_id"].to_numpy())
     p_ts, p_user = pos["ts"].to_numpy(), pos["user_id"].to_numpy()
     # global order of positives: by (item row, ts); an event's prior sequence = earlier positives of its item
@@ -222,20 +226,26 @@ def run_next_user_offline(scenario: Scenario, log: Log, days: int | None = None,
     ranks: dict[str, list[np.ndarray]] = {arm.name: [] for arm in scenario.arms}
     floor_ranks: dict[str, list[np.ndarray]] = {}
     floor_parts = []
+    items_only = _Items(log.items)  # what a variant's training reads of the log (shipped to its process)
+    jobs, splits = [], []
     for seed in seeds:  # a seed draws the held-out sample and the training negatives, and initialises the models
         seeded = scenario.model_copy(update={"seed": seed})
         ctx = ArmContext(model=scenario.model, slate_size=scenario.synthetic.slate_size,
                          n_item_dense=item_dense.shape[1], seed=seed)
         train_rows, test_pos = split_rows(seeded, samples, users, split_ts, end_ts)
+        splits.append((train_rows, test_pos))
+        jobs += [(arm, arm_context(ctx, i), seeded, samples, train_rows, test_pos, items_only, item_dense, users, udense)
+                 for i, arm in enumerate(scenario.arms)]
+    names = [arm.name for arm in scenario.arms]
+    done = None if progress is None else (lambda j: progress(names[j % len(names)]))
+    results = run_jobs(_variant_job, jobs, oc.workers, done)  # every variant of every seed, each in a fresh process
+    for r, seed in enumerate(seeds):
         figures = {}
         for i, arm in enumerate(scenario.arms):
-            parts: list = []
-            figures[arm.name] = _train_and_score(arm, arm_context(ctx, i), seeded, samples, train_rows, test_pos, log,
-                                                 item_dense, users, udense, parts)
-            ranks[arm.name].append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
-            if progress is not None:
-                progress(arm.name)
+            figures[arm.name], rank = results[r * len(names) + i]
+            ranks[arm.name].append(rank)
         per_seed.append(figures)
+        train_rows, test_pos = splits[r]
         seed_floor_ranks: dict = {}
         floor_parts.append(floor_recalls(samples, test_pos, log, users, split_ts, oc.recall_k, seed=seed,
                                          ranks=seed_floor_ranks))
@@ -296,6 +306,21 @@ def split_rows(scenario: Scenario, samples: NextUserSamples, users: np.ndarray, 
     if len(test_pos) > oc.max_eval:
         test_pos = np.sort(rng.choice(test_pos, oc.max_eval, replace=False))
     return train_rows, test_pos
+
+
+@dataclass(frozen=True)
+class _Items:
+    """The one part of the log a variant's training and scoring read (``_batch``): the item table."""
+
+    items: object
+
+
+def _variant_job(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSamples, train_rows: np.ndarray,
+                 test_rows: np.ndarray, log, item_dense, users, udense) -> tuple[dict[str, float], np.ndarray]:
+    """One variant of one seed: its figures and the held-out events' ranks (:func:`run_jobs` runs it)."""
+    parts: list = []
+    figures = _train_and_score(arm, ctx, sc, s, train_rows, test_rows, log, item_dense, users, udense, parts)
+    return figures, np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _train_and_score(arm: ArmSpec, ctx: ArmContext, sc: Scenario, s: NextUserSamples, train_rows: np.ndarray,

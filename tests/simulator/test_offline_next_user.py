@@ -125,10 +125,32 @@ def test_tiny_offline_run_end_to_end(variant):
     assert "95% intervals from a paired bootstrap over the held-out events" in md and " [" in md
 
 
+def test_variants_train_reproducibly():
+    """The same seed gives the same table bit for bit: twice in this process (workers=1), and with every variant in
+    a fresh process (workers=2). It did not while the samples' order followed polars' hash operations
+    (docs/models/next_user.md, 'Reproducibility and speed')."""
+    from scenarios import get_scenario
+    from simulator.core.config import OfflineConfig, SyntheticConfig
+    from simulator.run.offline_next_user import run_next_user_offline
+    from simulator.sources.synthetic import generate_synthetic
+
+    sc = get_scenario("next_user_ablation")
+    log = generate_synthetic(SyntheticConfig(n_users=300, n_creators=30, days=3), seed=1)
+
+    def table(workers: int) -> pl.DataFrame:
+        offline = OfflineConfig(epochs=1, samples_per_step=2048, max_eval=200, workers=workers)
+        t, _ = run_next_user_offline(sc.model_copy(update={
+            "arms": [a for a in sc.arms if a.name in ("next_user", "no_cls")], "offline": offline}), log)
+        return t.select([c for c in t.columns if not c.startswith("train_")])  # timings differ
+
+    first = table(1)
+    assert first.equals(table(1)) and first.equals(table(2))
+
+
 def test_replicates_pool_the_seeds_figures(monkeypatch):
     """replicates=2 is seeds s and s + 1, each with its own held-out sample and models: every figure is the mean
     of the two seeds' and the intervals come from both. Training is replaced by a fake whose Recall depends on the
-    seed (the real one is path-dependent within a process: docs/models/next_user.md, 'Reproducibility')."""
+    seed (fast, and a hit pattern chosen by hand), so the variants run in this process (workers=1)."""
     import simulator.run.offline_next_user as protocol
     from scenarios import get_scenario
     from simulator.core.config import OfflineConfig, SyntheticConfig
@@ -142,8 +164,8 @@ def test_replicates_pool_the_seeds_figures(monkeypatch):
 
     monkeypatch.setattr(protocol, "_train_and_score", fake)
     sc = get_scenario("next_user_ablation")
-    sc = sc.model_copy(update={"arms": [a for a in sc.arms if a.name in ("next_user", "lookalike")],
-                               "offline": OfflineConfig(epochs=1, samples_per_step=2048, max_eval=200)})
+    sc = sc.model_copy(update={"arms": [a for a in sc.arms if a.name in ("next_user", "lookalike")],  # in this process:
+                               "offline": OfflineConfig(epochs=1, samples_per_step=2048, max_eval=200, workers=1)})
     log = generate_synthetic(SyntheticConfig(n_users=300, n_creators=30, days=3), seed=1)
     one = [protocol.run_next_user_offline(sc.model_copy(update={"seed": seed}), log) for seed in (sc.seed, sc.seed + 1)]
     both, meta = protocol.run_next_user_offline(sc, log, replicates=2)

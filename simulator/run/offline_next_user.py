@@ -291,7 +291,9 @@ def recall_intervals(ranks: dict[str, list[np.ndarray]], control: str, ks: list[
 def split_rows(scenario: Scenario, samples: NextUserSamples, users: np.ndarray, split_ts: int,
                end_ts: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows in time order, held-out positive rows): samples of known users before/after the split,
-    training negatives subsampled and held-out events sampled deterministically from the scenario's seed."""
+    training negatives subsampled and held-out events sampled deterministically from the scenario's seed. Samples
+    with the same timestamp have no order of their own (a MovieLens user rates many films in one second): the seed
+    draws the order they train in, so seed replicates cover it (it moves Recall by tens of percent on ml-100k)."""
     oc = scenario.offline
     train_rows = np.flatnonzero(samples.ts < split_ts)
     known = np.isin(samples.user_id, users)
@@ -302,6 +304,8 @@ def split_rows(scenario: Scenario, samples: NextUserSamples, users: np.ndarray, 
     if len(neg) > n_neg:
         drop = np.setdiff1d(neg, rng.choice(neg, n_neg, replace=False))
         train_rows = np.setdiff1d(train_rows, drop)  # stays in time order (rows are sorted by ts)
+    ties = np.random.default_rng([scenario.seed, 0x7135]).random(len(train_rows))
+    train_rows = train_rows[np.lexsort((ties, samples.ts[train_rows]))]  # by ts; within a ts, the seed's order
     test_pos = np.flatnonzero((samples.ts >= split_ts) & (samples.ts < end_ts) & samples.positive & known)
     if len(test_pos) > oc.max_eval:
         test_pos = np.sort(rng.choice(test_pos, oc.max_eval, replace=False))

@@ -125,6 +125,24 @@ def test_tiny_offline_run_end_to_end(variant):
     assert "95% intervals from a paired bootstrap over the held-out events" in md and " [" in md
 
 
+def test_the_seed_draws_the_order_of_samples_with_the_same_timestamp():
+    from simulator.core.config import OfflineConfig
+    from simulator.run.offline_next_user import NextUserSamples, split_rows
+    from scenarios import get_scenario
+
+    ts = np.array([1, 1, 1, 1, 2, 2, 2, 2, 9])
+    s = NextUserSamples(ts=ts, user_id=np.arange(9), item_row=np.zeros(9, np.int64), positive=np.ones(9, bool),
+                        seq=np.full((9, 2), -1), seq_len=np.zeros(9, np.int64))
+    sc = get_scenario("next_user_ablation").model_copy(update={"offline": OfflineConfig(max_eval=10)})
+    orders = [split_rows(sc.model_copy(update={"seed": seed}), s, np.arange(9), split_ts=5, end_ts=10)[0]
+              for seed in range(6)]
+    for rows in orders:
+        assert sorted(rows.tolist()) == list(range(8)) and (np.diff(ts[rows]) >= 0).all()  # time order kept
+    assert len({tuple(rows) for rows in orders}) > 1  # seeds order the ties differently
+    again = split_rows(sc.model_copy(update={"seed": 3}), s, np.arange(9), split_ts=5, end_ts=10)[0]
+    assert again.tolist() == orders[3].tolist()
+
+
 def test_variants_train_reproducibly():
     """The same seed gives the same table bit for bit: twice in this process (workers=1), and with every variant in
     a fresh process (workers=2). It did not while the samples' order followed polars' hash operations

@@ -216,11 +216,18 @@ def _print_strategy_tables(res) -> None:
                       f"{pct('dualrec.hit_rate.no_store')}); users with empty M_u {pct('dualrec.msize.actual.share_zero')}"
                       f" (without the store {pct('dualrec.msize.no_store.share_zero')}); new-item coverage creator-side "
                       f"{pct('dualrec.coverage.creator_side.actual')} vs user-side {pct('dualrec.coverage.user_side')}; "
-                      f"matched items' share of exposures {pct('dualrec.expo_share')}")
+                      f"matched items' share of exposures {pct('dualrec.expo_share')}{_by_retrieval(summary)}")
         table = auc_table(summary)
         if table is not None and table.height > 1:
             console.print(f"[cyan]{arm}[/] creator-side ranker, progressive AUC (Table 4 layout):")
             console.print(format_table_markdown(table))
+
+
+def _by_retrieval(summary: dict[str, float]) -> str:
+    """'; of which found by two-tower 60%, ...' (the paper's Table 3) when the arm served matched items."""
+    counts = {k.rsplit(".", 1)[1]: v for k, v in summary.items() if k.startswith("dualrec.served_by.") and v > 0}
+    total = sum(counts.values())
+    return ("; of which found by " + ", ".join(f"{name} {v / total:.1%}" for name, v in counts.items())) if total else ""
 
 
 @app.command("list")

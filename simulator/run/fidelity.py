@@ -42,8 +42,8 @@ class Budget:
 BUDGETS = {
     "quick": Budget("tiny", 1, 1, 30, False, "tiny synthetic world, one seed, the first 30 days of each log (CI: "
                     "a few minutes; checks the pipeline, not the papers)"),
-    "standard": Budget("small", 1, 3, None, True, "small synthetic world, one seed offline and three for the A/B "
-                       "runs, on the synthetic world and on every log"),
+    "standard": Budget("small", 3, 3, None, True, "small synthetic world, three seeds, on the synthetic world and "
+                       "on every log"),
     "full": Budget(None, 3, 3, None, True, "default synthetic world, three seeds everywhere, A/B runs on every log"),
 }
 

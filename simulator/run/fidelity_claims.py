@@ -103,6 +103,7 @@ _IHM_AB = "IHM online (Fig. 4 / Table 3, ihm over base)"
 _DR_LADDER = "DualRec Table 2 (each version over the previous)"
 _DR = "DualRec online (dualrec_v5 over base, Fig. 7)"
 _DR_UAC = "DualRec UAC (5.3) and coverage (Fig. 8)"
+_DR_T3 = "DualRec Table 3 (exposure ratio of each creator-side retrieval, v5)"
 _DR_AUC = "DualRec Table 4 (creator-side ranker AUC over w/o SA, w/o EF)"
 
 _NU_ABLATIONS = [("lookalike", "Traditional lookalike", -0.2720, -0.2211),
@@ -150,6 +151,9 @@ CLAIMS: list[Claim] = [
           "ladder.hit_rate_gain", 0.33, unit="pp"),
     Claim(_DR_UAC, "new-item coverage: creator side over user-side two-tower (pp)", "creator side far higher (Fig. 8)",
           "+", "ladder", "ladder.coverage_gain", unit="pp"),
+    *[Claim(_DR_T3, f"{label} share of matched exposures over user-sim's (pp)", f"{paper:.1%} vs 2.79%: "
+            f"{100 * (paper - 0.0279):+.1f} pp", "+", "ladder", f"ladder.ratio.{name}", paper - 0.0279, unit="pp")
+      for name, label, paper in (("two_tower", "two-tower", 0.587), ("item_sim", "item-similarity", 0.385))],
     *[Claim(_DR_AUC, f"{label}, AUC of like (pp)", f"{100 * paper:+.1f} pp", "+", "ladder", f"ladder.auc.{variant}", paper,
             unit="pp")
       for variant, label, paper in (("sa0_ef1", "w/o SA, with EF", 0.007), ("sa1_ef0", "with SA, w/o EF", 0.010),
@@ -242,7 +246,8 @@ def ab_cells(result) -> dict[str, Cell]:
 def ladder_cells(result) -> dict[str, Cell]:
     """The ``dualrec_ladder`` figures of one run: each step's ExpoReach lift (lowest and highest K) with its
     interval; from the last version's diagnostics the UAC hit-rate gain (normal interval of a difference of two
-    proportions over the matched pairs), the creator- over user-side coverage and the AUC gains (no interval)."""
+    proportions over the matched pairs), the retrievals' shares of the matched exposures (Table 3; multinomial
+    intervals), the creator- over user-side coverage and the AUC gains (no interval)."""
     from simulator.diagnostics import summarise
 
     cells: dict[str, Cell] = {}
@@ -260,8 +265,21 @@ def ladder_cells(result) -> dict[str, Cell]:
         p1, p0 = s["dualrec.hit_rate.actual"], s["dualrec.hit_rate.no_activity"]
         n1, n0 = s.get("dualrec.hit_pairs.actual", 0.0), s.get("dualrec.hit_pairs.no_activity", 0.0)
         if n1 > 0 and n0 > 0:
-            half = 1.96 * math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
-            cells["ladder.hit_rate_gain"] = Cell(p1 - p0, p1 - p0 - half, p1 - p0 + half)
+            a1, a0 = (p1 * n1 + 1) / (n1 + 2), (p0 * n0 + 1) / (n0 + 2)  # Agresti-Caffo: never a zero-width interval
+            half = 1.96 * math.sqrt(a1 * (1 - a1) / (n1 + 2) + a0 * (1 - a0) / (n0 + 2))
+            cells["ladder.hit_rate_gain"] = _clipped(p1 - p0, half)
+    diag = result.diagnostics[last] if last is not None else pl.DataFrame()
+    counts = {name: float(diag[f"dualrec.served_by.{name}"].fill_null(0).sum())
+              for name in ("two_tower", "item_sim", "user_sim") if f"dualrec.served_by.{name}" in diag.columns}
+    n = sum(counts.values())
+    if n > 0 and "user_sim" in counts:  # Table 3: shares of the matched exposures, against user-sim's
+        k = len(counts)
+        p_user, a_user = counts["user_sim"] / n, (counts["user_sim"] + 1) / (n + k)
+        for name in ("two_tower", "item_sim"):
+            p_a, a_a = counts.get(name, 0.0) / n, (counts.get(name, 0.0) + 1) / (n + k)
+            # a difference of two multinomial shares; its variance from pseudo-counts (never a zero-width interval)
+            half = 1.96 * math.sqrt(max(a_a + a_user - (a_a - a_user) ** 2, 0.0) / (n + k))
+            cells[f"ladder.ratio.{name}"] = _clipped(p_a - p_user, half)
     if "dualrec.coverage.creator_side.actual" in s and "dualrec.coverage.user_side.two_tower" in s:
         cells["ladder.coverage_gain"] = Cell(s["dualrec.coverage.creator_side.actual"]
                                              - s["dualrec.coverage.user_side.two_tower"])
@@ -271,6 +289,11 @@ def ladder_cells(result) -> dict[str, Cell]:
         if base is not None and value is not None:
             cells[f"ladder.auc.{variant}"] = Cell(value - base)
     return cells
+
+
+def _clipped(value: float, half: float) -> Cell:
+    """``value +- half`` within [-1, 1] (a difference of shares)."""
+    return Cell(value, max(value - half, -1.0), min(value + half, 1.0))
 
 
 def pool_runs(per_run: list[dict[str, Cell]]) -> dict[str, Cell]:

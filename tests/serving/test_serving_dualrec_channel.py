@@ -10,7 +10,7 @@ import torch
 from serving.arms import build_arm
 
 from trainers.arm_context import ArmContext
-from serving.channels.dualrec.creator_side import _dedupe_rows
+from serving.channels.dualrec.creator_side import RETRIEVALS, _dedupe_rows
 from serving.channels.dualrec.diagnostics import _visited_within
 from serving.http import LocalBackend, UploadRequest, handle_upload
 from simulator.core.config import ArmSpec, DualRecSpec, ModelConfig
@@ -48,6 +48,9 @@ def _day0(p, users, visit_twice=()):
 
 def test_helpers_dedupe_and_visit_window():
     np.testing.assert_array_equal(_dedupe_rows(np.array([[3, 1, 3, -1, 1, 2]])), [[3, 1, 2, -1, -1, -1]])
+    ids, tags = _dedupe_rows(np.array([[3, 1, 3, -1, 1, 2]]), np.array([[0, 0, 1, 1, 2, 2]]))
+    np.testing.assert_array_equal(ids, [[3, 1, 2, -1, -1, -1]])
+    np.testing.assert_array_equal(tags, [[0, 0, 2, -1, -1, -1]])  # a user found twice keeps its first retrieval
     keys = np.sort(np.array([(5 << 40) | 100, (5 << 40) | 300, (7 << 40) | 50], np.int64))
     # user 5 visits at 100 and 300: a match at 150 is hit within 200 s (300) but not within 100 s
     assert _visited_within(keys, np.array([5, 5, 7]), np.array([150, 150, 50]), 200).tolist() == [True, True, False]
@@ -110,6 +113,9 @@ def test_matched_items_are_served_boosted_under_the_budget_then_leave_m_u():
     diag = p.end_day(T0 + 2 * DAY)
     assert diag["dualrec.expo_share"] == pytest.approx(dual.sum() / (sl.item_ids >= 0).sum())
     assert diag["dualrec.coverage.creator_side.actual"] == 1.0
+    # Table 3: every served matched item is credited to the retrieval that found its user
+    by_source = {name: diag[f"dualrec.served_by.{name}"] for name in RETRIEVALS}
+    assert sum(by_source.values()) == dual.sum() and by_source["oracle"] == 0
 
 
 def test_boost_lifts_matched_items_in_the_final_ranking():
@@ -153,7 +159,7 @@ def test_item_similarity_retrieval_finds_likers_of_similar_items():
     sim = ch.creator_side.sim_items[row[0]]
     assert (sim >= 0).any() and (p.store.item_seq_count[sim[sim >= 0]] > 0).all()  # similar items with likers
     likers = set(p.store.sequences(sim[sim >= 0])[0].ravel().tolist()) - {-1}
-    cand = set(p.store.users.ids[c] for c in ch.creator_side.candidates(p.store, row)[0] if c >= 0)
+    cand = set(p.store.users.ids[c] for c in ch.creator_side.candidates(p.store, row)[0][0] if c >= 0)
     assert likers <= cand
 
 

@@ -44,6 +44,14 @@ def test_entries_expire_and_free_the_slot():
     assert cache.size(101).tolist() == [0]
 
 
+def test_matches_keep_their_source_until_served():
+    store = AvailableUserStore(MatchingCache(n_users=3, cap=2))
+    store.set_active(np.array([True, True, True]))
+    store.match(7, np.array([2, 0, 1]), now=0, top=3, sources=np.array([1, 0, 2]))
+    assert store.cache.remove(np.array([0, 2, 1]), np.array([7, 7, 9])).tolist() == [0, 1]  # (1, 9) was never matched
+    assert store.cache.items_of(np.array([0, 1, 2]), 1).tolist() == [[-1, -1], [7, -1], [-1, -1]]
+
+
 def test_bad_cap_is_refused():
     with pytest.raises(ValueError, match="cap N"):
         MatchingCache(n_users=1, cap=0)

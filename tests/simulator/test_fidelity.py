@@ -89,16 +89,27 @@ def test_next_user_cells_and_the_floor_margin():
 
 
 def test_ladder_cells_hit_rate_gain_has_a_two_proportion_interval():
-    diag = pl.DataFrame({"dualrec.hit_rate.actual": [0.8], "dualrec.hit_pairs.actual": [400.0],
+    diag = pl.DataFrame({"dualrec.served_by.two_tower": [50.0], "dualrec.served_by.item_sim": [30.0],
+                         "dualrec.served_by.user_sim": [20.0], "dualrec.hit_rate.actual": [0.8],
+                         "dualrec.hit_pairs.actual": [400.0],
                          "dualrec.hit_rate.no_activity": [0.5], "dualrec.hit_pairs.no_activity": [400.0],
                          "train.dualrec.auc.sa0_ef0.like": [0.60], "train.dualrec.auc.sa1_ef1.like": [0.63]})
     result = SimpleNamespace(ladder=None, expo_k={}, scenario=SimpleNamespace(ladder=["base", "v1"]),
                              diagnostics={"v1": diag})
     cells = ladder_cells(result)
-    half = 1.96 * math.sqrt(0.8 * 0.2 / 400 + 0.5 * 0.5 / 400)
+    a1, a0 = 321 / 402, 201 / 402  # Agresti-Caffo: one success and one failure added to each
+    half = 1.96 * math.sqrt(a1 * (1 - a1) / 402 + a0 * (1 - a0) / 402)
     assert cells["ladder.hit_rate_gain"].value == pytest.approx(0.3)
     assert cells["ladder.hit_rate_gain"].lo == pytest.approx(0.3 - half)
     assert cells["ladder.auc.sa1_ef1"] == Cell(pytest.approx(0.03))
+    ratio = cells["ladder.ratio.item_sim"]  # 0.3 - 0.2 of 100 exposures, by hand; pseudo-counts 31/103, 21/103
+    assert ratio.value == pytest.approx(0.1)
+    a, b = 31 / 103, 21 / 103
+    assert ratio.hi - ratio.value == pytest.approx(1.96 * math.sqrt((a + b - (a - b) ** 2) / 103))
+    only = ladder_cells(SimpleNamespace(ladder=None, expo_k={}, scenario=SimpleNamespace(ladder=["base", "v1"]),
+                                        diagnostics={"v1": pl.DataFrame({"dualrec.served_by.two_tower": [40.0],
+                                                                         "dualrec.served_by.user_sim": [0.0]})}))
+    assert only["ladder.ratio.two_tower"].value == 1.0 and only["ladder.ratio.two_tower"].lo < 0.95  # not [1, 1]
 
 
 def test_log_profile_counts_by_hand():

@@ -85,34 +85,36 @@ class DualRecChannel(Channel):
             return {}
         return self.match(s, rows[to_match], self.scored_candidates(s, rows, to_match, oracle))
 
-    def scored_candidates(self, store: FeatureStore, rows: np.ndarray, to_match: np.ndarray,
-                          oracle: OracleCandidates | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scored_candidates(self, store: FeatureStore, rows: np.ndarray, to_match: np.ndarray, oracle: OracleCandidates | None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidate users of the items ``rows[to_match]``: ((m, C) user rows, -1 padded; (m, C) scores to select by
-        (eq. 10); (m, C) scores kept with the matches for eq. 14)."""
+        (eq. 10); (m, C) scores kept with the matches for eq. 14; (m, C) the retrieval that found each user)."""
         items = rows[to_match]
-        cand = self.creator_side.candidates(store, items)
+        cand, source = self.creator_side.candidates(store, items)
         if cand.shape[1] == 0:
-            return cand, np.zeros(cand.shape), np.zeros(cand.shape)
+            return cand, np.zeros(cand.shape), np.zeros(cand.shape), source
         select, plain = self.creator_side.rank(store, items, cand)
-        return cand, select, plain
+        return cand, select, plain, source
 
     def match(self, store: FeatureStore, rows: np.ndarray,
-              scored: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[int, list[int]]:
+              scored: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> dict[int, list[int]]:
         """UAC (eq. 12-13) for each item in turn over its ranked candidates, with the two shadow matchings."""
         sp = self.spec
-        cand, select, plain = scored
+        cand, select, plain, source = scored
         targets: dict[int, list[int]] = {}
         if cand.shape[1] == 0:
             return targets
         order = np.argsort(-select, axis=1, kind="stable")
         ranked = np.take_along_axis(np.where(np.isfinite(select), cand, -1), order, 1)
         ranked_plain = np.take_along_axis(plain, order, 1)
+        ranked_source = np.take_along_axis(source, order, 1)
         for j, r in enumerate(rows):
             now = int(store.item_upload_ts[r])
-            c, sc = ranked[j], ranked_plain[j]
+            c, sc, src = ranked[j], ranked_plain[j], ranked_source[j]
             ok = c >= 0
-            c, sc = c[ok], sc[ok]
-            chosen = self.store.match(int(r), c, now, sp.targets, use_activity=sp.use_activity and sp.use_store, scores=sc)
+            c, sc, src = c[ok], sc[ok], src[ok]
+            chosen = self.store.match(int(r), c, now, sp.targets, use_activity=sp.use_activity and sp.use_store, scores=sc,
+                                      sources=src)
             shadow = self.shadow.match(int(r), c, now, sp.targets, use_activity=False)
             top = c[c < len(self.store.active)][: sp.targets]
             for kind, users in (("actual", chosen), ("no_activity", shadow), ("no_store", top)):
@@ -179,9 +181,8 @@ class DualRecChannel(Channel):
         me = policy.channel_names.index(self.name)
         served = valid & (chan == me)
         r, c = np.nonzero(served)
-        if len(r):
-            self.store.cache.remove(ctx.user_rows[r], rows[r, c])
-        self.diagnostics.record_served(int(valid.sum()), len(r))
+        sources = self.store.cache.remove(ctx.user_rows[r], rows[r, c]) if len(r) else np.zeros(0, np.int8)
+        self.diagnostics.record_served(int(valid.sum()), len(r), sources)
 
     def log_features(self, policy, ctx: RequestContext, rows: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         """The ranker's extra item features at serve time, for training (``dr_recent``, ``dr_sim``)."""

@@ -24,10 +24,16 @@ CONTENT_NEIGHBOURS = 50  # content neighbours fetched per item before keeping th
 ITEM_CHUNK = 64
 
 
-def _dedupe_rows(c: np.ndarray) -> np.ndarray:
-    """(m, C) ids with -1 padding -> each row's distinct ids first (first occurrence order kept), -1 after."""
+RETRIEVALS = ("two_tower", "item_sim", "user_sim", "oracle")
+"""The creator-side retrievals, by the code a match keeps (``MatchingCache.source``): a user found by several is
+credited to the first in this order (the order candidates are merged in)."""
+
+
+def _dedupe_rows(c: np.ndarray, tag: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """(m, C) ids with -1 padding -> each row's distinct ids first (first occurrence order kept), -1 after; with
+    ``tag`` (m, C), also each kept id's tag (of its first occurrence), -1 after."""
     if c.size == 0:
-        return c
+        return c if tag is None else (c, tag)
     order = np.argsort(c, axis=1, kind="stable")
     sc = np.take_along_axis(c, order, 1)
     dup = np.zeros_like(sc, dtype=bool)
@@ -36,7 +42,9 @@ def _dedupe_rows(c: np.ndarray) -> np.ndarray:
     np.put_along_axis(keep, order, ~dup, 1)
     keep &= c >= 0
     pos = np.argsort(~keep, axis=1, kind="stable")
-    return np.where(np.take_along_axis(keep, pos, 1), np.take_along_axis(c, pos, 1), -1)
+    kept = np.take_along_axis(keep, pos, 1)
+    out = np.where(kept, np.take_along_axis(c, pos, 1), -1)
+    return out if tag is None else (out, np.where(kept, np.take_along_axis(tag, pos, 1), -1))
 
 
 @dataclass
@@ -119,13 +127,15 @@ class CreatorSide:
                                    torch.from_numpy(store.item_category[rows]), torch.from_numpy(store.item_dense[rows])).numpy()
 
     # ------------------------------------------------------------------ candidates and their scores
-    def candidates(self, store: FeatureStore, rows: np.ndarray) -> np.ndarray:
-        """(m, C) candidate user rows per item from the enabled retrievals, deduplicated, -1 padded."""
+    def candidates(self, store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((m, C) candidate user rows per item from the enabled retrievals, deduplicated, -1 padded; (m, C) the
+        retrieval that found each, as an index of :data:`RETRIEVALS`)."""
         m = len(rows)
-        parts = []
+        parts, tags = [], []
         if len(self.user_index):
             labels, _ = self.user_index.query(self.item_vectors(store, rows), self.spec.two_tower_k)
             parts.append(labels)
+            tags.append(0)
         if self.spec.item_sim:
             sim = self.sim_items[rows]  # (m, K)
             seq, _ = store.sequences(np.maximum(sim, 0).reshape(-1))  # (m*K, L) user ids
@@ -133,6 +143,7 @@ class CreatorSide:
             user_rows = np.full(seq.shape, -1, np.int64)
             user_rows[seq >= 0] = store.users.rows(seq[seq >= 0])
             parts.append(user_rows)
+            tags.append(1)
         if self.spec.user_sim and len(self.user_index):
             seeds = self.creator_audience(store, rows)  # (m, n_seed) user rows
             ok = seeds >= 0
@@ -140,9 +151,11 @@ class CreatorSide:
             labels, _ = self.user_index.query(vec, self.spec.user_sim_k)  # (m*n_seed, k)
             labels = np.where(ok.reshape(-1, 1), labels, -1).reshape(m, -1)
             parts.append(labels)
+            tags.append(2)
         if not parts:
-            return np.full((m, 0), -1, np.int64)
-        return _dedupe_rows(np.concatenate(parts, 1))
+            return np.full((m, 0), -1, np.int64), np.full((m, 0), -1, np.int8)
+        tag = np.concatenate([np.full(p.shape, t, np.int8) for p, t in zip(parts, tags)], 1)
+        return _dedupe_rows(np.concatenate(parts, 1), tag)
 
     def creator_audience(self, store: FeatureStore, rows: np.ndarray) -> np.ndarray:
         """(m, user_sim_seeds) user rows: the most recent distinct likers of each item's creator's earlier items."""

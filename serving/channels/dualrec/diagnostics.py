@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simulator.core.schema import SECONDS_PER_DAY
+from serving.channels.dualrec.creator_side import RETRIEVALS
 from serving.features import grow_rows
 
 MSIZE_BINS = (0, 1, 2, 3, 6, 11, 21, 51)  # |M_u| histogram bins: 0, 1, 2, 3-5, 6-10, 11-20, 21-50, 51+
@@ -39,6 +40,8 @@ class MatchingDiagnostics:
     # item rows reached today by (any user-side channel, the two-tower)
     user_retrieved: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), bool))
     day_expo: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))  # (all, of matched items) today
+    # today's exposures of matched items by the retrieval that found their user (creator_side.RETRIEVALS)
+    day_by_source: np.ndarray = field(default_factory=lambda: np.zeros(len(RETRIEVALS), np.int64))
 
     def grow(self, n_items: int) -> None:
         self.user_retrieved = grow_rows(self.user_retrieved, n_items)
@@ -46,9 +49,13 @@ class MatchingDiagnostics:
     def record_requests(self, user_rows: np.ndarray, ts: np.ndarray) -> None:
         self.request_keys.append((user_rows.astype(np.int64) << 40) | ts)
 
-    def record_served(self, slots: int, matched: int) -> None:
-        """A batch's slate slots filled, and how many of them with matched items (the budget's use)."""
+    def record_served(self, slots: int, matched: int, sources: np.ndarray | None = None) -> None:
+        """A batch's slate slots filled, how many of them with matched items (the budget's use), and the retrieval
+        that found each matched item's user (the paper's Table 3)."""
         self.day_expo += [slots, matched]
+        if sources is not None and len(sources):
+            known = sources[sources >= 0].astype(np.int64)
+            self.day_by_source += np.bincount(known, minlength=len(RETRIEVALS))[: len(RETRIEVALS)]
 
     def record_match(self, kind: str, user_rows: np.ndarray, now: int, item_row: int) -> None:
         self.matches[kind].append(np.stack([user_rows, np.full(len(user_rows), now, np.int64),
@@ -84,8 +91,11 @@ class MatchingDiagnostics:
         # requests still needed: those that can answer an open match
         self.request_keys = [keys[(keys & ((1 << 40) - 1)) > ts - self.ttl]] if len(keys) else []
         out["expo_share"] = float(self.day_expo[1] / max(self.day_expo[0], 1))
+        for name, count in zip(RETRIEVALS, self.day_by_source):
+            out[f"served_by.{name}"] = float(count)
         self.day_new = []
         self.user_retrieved[:] = False
         self.day_expo[:] = 0
+        self.day_by_source[:] = 0
         return out
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from serving.channels.base import OracleCandidates
 from serving.channels.dualrec.channel import DualRecChannel
+from serving.channels.dualrec.creator_side import RETRIEVALS
 from serving.features import FeatureStore
 
 
@@ -32,10 +33,10 @@ class OracleMatchChannel(DualRecChannel):
                 raise ValueError(f"oracle candidates: users {users.shape}, scores {scores.shape} for {len(rows)} items")
         return super().on_upload(policy, rows, oracle)
 
-    def scored_candidates(self, store: FeatureStore, rows: np.ndarray, to_match: np.ndarray,
-                          oracle: OracleCandidates | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The truth's candidates of each item as user rows of the store (-1: a user the arm has not seen), and
-        their true scores, for selection and for eq. 14 alike."""
+    def scored_candidates(self, store: FeatureStore, rows: np.ndarray, to_match: np.ndarray, oracle: OracleCandidates | None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The truth's candidates of each item as user rows of the store (-1: a user the arm has not seen), their
+        true scores, for selection and for eq. 14 alike, and their source (the oracle)."""
         if oracle is None:
             raise ValueError("oracle_match: items to match without the truth's candidates (upload without oracle=)")
         user_ids = np.asarray(oracle.user_ids, np.int64)
@@ -45,7 +46,7 @@ class OracleMatchChannel(DualRecChannel):
         known = user_ids >= 0
         cand[known] = store.users.rows(user_ids[known], strict=False)
         scores = np.where(cand >= 0, true_scores, -np.inf)
-        return cand, scores, scores
+        return cand, scores, scores, np.full(cand.shape, RETRIEVALS.index("oracle"), np.int8)
 
     def on_weights(self, policy, weights: dict, now: int | None) -> None:
         """No models of its own to load."""

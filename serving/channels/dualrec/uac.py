@@ -85,6 +85,7 @@ class MatchingCache:
         self.items = np.full((n_users, cap), -1, np.int64)
         self.score = np.zeros((n_users, cap), np.float32)  # the creator-side score s_item(u, i) of the match
         self.expiry = np.zeros((n_users, cap), np.int64)
+        self.source = np.full((n_users, cap), -1, np.int8)  # which retrieval found the match (RETRIEVALS), -1 none
 
     def grow(self, n_users: int) -> None:
         if n_users > len(self.items):
@@ -92,6 +93,7 @@ class MatchingCache:
             self.items = np.concatenate([self.items, np.full((extra, self.cap), -1, np.int64)])
             self.score = np.concatenate([self.score, np.zeros((extra, self.cap), np.float32)])
             self.expiry = np.concatenate([self.expiry, np.zeros((extra, self.cap), np.int64)])
+            self.source = np.concatenate([self.source, np.full((extra, self.cap), -1, np.int8)])
 
     def live(self, now: int) -> np.ndarray:
         """(U, cap) bool: slots holding an unexpired item."""
@@ -101,12 +103,15 @@ class MatchingCache:
         """|M_u| at ``now`` for every user row."""
         return self.live(now).sum(1)
 
-    def add(self, user_rows: np.ndarray, item: int, now: int, scores: np.ndarray | None = None) -> np.ndarray:
+    def add(self, user_rows: np.ndarray, item: int, now: int, scores: np.ndarray | None = None,
+            sources: np.ndarray | None = None) -> np.ndarray:
         """M_u <- M_u + {item} (eq. 13) for users with a free slot; returns the rows that got it.
-        ``scores`` (aligned with ``user_rows``) are kept with the match for the combined ranking (eq. 14)."""
+        ``scores`` (aligned with ``user_rows``) are kept with the match for the combined ranking (eq. 14), ``sources``
+        (the retrieval that found each user) for the exposure ratios of the paper's Table 3."""
         user_rows = np.asarray(user_rows, np.int64)
         user_rows, first = np.unique(user_rows, return_index=True)
         sc = np.zeros(len(user_rows), np.float32) if scores is None else np.asarray(scores, np.float32)[first]
+        src = np.full(len(user_rows), -1, np.int8) if sources is None else np.asarray(sources, np.int8)[first]
         self.grow(int(user_rows.max()) + 1 if len(user_rows) else 0)
         free = ~((self.items[user_rows] >= 0) & (self.expiry[user_rows] > now))  # (m, cap)
         ok = free.any(1)
@@ -114,6 +119,7 @@ class MatchingCache:
         slot = free[ok].argmax(1)
         self.items[rows, slot] = item
         self.score[rows, slot] = sc[ok]
+        self.source[rows, slot] = src[ok]
         self.expiry[rows, slot] = now + self.ttl_s
         return rows
 
@@ -130,12 +136,14 @@ class MatchingCache:
         live = (items >= 0) & (expiry > now)
         return np.where(live, items, -1), np.where(live, self.score[user_rows], 0.0).astype(np.float32)
 
-    def remove(self, user_rows: np.ndarray, items: np.ndarray) -> None:
-        """Drop (user, item) pairs once served, so a matched item is shown once."""
+    def remove(self, user_rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Drop (user, item) pairs once served, so a matched item is shown once; returns the removed entries'
+        sources."""
         user_rows, items = np.asarray(user_rows, np.int64), np.asarray(items, np.int64)
         hit = self.items[user_rows] == items[:, None]
         r, c = np.nonzero(hit)
         self.items[user_rows[r], c] = -1
+        return self.source[user_rows[r], c]
 
 
 class AvailableUserStore:
@@ -155,13 +163,14 @@ class AvailableUserStore:
         return under_cap & (self.active if use_activity else True)
 
     def match(self, item: int, candidate_rows: np.ndarray, now: int, top: int, use_activity: bool = True,
-              scores: np.ndarray | None = None) -> np.ndarray:
+              scores: np.ndarray | None = None, sources: np.ndarray | None = None) -> np.ndarray:
         """Keep the first ``top`` candidates (in the given, ranked order) that are in A; add the item to their M_u.
-        ``scores``, aligned with ``candidate_rows``, are stored with the matches."""
+        ``scores`` and ``sources``, aligned with ``candidate_rows``, are stored with the matches."""
         cand = np.asarray(candidate_rows, np.int64)
         sc = np.zeros(len(cand), np.float32) if scores is None else np.asarray(scores, np.float32)
+        src = np.full(len(cand), -1, np.int8) if sources is None else np.asarray(sources, np.int8)
         avail = self.available(now, use_activity)
         keep = (cand >= 0) & (cand < len(avail))
-        cand, sc = cand[keep], sc[keep]
+        cand, sc, src = cand[keep], sc[keep], src[keep]
         ok = avail[cand]
-        return self.cache.add(cand[ok][:top], item, now, sc[ok][:top])
+        return self.cache.add(cand[ok][:top], item, now, sc[ok][:top], src[ok][:top])

@@ -195,6 +195,8 @@ class IHMOfflineConfig(FrozenConfig):
     known_users_only: bool = Field(True, description="test-time item histories keep only users with a training "
                                    "positive (the others' id embeddings were never trained: noise)")
     max_eval_per_window: int = Field(20_000, ge=10, description="test positives scored per window (deterministic sample)")
+    baselines: bool = Field(True, description="also score the baselines (most popular, recently popular, item-kNN) "
+                            "on the same events: rows of the tables beside the variants")
     model: IHMSpec = IHMSpec()
 
 

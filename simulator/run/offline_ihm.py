@@ -23,7 +23,9 @@ Positives are the log's likes and comments, one per (user, item) (its first time
 Variants (the scenario's arms, by ``kind``; :data:`VARIANTS`): ``ihm`` (live histories), ``ihm_frozen``
 (histories frozen at the split: no real-time inference), ``ihm_static`` (the trained IHM with e_i = E_S:
 no inductive structure), ``transductive`` (the same two-tower trained without history), ``sasrec``
-(id-only SASRec next-item). The three IHM variants share one trained model.
+(id-only SASRec next-item). The three IHM variants share one trained model. Beside them the tables carry the
+baselines of :mod:`simulator.run.offline_ihm_baselines` (most popular, recently popular, item-kNN) on the same
+events, candidates and exclusions (``ihm_offline.baselines``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import torch
 from simulator.core.config import IHMOfflineConfig, Scenario
 from simulator.core.schema import SECONDS_PER_DAY, Log
 from simulator.metrics.offline_ci import event_bootstrap, slope_intervals
+from simulator.run.offline_ihm_baselines import BASELINES, baseline_ranks
 from simulator.run.offline_ihm_data import Batches, Chunks, ItemTable, Positives, Split
 from trainers.tasks.ihm_offline import RETRIEVAL_MODELS, RetrievalSizes, RetrievalTask
 from trainers.models.ihm import IHMConfig
@@ -257,6 +260,9 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
     unknown = sorted({arm.kind for arm in scenario.arms} - set(VARIANTS))
     if unknown:
         raise ValueError(f"ihm_offline: arm kinds {unknown} are not variants of the protocol; known: {sorted(VARIANTS)}")
+    clash = sorted({arm.name for arm in scenario.arms} & set(BASELINES)) if config.baselines else []
+    if clash:
+        raise ValueError(f"ihm_offline: arms {clash} are named like the protocol's baselines; rename them")
     items = ItemTable.of(log)
     positives = Positives.of(log, items, until_ts=log.t0 + days * SECONDS_PER_DAY if days else None)
     control = scenario.control if scenario.control in {arm.name for arm in scenario.arms} else scenario.arms[0].name
@@ -291,6 +297,10 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
                                     for row in long.iter_rows(named=True) for metric in ("hr", "ndcg")}}
             if progress is not None:
                 progress(arm.name)
+        if config.baselines:  # the same events, candidates and exclusions; rows of the tables, not child runs
+            for name in BASELINES:
+                ranks[name] = baseline_ranks(name, batches, split, config, seed)
+                longs.append(summarize(name, ranks[name], split.window, tail, config.k, config.windows))
         seed_figures.append(figures)
         per_seed.append((ranks, split.window, tail))
     # every figure is the mean over the seeds (one seed: itself)
@@ -301,7 +311,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
     cells, slope_cells = intervals(per_seed, control, config.k, config.windows, scenario.seed)
     long = long.join(cells, on=["variant", "window", "subset"], how="left", maintain_order="left")
     decay = decay_slopes(long).join(slope_cells, on=["variant", "subset"], how="left", maintain_order="left")
-    for row in decay.iter_rows(named=True):
+    for row in decay.filter(pl.col("variant").is_in(list(figures))).iter_rows(named=True):  # arms (child runs)
         figures[row["variant"]][f"{row['subset']}.decay_slope"] = row["slope"]
         figures[row["variant"]][f"{row['subset']}.decay_rel_slope"] = row["rel_slope"]
     meta = {"figures": figures, "long": long, "decay": decay, "seeds": seeds, "train_positives": int(len(split.train)),

@@ -88,6 +88,17 @@ def test_next_user_cells_and_the_floor_margin():
     assert "nu.next_user.recall_20_rel" not in cells
 
 
+def test_ihm_cells_margin_over_a_baseline():
+    from simulator.run.fidelity_claims import ihm_cells
+
+    cols = {f"{s}_hr10{x}": v for s in ("overall", "tail", "head")
+            for x, v in (("", [0.10, 0.06]), ("_lo", [0.08, 0.05]), ("_hi", [0.12, 0.07]), ("_rel", [0.0, 0.0]))}
+    table = pl.DataFrame({"variant": ["ihm", "most_popular"], **cols})
+    decay = pl.DataFrame({"variant": ["ihm"], "subset": ["head"], "rel_slope": [0.01]})
+    cell = ihm_cells(table, decay, 10)["ihm.above.most_popular.overall"]
+    assert cell.value == pytest.approx(0.04) and cell.lo == pytest.approx(0.01) and cell.hi == pytest.approx(0.07)
+
+
 def test_ladder_cells_hit_rate_gain_has_a_two_proportion_interval():
     diag = pl.DataFrame({"dualrec.served_by.two_tower": [50.0], "dualrec.served_by.item_sim": [30.0],
                          "dualrec.served_by.user_sim": [20.0], "dualrec.hit_rate.actual": [0.8],

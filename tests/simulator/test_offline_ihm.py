@@ -134,6 +134,46 @@ def test_eval_negatives_rank_among_sampled_candidates():
     assert r[0] == 0 and r[2] > 0 and r[2] <= 50  # item 10 is drawn among the 50 for the h8 event almost surely
 
 
+@pytest.mark.parametrize("eval_negatives", [0, 50])
+def test_baselines_rank_on_the_models_candidates_and_exclusions(eval_negatives):
+    """rank_by with a model's own scores gives score()'s ranks (the same candidates, exclusions and sampled
+    negatives); most_popular and item_kNN by hand on the tiny log."""
+    from simulator.run.offline_ihm import item_vectors, user_vectors
+    from simulator.run.offline_ihm_baselines import baseline_ranks, rank_by
+
+    log = _log()
+    items = ItemTable.of(log)
+    p = Positives.of(log, items)
+    oc = IHMOfflineConfig(windows=2, tail_max=2, eval_negatives=eval_negatives)
+    s = Split.of(p, len(items), oc, seed=0)
+    b = Batches(p, items, 5, 5)
+    task = _FixedTask()
+    users, vecs = user_vectors(task, b, s), item_vectors(task, b, None)
+    same = rank_by(lambda part, events, hist_ts: (users[part] @ vecs.T).numpy(), b, s, oc, seed=0, live=False)
+    assert same.tolist() == score(task, Variant("x", "none"), b, s, oc, seed=0).tolist()
+    if eval_negatives == 0:
+        # training positives (before h5): item 10 by u1, u2, u3; item 11 by u1; test events h5 (u2, 11), h7 (u3, 11),
+        # h8 (u4, 12: all three available, none seen), h9 (u1, 12: 10 and 11 seen), h10 (u4, 10: 12 seen)
+        assert baseline_ranks("most_popular", b, s, oc, seed=0).tolist() == [0, 0, 2, 0, 0]
+        # item-kNN: u4 has no history at h8 (ties broken by popularity: 10, 11, 12); at h10 its item 12 has no co-likes
+        assert baseline_ranks("item_knn", b, s, oc, seed=0).tolist() == [0, 0, 2, 0, 0]
+        assert baseline_ranks("recent_popular", b, s, oc, seed=0).tolist() == [0, 0, 2, 0, 0]
+    with pytest.raises(ValueError, match="unknown IHM baseline"):
+        baseline_ranks("nope", b, s, oc, seed=0)
+
+
+def test_recent_popularity_counts_the_days_before_the_refresh():
+    from simulator.run.offline_ihm_baselines import recent_counts
+
+    log = _log()
+    items = ItemTable.of(log)
+    b = Batches(Positives.of(log, items), items, 5, 5)
+    # first likes at h1 (10), h2 (10), h3 (11), h4 (10), h5 (11), h7 (11), h8 (12), h9 (12), h10 (10)
+    assert recent_counts(b, 8 * H, 10 * H).tolist() == [0, 0, 2]
+    assert recent_counts(b, 0, 8 * H).tolist() == [3, 3, 0]
+    assert recent_counts(b, 0, 11 * H).tolist() == [4, 3, 2]
+
+
 def _tiny_scenario(arms=("ihm", "transductive", "sasrec")):
     from scenarios import get_scenario
 
@@ -149,7 +189,9 @@ def test_tiny_synthetic_run_end_to_end():
 
     log = generate_synthetic(SyntheticConfig(n_users=300, n_creators=30, days=3), seed=1)
     table, meta = run_ihm_offline(_tiny_scenario(("ihm", "ihm_frozen", "transductive")), log)
-    assert table["variant"].to_list() == ["ihm", "ihm_frozen", "transductive"]
+    assert table["variant"].to_list() == ["ihm", "ihm_frozen", "transductive", "most_popular", "recent_popular",
+                                          "item_knn"]  # the baselines on the same events
+    assert set(meta["figures"]) == {"ihm", "ihm_frozen", "transductive"}  # child runs: the arms only
     assert meta["test_events"] > 50 and sum(meta["window_events"]) == meta["test_events"]
     long = meta["long"]
     assert set(long["window"].unique()) == set(range(6)) and long.filter(pl.col("events") > 0)["hr"].is_between(0, 1).all()

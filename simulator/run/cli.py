@@ -155,7 +155,7 @@ def simulate(
             console.print(off.markdown)
             console.print(f"{off.summary}\n{off.wall_s:.1f}s")
             if off.parent_run_id:
-                console.print(f"MLflow: parent run [cyan]{off.parent_run_id}[/] at {tracking_uri}")
+                _print_mlflow("the protocol's table in run", off.parent_run_id, tracking_uri)
             return
         if axes:
             swept = run_sweep(sc, opts, axes, replicates, tracking_uri=tracking_uri,
@@ -164,7 +164,7 @@ def simulate(
                           f"{f', pooled over {replicates} seeds' if replicates > 1 else ''}[/]")
             console.print(swept.markdown)
             if swept.parent_run_id:
-                console.print(f"MLflow: the sweep's table in run [cyan]{swept.parent_run_id}[/] at {tracking_uri}")
+                _print_mlflow("the sweep's table in run", swept.parent_run_id, tracking_uri)
             return
         if replicates > 1:
             if resume:
@@ -177,7 +177,7 @@ def simulate(
             console.print(f"[bold]lifts over control '{sc.control}' pooled over {replicates} seeds[/]")
             console.print(rep.markdown)
             if rep.parent_run_id:
-                console.print(f"MLflow: pooled table in run [cyan]{rep.parent_run_id}[/] at {tracking_uri}")
+                _print_mlflow("pooled table in run", rep.parent_run_id, tracking_uri)
             return
         out = run_scenario(sc, opts, tracking_uri=tracking_uri, progress_factory=_progress if progress else None,
                            resume_run_id=resume)
@@ -192,7 +192,15 @@ def simulate(
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.items())
     console.print(f"{res.events:,} simulated exposures in {out.wall_s:.1f}s ({res.events / max(out.wall_s, 1e-9):,.0f}/s); {stages}")
     if out.parent_run_id:
-        console.print(f"MLflow: parent run [cyan]{out.parent_run_id}[/] at {tracking_uri} (`mlflow ui --backend-store-uri {tracking_uri}`)")
+        _print_mlflow("parent run", out.parent_run_id, tracking_uri)
+
+
+def _print_mlflow(what: str, run_id: str, tracking_uri: str) -> None:
+    """Where the run is in MLflow: its id, and its page once ``mlflow ui`` runs on the same store."""
+    from simulator.run.tracking import parent_url
+
+    console.print(f"MLflow: {what} [cyan]{run_id}[/] at {tracking_uri}\n  open it: `mlflow ui --backend-store-uri "
+                  f"{tracking_uri}`, then {parent_url(tracking_uri, run_id)}", highlight=False, soft_wrap=True)
 
 
 def _print_strategy_tables(res) -> None:

@@ -117,8 +117,14 @@ def _run_params(resolved: Scenario, opts: RunOptions) -> dict:
     return params
 
 
-def _run_tags(run_dir: Location, opts: RunOptions, tags: dict[str, str] | None) -> dict[str, str]:
-    return {RUN_DIR_TAG: run_dir.uri, OPTIONS_TAG: json.dumps(opts.__dict__), **(tags or {})}
+def _run_tags(run_dir: Location, opts: RunOptions, tags: dict[str, str] | None, resolved: Scenario) -> dict[str, str]:
+    """The parent's tags, which its child runs copy: where the run lives, how to resume it, and what it is (scenario,
+    seed, scale, log: columns of MLflow's runs table and of ``mlflow.search_runs``)."""
+    from simulator.run.tracking_names import LOG_TAG, SCALE_TAG, SCENARIO_TAG, SEED_TAG
+
+    return {RUN_DIR_TAG: run_dir.uri, OPTIONS_TAG: json.dumps(opts.__dict__), SCENARIO_TAG: resolved.name,
+            SEED_TAG: str(resolved.seed), SCALE_TAG: opts.scale or "default", LOG_TAG: opts.log or "synthetic",
+            **(tags or {})}
 
 
 def _finish(tracker, resolved: Scenario, result: SimulationResult, run_dir: Location) -> None:
@@ -143,7 +149,7 @@ def record_finished(scenario: Scenario, opts: RunOptions, outcome: RunOutcome, d
     tracker = RunTracker(tracking_uri, opts.experiment)
     run_dir = Location.of(outcome.run_dir)
     parent = tracker.start(resolved.name, _run_params(resolved, opts), [arm.name for arm in resolved.arms],
-                           tags=_run_tags(run_dir, opts, tags))
+                           tags=_run_tags(run_dir, opts, tags, resolved))
     for day, per_arm in days:
         tracker.log_day(day, per_arm)
     _finish(tracker, resolved, outcome.result, run_dir)
@@ -228,7 +234,7 @@ def run_scenario(scenario: Scenario, opts: RunOptions, tracking_uri: str | None 
                 parent = resume_run_id
             else:
                 parent = tracker.start(resolved.name, _run_params(resolved, opts), [arm.name for arm in resolved.arms],
-                                       tags=_run_tags(run_dir, opts, tags))
+                                       tags=_run_tags(run_dir, opts, tags, resolved))
         if resume_run_id is not None:
             if has_checkpoint(run_dir):
                 sim.restore_latest()

@@ -1,9 +1,9 @@
 """MLflow tracking of a scenario run: a parent run, one nested child run per arm, their metrics, tables and plots.
 
-Layout in MLflow (one experiment, one parent run per scenario run)::
+Layout in MLflow (one experiment, one parent run per scenario run; the names: :mod:`simulator.run.tracking_names`)::
 
-    <scenario>                     parent: scenario params, lift.<arm>.<metric> metrics, artifacts
-    ├── <arm>                      child: arm params, per-day metrics (step = day), overall.<metric>
+    <scenario>                     parent: scenario params, the answer as its description, lift/<arm>/<metric>, artifacts
+    ├── <arm>                      child: arm params, kpi/ guard/ lift/ (the run), daily/ diag/ (step = day)
     └── ...
 
 Only the :class:`mlflow.MlflowClient` API is used (never the fluent ``mlflow.start_run`` state), so
@@ -12,29 +12,28 @@ nothing leaks between runs, tests or threads. No Ray import: the driver calls th
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import polars as pl
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel
 
 from simulator.run.offline import OfflineOutcome
 from simulator.run.plots import plot_dac, plot_expo_reach, plot_exposures_by_age, plot_forest
 from simulator.run.replicates import as_comparison
 from simulator.run.report import CUPED_SUFFIX, EXPO_PREFIX, finite_or_none, format_comparison_markdown, treatment_rows, undefined_reason
 from simulator.run.results import SimulationResult
+from simulator.run.tracking_names import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, MAX_PARAM_VALUE, NOTE_TAG,  # noqa: F401
+                                          _compact, ab_description, daily_name, flatten_params, lift_name, overall_name,
+                                          run_url, table_description)
 
 # MLflow's own limits (mlflow.utils.validation), repeated so a batch never trips them.
-MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 _MAX_PARAMS_TAGS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
@@ -45,65 +44,6 @@ ERROR_TAG = "coldsim.error"
 PARENT_TAG = "mlflow.parentRunId"  # what mlflow.start_run(nested=True) sets; the UI nests on it
 
 Scalar = str | int | float
-
-
-# ---------------------------------------------------------------------------------------------
-# Params
-# ---------------------------------------------------------------------------------------------
-
-
-def _compact(value: Any) -> str:
-    """A param value as a short string: JSON for lists and dicts, ``str`` otherwise, truncated."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, separators=(",", ":"), default=str)
-    else:
-        text = str(value)
-    return text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 3] + "..."
-
-
-def flatten_params(
-    model: BaseModel,
-    prefix: str = "",
-    named_lists: Mapping[str, str] | None = None,
-    exclude: Collection[str] = (),
-) -> dict[str, str]:
-    """Flatten a nested pydantic config into MLflow params with dotted keys.
-
-    Nested models and dicts of models recurse (``world.creator_elasticity``); lists of models
-    named in ``named_lists`` are keyed by each item's ``name`` under the mapped prefix (default:
-    a Scenario's ``arms`` become ``arm.<name>.*``); other lists and dicts become compact JSON.
-    Values are truncated to MLflow's 6000-character limit. ``exclude`` drops top-level fields.
-    """
-    named_lists = {"arms": "arm"} if named_lists is None else named_lists
-    out: dict[str, str] = {}
-
-    def walk(value: Any, key: str) -> None:
-        if isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name), f"{key}.{name}" if key else name)
-        elif isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}")
-        else:
-            out[key] = _compact(value)
-
-    for name in type(model).model_fields:
-        if name in exclude:
-            continue
-        value = getattr(model, name)
-        key = f"{prefix}{name}"
-        if (
-            name in named_lists
-            and isinstance(value, (list, tuple))
-            and all(isinstance(v, BaseModel) and hasattr(v, "name") for v in value)
-        ):
-            for item in value:
-                walk(item, f"{prefix}{named_lists[name]}.{item.name}")
-        else:
-            walk(value, key)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +74,12 @@ def _sqlite_artifact_location(tracking_uri: str) -> str | None:
     return (Path(db).resolve().parent / "mlruns").as_uri()
 
 
+def parent_url(tracking_uri: str, run_id: str, ui: str | None = None) -> str:
+    """The page of run ``run_id`` in ``mlflow ui`` (default http://127.0.0.1:5000) over ``tracking_uri``."""
+    experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    return run_url(experiment_id, run_id, *([ui] if ui else []))
+
+
 class RunTracker:
     """Records one scenario run in MLflow: a parent run with a nested child run per arm.
 
@@ -147,6 +93,10 @@ class RunTracker:
         self.client = MlflowClient(tracking_uri)
         self.parent_run_id: str | None = None
         self.child_run_ids: dict[str, str] = {}
+        self.experiment_id: str | None = None
+        self.params: dict[str, Scalar] = {}  # the parent's (for its description)
+        self.name = ""  # the parent run's
+        self._logged_days: dict[str, set[int]] = {}  # per arm: days already logged (a replayed day is not logged twice)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -155,10 +105,13 @@ class RunTracker:
         if exp is not None:
             if exp.lifecycle_stage != "active":
                 raise ValueError(f"MLflow experiment '{self.experiment}' is deleted; restore it or pick another name")
+            if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older coldsim: open it on the runs table too
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         try:
             return self.client.create_experiment(
-                self.experiment, artifact_location=_sqlite_artifact_location(self.tracking_uri)
+                self.experiment, artifact_location=_sqlite_artifact_location(self.tracking_uri),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},  # MLflow 3 opens it on the runs table, not GenAI traces
             )
         except MlflowException:  # created concurrently by another process
             exp = self.client.get_experiment_by_name(self.experiment)
@@ -183,6 +136,7 @@ class RunTracker:
         if len(set(arms)) != len(arms) or not arms:
             raise ValueError(f"arms must be unique and non-empty, got {arms}")
         exp_id = self._experiment_id()
+        self.experiment_id, self.params, self.name = exp_id, dict(params), scenario_name
         tags = dict(tags or {})
         parent = self.client.create_run(exp_id, run_name=scenario_name, tags=tags)
         pid = parent.info.run_id
@@ -221,6 +175,10 @@ class RunTracker:
             except MlflowException as e:
                 raise ValueError(f"child run '{rid}' of arm '{arm}' (parent {parent_run_id}) is missing") from e
         self.parent_run_id, self.child_run_ids = parent_run_id, dict(sorted(children.items()))
+        self.experiment_id, self.params = parent.info.experiment_id, dict(parent.data.params)
+        for arm, rid in self.child_run_ids.items():  # the days logged before the interruption
+            daily = next((k for k in self.client.get_run(rid).data.metrics if k.startswith("daily/")), None)
+            self._logged_days[arm] = {m.step for m in self.client.get_metric_history(rid, daily)} if daily else set()
         for rid in self._all_runs():
             self.client.update_run(rid, status="RUNNING")
 
@@ -250,17 +208,24 @@ class RunTracker:
             raise ValueError(f"status must be a terminal MLflow status (FINISHED, FAILED, KILLED), got {status!r}")
         ts = _now_ms()
         for arm, values in overall.items():
-            self._log_metrics(self._child(arm), [Metric(f"overall.{k}", float(v), ts, 0) for k, v in values.items() if v is not None])
-        lifts = []
+            self._log_metrics(self._child(arm), [Metric(overall_name(k), float(v), ts, 0) for k, v in values.items()
+                                                 if v is not None])
+        lifts, per_arm = [], {}
         for row in treatment_rows(comparison, control):
-            for suffix, name in (("", ""), (CUPED_SUFFIX, ".cuped")):
+            for suffix in ("", CUPED_SUFFIX):
                 if undefined_reason(row, suffix) is not None:
                     continue
-                for col, key in (("lift", ""), ("ci_low", ".ci_low"), ("ci_high", ".ci_high")):
+                for col, bound in (("lift", None), ("ci_low", "ci_low"), ("ci_high", "ci_high")):
                     value = finite_or_none(row.get(f"{col}{suffix}"))
                     if value is not None:
-                        lifts.append(Metric(f"lift.{row['arm']}.{row['metric']}{name}{key}", value, ts, 0))
+                        cuped = suffix == CUPED_SUFFIX
+                        lifts.append(Metric(lift_name(row["metric"], cuped, bound, arm=row["arm"]), value, ts, 0))
+                        per_arm.setdefault(row["arm"], []).append(Metric(lift_name(row["metric"], cuped, bound), value,
+                                                                         ts, 0))
         self._log_metrics(pid, lifts)
+        for arm, metrics in per_arm.items():  # each treatment arm's child run: its lifts, under the same names
+            if arm in self.child_run_ids:
+                self._log_metrics(self._child(arm), metrics)
         self._log_params(pid, {f"expo_k.{name}": int(k) for name, k in (expo_k or {}).items()})
         self._log_expo_history(daily)
 
@@ -306,13 +271,14 @@ class RunTracker:
     def finish_result(self, result: SimulationResult, extra_artifacts: Mapping[str, Path]) -> None:
         """End an A/B run from its result: the stage timings and exposure count, the ladder's lifts (``ladder.<arm>.
         <metric>``, with ``.ci_low``/``.ci_high``) on the parent, then :meth:`finish`."""
-        self.log_parent_metrics({f"time.{stage}_s": seconds for stage, seconds in result.timings.items()}
-                                | {"events": float(result.events)})
+        self.log_parent_metrics({f"time/{stage}_s": seconds for stage, seconds in result.timings.items()}
+                                | {"run/simulated_exposures": float(result.events)})
         if result.ladder is not None:
-            self.log_parent_metrics({f"ladder.{row['arm']}.{row['metric']}{suffix}": row[column]
+            self.log_parent_metrics({f"ladder/{row['arm']}/{row['metric']}{suffix}": row[column]
                                      for row in result.ladder.iter_rows(named=True)
-                                     for suffix, column in (("", "lift"), (".ci_low", "ci_low"), (".ci_high", "ci_high"))
+                                     for suffix, column in (("", "lift"), ("/ci_low", "ci_low"), ("/ci_high", "ci_high"))
                                      if row[column] is not None and row[column] == row[column]})
+        self.describe(ab_description(result, self.params, self.experiment_id or "0", self._require_started()))
         self.finish(result.daily, result.overall, result.comparison, result.age, result.scenario.control,
                     extra_artifacts=extra_artifacts, ci_level=result.scenario.metrics.ci_level, expo_k=result.expo_k)
 
@@ -320,25 +286,37 @@ class RunTracker:
         """End an offline-protocol run: its per-arm figures, scalar meta, Table 1 (markdown and CSV), extra tables
         and plots (:meth:`finish_tables`)."""
         scalars = {name: value for name, value in outcome.meta.items() if isinstance(value, (int, float))}
+        self.describe(table_description(f"{self.name}: the offline protocol's table", outcome.markdown, outcome.summary))
         self.finish_tables(outcome.meta["figures"], scalars,
                            {"table1.md": outcome.markdown, "table1.csv": outcome.table.write_csv(), **outcome.tables},
                            plots=outcome.plots)
 
     def finish_replicates(self, table: pl.DataFrame, markdown: str, replicates: int, control: str,
                           ci_level: float) -> None:
-        """End a replicates run: per arm the pooled ``<metric>.mean_lift`` (``.ci_low``, ``.ci_high``,
-        ``.sign_agreement``), the replicate count, the table (markdown and CSV) and its forest plot."""
+        """End a replicates run: per arm the pooled lift as ``lift/<metric>`` (the mean over seeds; ``/ci_low``,
+        ``/ci_high``: the t interval; ``/sign_agreement``), the replicate count, the table (markdown and CSV), its
+        forest plot, and the table as the run's description."""
         per_arm: dict[str, dict[str, float]] = {arm: {} for arm in sorted(set(table["arm"].to_list()))}
         for row in table.iter_rows(named=True):
-            for name in ("mean_lift", "ci_low", "ci_high", "sign_agreement"):
+            for name, bound in (("mean_lift", None), ("ci_low", "ci_low"), ("ci_high", "ci_high"),
+                                ("sign_agreement", "sign_agreement")):
                 if finite_or_none(row[name]) is not None:
-                    per_arm[row["arm"]][f"{row['metric']}.{name}"] = row[name]
+                    per_arm[row["arm"]][lift_name(row["metric"], bound=bound)] = row[name]
+        self.describe(table_description(f"Lifts over control pooled over {replicates} seeds", markdown))
         lifts_as_text = pl.col("lifts").list.eval(pl.element().round(6)).cast(pl.List(pl.String)).list.join(" ")
         with tempfile.TemporaryDirectory(prefix="coldsim-replicates-") as tmp:
             forest = plot_forest(as_comparison(table), control, Path(tmp) / "forest.png", ci_level)
             self.finish_tables(per_arm, {"replicates": float(replicates)},
                                {"replicates.md": markdown, "replicates.csv": table.with_columns(lifts_as_text).write_csv()},
                                plots={"forest.png": forest} if forest is not None else None)
+
+    def describe(self, markdown: str) -> None:
+        """The parent run's description (what its page shows first)."""
+        self.client.set_tag(self._require_started(), NOTE_TAG, markdown[:MAX_TAG_VALUE])
+
+    def url(self, ui: str | None = None) -> str:
+        """The parent run's page in ``mlflow ui``."""
+        return run_url(self.experiment_id or "0", self._require_started(), *([ui] if ui else []))
 
     def fail(self, message: str) -> None:
         """End all runs as FAILED with the message in a ``coldsim.error`` tag; a no-op before start."""
@@ -357,7 +335,12 @@ class RunTracker:
         ts = _now_ms()
         for arm, values in per_arm.items():
             rid = self._child(arm)
-            self._log_metrics(rid, [Metric(k, float(v), ts, int(day)) for k, v in values.items() if v is not None])
+            logged = self._logged_days.setdefault(arm, set())
+            if int(day) in logged:  # a day played again after a recovery or a resume: the same values
+                continue
+            self._log_metrics(rid, [Metric(daily_name(k), float(v), ts, int(day)) for k, v in values.items()
+                                    if v is not None])
+            logged.add(int(day))
 
     def log_parent_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log metrics (e.g. driver timings) to the parent run; ``step=None`` logs at step 0."""
@@ -387,8 +370,9 @@ class RunTracker:
         for arm, df in daily.items():
             rid = self._child(arm)
             for col in (c for c in df.columns if c.startswith(EXPO_PREFIX)):
-                logged = {m.step for m in self.client.get_metric_history(rid, col)}
-                self._log_metrics(rid, [Metric(col, value, ts, int(day)) for day, v in df.select("day", col).iter_rows()
+                logged = {m.step for m in self.client.get_metric_history(rid, daily_name(col))}
+                self._log_metrics(rid, [Metric(daily_name(col), value, ts, int(day))
+                                        for day, v in df.select("day", col).iter_rows()
                                         if int(day) not in logged and (value := finite_or_none(v)) is not None])
 
     def _log_params(self, run_id: str, params: Mapping[str, Scalar]) -> None:

@@ -44,7 +44,7 @@ def test_parallel_replicates_equal_sequential_ones(tmp_path):
         parent = by_seed["3"]
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         arm = next(c for c in children if c.info.run_name != "boost_ab")
-        history = client.get_metric_history(arm.info.run_id, "dac")  # logged live each day (step = day)
+        history = client.get_metric_history(arm.info.run_id, "daily/dac")  # logged live each day (step = day)
         records[mode] = (sorted(parent.data.params.items()), sorted(parent.data.metrics),
                          sorted((m.step, m.value) for m in history), sorted(arm.data.metrics))
         assert sum(r.info.run_name == "boost_ab-replicates" for r in runs) == 1

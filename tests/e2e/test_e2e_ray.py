@@ -133,15 +133,15 @@ def test_mlflow_parent_and_child_runs(ray_run, tracking, scenario):
     children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{out.parent_run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(a.name for a in scenario.arms)
     for r in children:
-        hist = c.get_metric_history(r.info.run_id, "expo_reach_5")
+        hist = c.get_metric_history(r.info.run_id, "daily/expo_reach_5")
         assert [m.step for m in hist] == [0, 1]
-        assert "overall.dac" in r.data.metrics
+        assert "kpi/dac" in r.data.metrics
     arts = {a.path for a in c.list_artifacts(out.parent_run_id)} | {a.path for a in c.list_artifacts(out.parent_run_id, "plots")}
     assert {"comparison.csv", "comparison.md", "plots/expo_reach.png", "plots/dac.png", "plots/exposures_by_age.png"} <= arts
-    assert any(k.startswith("lift.next_user.") for k in parent.data.metrics)
+    assert any(k.startswith("lift/next_user/") for k in parent.data.metrics)
     dr = next(r for r in children if r.info.run_name.startswith("dualrec"))
-    assert [m.step for m in c.get_metric_history(dr.info.run_id, "dualrec.active_share")] == [0, 1]
-    assert "overall.dualrec.hit_rate.actual" in dr.data.metrics or "overall.dualrec.coverage.user_side" in dr.data.metrics
+    assert [m.step for m in c.get_metric_history(dr.info.run_id, "diag/dualrec.active_share")] == [0, 1]
+    assert "diag/run/dualrec.hit_rate.actual" in dr.data.metrics or "diag/run/dualrec.coverage.user_side" in dr.data.metrics
     tables = {a.path for a in c.list_artifacts(out.parent_run_id, "tables")}
     assert f"tables/diagnostics_{dr.info.run_name}.csv" in tables
 

@@ -14,7 +14,7 @@ from simulator.run.plots import forest_frame, plot_dac, plot_expo_reach, plot_ex
 from simulator.run.replicates import aggregate_lifts, as_comparison
 from simulator.run.report import (format_comparison_markdown, format_comparison_rich, format_replicates_markdown,
                                   metric_sort_key, undefined_reason)
-from simulator.run.tracking import RunTracker, flatten_params
+from simulator.run.tracking import RunTracker, flatten_params, parent_url
 
 ARMS = ["control", "fresh"]
 DAYS = 3
@@ -91,9 +91,10 @@ def test_start_log_finish(uri):
     assert parent.data.tags["coldsim.scale"] == "tiny"
     assert parent.data.params["arm.fresh.kind"] == "fresh_boost"
     assert parent.data.params["metrics.expo_k"] == "[10,50,200]"
-    assert parent.data.metrics["lift.fresh.expo_reach_10"] == pytest.approx(0.5)
-    assert parent.data.metrics["lift.fresh.dac.ci_low"] == pytest.approx(-0.01)
-    assert "lift.control.dac" not in parent.data.metrics
+    assert parent.data.metrics["lift/fresh/expo_reach_10"] == pytest.approx(0.5)
+    assert parent.data.metrics["lift/fresh/dac/ci_low"] == pytest.approx(-0.01)
+    assert "lift/control/dac" not in parent.data.metrics
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 opens the runs table
 
     kids = children(client, pid)
     assert sorted(kids) == ARMS
@@ -102,12 +103,18 @@ def test_start_log_finish(uri):
         assert run.info.run_name == arm and run.info.status == "FINISHED"
         assert parent.data.tags[f"coldsim.child.{arm}"] == rid
         assert run.data.params["share"] == "0.5" and "stack.new_item_boost" in run.data.params
-        hist = client.get_metric_history(rid, "expo_reach_10")
+        hist = client.get_metric_history(rid, "daily/expo_reach_10")
         assert sorted(m.step for m in hist) == [0, 1, 2]
         assert {m.step: m.value for m in hist}[2] == day_metrics(arm, 2)["expo_reach_10"]
-        assert run.data.metrics["overall.dac"] == pytest.approx(outputs()[1][arm]["dac"])
-        assert len(client.get_metric_history(rid, "dac")) == DAYS  # overall values don't pollute the history
+        assert run.data.metrics["kpi/dac"] == pytest.approx(outputs()[1][arm]["dac"])
+        assert len(client.get_metric_history(rid, "daily/dac")) == DAYS  # overall values don't pollute the history
         assert len(hist) == DAYS  # finish does not log again what log_day logged
+    # the treatment arm's child run carries its lifts under the same names as every arm's metrics
+    fresh = client.get_run(kids["fresh"]).data.metrics
+    assert fresh["lift/expo_reach_10"] == pytest.approx(0.5) and fresh["lift/dac/ci_low"] == pytest.approx(-0.01)
+    assert not any(k.startswith("lift/") for k in client.get_run(kids["control"]).data.metrics)
+    control_names = {k for k in client.get_run(kids["control"]).data.metrics if not k.startswith("lift/")}
+    assert control_names == {k for k in fresh if not k.startswith("lift/")}  # the same names in every arm
 
     top = {f.path for f in client.list_artifacts(pid)}
     assert {"comparison.csv", "comparison.md", "daily_control.csv", "daily_fresh.csv", "plots", "config"} <= top
@@ -136,11 +143,29 @@ def test_resume_continues_the_same_runs(uri):
     assert len(runs) == 3
     assert children(client, pid) == ids
     for arm, rid in ids.items():
-        assert sorted(m.step for m in client.get_metric_history(rid, "dac")) == [0, 1]
+        assert sorted(m.step for m in client.get_metric_history(rid, "daily/dac")) == [0, 1]
         assert client.get_run(rid).info.status == "FINISHED"
 
     with pytest.raises(ValueError, match="no MLflow run 'deadbeef'"):
         RunTracker(uri, "resume").resume("deadbeef")
+
+
+def test_a_day_played_again_is_not_logged_twice(uri):
+    """After an in-place recovery or a resume the driver plays days again, with the same values: MLflow keeps one
+    point per day."""
+    tracker = RunTracker(uri, "replay")
+    pid = tracker.start("tiny", {"seed": 0}, ARMS, {})
+    for d in (0, 1, 1):
+        tracker.log_day(d, {a: day_metrics(a, d) for a in ARMS})
+    again = RunTracker(uri, "replay")
+    again.resume(pid)
+    for d in (1, 2):
+        again.log_day(d, {a: day_metrics(a, d) for a in ARMS})
+    client = MlflowClient(uri)
+    for rid in again.child_run_ids.values():
+        assert sorted(m.step for m in client.get_metric_history(rid, "daily/dac")) == [0, 1, 2]
+    assert again.url().startswith("http://127.0.0.1:5000/#/experiments/") and again.url().endswith(f"/runs/{pid}")
+    assert parent_url(uri, pid) == again.url()
 
 
 def test_fail_keeps_what_was_logged(uri):
@@ -155,7 +180,7 @@ def test_fail_keeps_what_was_logged(uri):
         run = client.get_run(rid)
         assert run.info.status == "FAILED"
         assert run.data.tags["coldsim.error"].startswith("boom: ")
-    assert client.get_run(tracker.child_run_ids["fresh"]).data.metrics["dac"] == day_metrics("fresh", 0)["dac"]
+    assert client.get_run(tracker.child_run_ids["fresh"]).data.metrics["daily/dac"] == day_metrics("fresh", 0)["dac"]
     assert client.get_run(pid).data.params == {"seed": "0"}
 
 
@@ -364,12 +389,12 @@ def test_finish_logs_derived_expo_history_and_k(uri):
     client = MlflowClient(uri)
     parent = client.get_run(pid)
     assert parent.data.params["expo_k.expo_reach_q50"] == "12" and parent.data.params["expo_k.expo_reach_q90"] == "37"
-    assert parent.data.metrics["lift.fresh.expo_reach_q50"] == pytest.approx(0.5)
+    assert parent.data.metrics["lift/fresh/expo_reach_q50"] == pytest.approx(0.5)
     for arm, rid in tracker.child_run_ids.items():
         for col in ("expo_reach_q50", "expo_reach_q90"):
-            hist = {m.step: m.value for m in client.get_metric_history(rid, col)}
+            hist = {m.step: m.value for m in client.get_metric_history(rid, f"daily/{col}")}
             assert hist == {d: pytest.approx(daily[arm][col][d]) for d in range(DAYS)}
-        assert len(client.get_metric_history(rid, "dac")) == DAYS
+        assert len(client.get_metric_history(rid, "daily/dac")) == DAYS
     md = Path(client.download_artifacts(pid, "comparison.md", str(Path(uri.removeprefix("sqlite:///")).parent / "dl2"))).read_text()
     assert "| expo_reach_q50 (K=12) | 12 | fresh | 18 | +50.0% ▲ |" in md
 
@@ -382,6 +407,6 @@ def test_undefined_and_cuped_lifts_in_mlflow(uri):
         lift_cuped=pl.Series([NAN, 0.18]), ci_low_cuped=pl.Series([NAN, 0.12]), ci_high_cuped=pl.Series([NAN, 0.24]))
     tracker.finish(daily, overall, comparison, age, control="control")
     metrics = MlflowClient(uri).get_run(pid).data.metrics
-    assert not any(k.startswith("lift.fresh.dac") for k in metrics)  # undefined: nothing to log
-    assert metrics["lift.fresh.dau"] == pytest.approx(0.2) and metrics["lift.fresh.dau.cuped"] == pytest.approx(0.18)
-    assert metrics["lift.fresh.dau.cuped.ci_low"] == pytest.approx(0.12)
+    assert not any(k.startswith("lift/fresh/dac") for k in metrics)  # undefined: nothing to log
+    assert metrics["lift/fresh/dau"] == pytest.approx(0.2) and metrics["lift/fresh/dau/cuped"] == pytest.approx(0.18)
+    assert metrics["lift/fresh/dau/cuped/ci_low"] == pytest.approx(0.12)

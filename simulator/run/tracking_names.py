@@ -63,13 +63,23 @@ def lift_name(metric: str, cuped: bool = False, bound: str | None = None, arm: s
     return "/".join(["lift", *([arm] if arm else []), metric, *(["cuped"] if cuped else []), *([bound] if bound else [])])
 
 
+ML_VIEW = "?workflowType=machine_learning"
+"""MLflow 3.17's UI has a GenAI / Model training switch (default GenAI, remembered by the browser) that decides the
+experiment pages over the experiment's kind tag; this query sets it to Model training: the runs table."""
+
+
 def run_url(experiment_id: str, run_id: str, ui: str = DEFAULT_UI) -> str:
-    """The run's page in ``mlflow ui`` (whose runs view lists the experiment's runs with their child runs)."""
-    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The run's page in ``mlflow ui``, in the Model training view (its Runs link lists the experiment's runs)."""
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}{ML_VIEW}"
+
+
+def experiment_url(experiment_id: str, ui: str = DEFAULT_UI) -> str:
+    """The experiment's runs table in ``mlflow ui``: parent runs, their child runs nested under them."""
+    return f"{ui}/#/experiments/{experiment_id}{ML_VIEW}"
 
 
 def _artifact(experiment_id: str, run_id: str, path: str) -> str:
-    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}{ML_VIEW}"
 
 
 def _pct(x) -> str:
@@ -94,12 +104,25 @@ def headline_table(comparison: pl.DataFrame, control: str) -> str:
     return "\n".join(lines)
 
 
+def answer_line(comparison: pl.DataFrame, control: str) -> str:
+    """One line: the headline lifts whose 95% interval excludes 0, or that none does."""
+    rows = comparison.filter((pl.col("arm") != control) & pl.col("significant").fill_null(False)
+                             & (pl.col("metric").str.starts_with("expo_reach_")
+                                | pl.col("metric").is_in([*CREATOR_METRICS, *HEADLINE_GUARDS])))
+    if rows.height == 0:
+        return f"**Answer**: no headline lift over {control} excludes 0 at 95%."
+    cells = [f"{r['arm']} {r['metric']} {_pct(r['lift'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+             for r in rows.iter_rows(named=True)]
+    return f"**Answer** (lifts over {control} whose 95% interval excludes 0): " + "; ".join(cells) + "."
+
+
 def ab_description(result, params: dict, experiment_id: str, run_id: str) -> str:
-    """The parent run's description of an A/B run: the question, the setting, the headline table, the plots."""
+    """The parent run's description of an A/B run: the question, the answer in a line, the setting, the headline
+    table, the plots."""
     sc = result.scenario
     art = lambda path: _artifact(experiment_id, run_id, path)  # noqa: E731
     k = ", ".join(f"{name} = {value}" for name, value in result.expo_k.items())
-    return (f"**{sc.name}**: {sc.description}\n\n"
+    return (f"**{sc.name}**: {sc.description}\n\n{answer_line(result.comparison, sc.control)}\n\n"
             f"Seed {sc.seed}, scale {params.get('scale', 'default')}, log {params.get('log', 'synthetic')}, "
             f"{result.days} days, {result.events:,} simulated exposures; control arm **{sc.control}**"
             f"{f'; ExpoReach K: {k}' if k else ''}.\n\n"

@@ -91,10 +91,11 @@ def test_tiny_local_run_prints_table_and_records_mlflow(tmp_path):
     runs = MlflowClient(uri).search_runs([exp.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["base", "coldstart_ab", "dualrec_v5", "ihm", "next_user"]
     parent = next(r for r in runs if r.info.run_name == "coldstart_ab")
-    url = f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}"
+    url = f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning"
     assert url in res.output  # where to click, once `mlflow ui` runs
     note = parent.data.tags["mlflow.note.content"]  # the run page shows the answer first
     assert note.startswith("**coldstart_ab**: ") and "seed 0, scale tiny" in note.replace("Seed", "seed")
+    assert "**Answer**" in note.split("\n\n")[1]  # the answer in one line, before the table (shown above 'Show more')
     assert "| metric | arm | control | arm value | lift [95% CI] | significant |" in note
     assert "| expo_reach_5 | next_user |" in note and "| view_rate | ihm |" in note and "plots/forest.png" in note
     child = next(r for r in runs if r.info.run_name == "ihm").data.metrics

@@ -164,7 +164,8 @@ def test_a_day_played_again_is_not_logged_twice(uri):
     client = MlflowClient(uri)
     for rid in again.child_run_ids.values():
         assert sorted(m.step for m in client.get_metric_history(rid, "daily/dac")) == [0, 1, 2]
-    assert again.url().startswith("http://127.0.0.1:5000/#/experiments/") and again.url().endswith(f"/runs/{pid}")
+    assert again.url().startswith("http://127.0.0.1:5000/#/experiments/")
+    assert again.url().endswith(f"/runs/{pid}?workflowType=machine_learning")
     assert parent_url(uri, pid) == again.url()
 
 

@@ -181,7 +181,11 @@ class IHMOfflineConfig(FrozenConfig):
     score every later positive in 5 equal time windows with no retraining. The variants are the arms,
     by ``kind``: ihm, ihm_frozen, ihm_static, transductive, sasrec (``simulator.run.offline_ihm.VARIANTS``)."""
 
-    windows: int = Field(5, ge=1, description="equal-duration windows the later half is cut into")
+    windows: int = Field(5, ge=1, description="windows the later half is cut into (see windows_by)")
+    windows_by: Literal["time", "count", "horizon"] = Field(
+        "time", description="time: equal durations over the whole later half (the paper's); count: the same number "
+        "of test positives in each; horizon: equal durations over the first horizon_days after the split only")
+    horizon_days: float = Field(30.0, gt=0, description="with windows_by='horizon': the days after the split scored")
     tail_max: int = Field(5, ge=1, description="tail items have fewer than this many training interactions (X)")
     k: int = Field(10, ge=1, description="cut-off of HitRate@K and NDCG@K")
     epochs: int = Field(20, ge=1, description="passes over the training positives (shuffled user sequences)")

@@ -61,14 +61,23 @@ def ihm_protocol(scenario: Scenario, log: Log, days: int | None, progress: Progr
     decay_md = format_ihm_decay(meta["long"], meta["decay"], SUBSETS)
     summary = (f"{_seeds(meta)}{meta['train_positives']:,} training positives before the median timestamp, "
                f"{meta['test_events']:,} "
-               f"test positives ({meta['test_tail_events']:,} on tail items) in {config.windows} windows of "
-               f"{meta['window_days']:.1f} days (" + ", ".join(f"{n:,}" for n in meta['window_events'])
+               f"test positives ({meta['test_tail_events']:,} on tail items) in {config.windows} windows "
+               + _windows(config, meta) + " (" + ", ".join(f"{n:,}" for n in meta['window_events'])
                + f" positives); {meta['tail_items']:,} of {meta['items']:,} items "
                f"are tail (< {config.tail_max} training positives); Table 1 is window 1; HitRate@{config.k} per window "
                f"(tail / head) and decay slopes:\n{decay_md}")
     tables = {"decay.md": decay_md, "windows.csv": meta["long"].write_csv(), "decay.csv": meta["decay"].write_csv()}
     plots = {"decay.png": plot_decay(meta["long"], scenario.control, out_dir / "decay.png", SUBSETS, config.k)}
     return OfflineOutcome(table, format_ihm_table(table, config.k, SUBSETS), meta, summary, tables, plots)
+
+
+def _windows(config, meta: dict) -> str:
+    """How the IHM protocol's windows were cut, for its summary line."""
+    edges = meta["window_edges_days"]
+    if config.windows_by == "count":
+        return "of about equal positives (days " + ", ".join(f"{e:.1f}" for e in edges) + " after the split)"
+    scope = f"over the first {edges[-1]:.1f} days after the split" if config.windows_by == "horizon" else ""
+    return f"of {meta['window_days']:.1f} days{' ' + scope if scope else ''}"
 
 
 def _seeds(meta: dict) -> str:

@@ -318,6 +318,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
             "test_events": int(len(split.test)), "test_tail_events": int(tail.sum()), "items": int(len(items)),
             "tail_items": int((split.train_count < config.tail_max).sum()), "split_ts": split.split_ts,
             "window_days": float((split.end_ts - split.split_ts) / config.windows / SECONDS_PER_DAY),
+            "window_edges_days": [float((e - split.split_ts) / SECONDS_PER_DAY) for e in split.edges],
             "window_events": [int((split.window == window).sum()) for window in range(config.windows)]}
     return table1(long, config.k), meta
 

@@ -122,9 +122,15 @@ class Split:
             raise ValueError(f"the log has {len(positives)} positive interactions; the IHM protocol needs a few at least")
         split_ts = int(np.median(positives.ts))
         train = np.flatnonzero(positives.ts < split_ts)
-        test_all = np.flatnonzero(positives.ts >= split_ts)
         end_ts = int(positives.ts.max()) + 1
-        edges = split_ts + (end_ts - split_ts) * np.arange(config.windows + 1) / config.windows
+        if config.windows_by == "horizon":  # only the first horizon_days after the split are scored
+            end_ts = min(end_ts, split_ts + int(round(config.horizon_days * 86_400)))
+        test_all = np.flatnonzero((positives.ts >= split_ts) & (positives.ts < end_ts))
+        if config.windows_by == "count" and len(test_all):  # windows of (about) the same number of positives
+            inner = np.quantile(positives.ts[test_all], np.arange(1, config.windows) / config.windows)
+            edges = np.concatenate([[split_ts], np.ceil(inner), [end_ts]]).astype(np.float64)
+        else:  # equal durations
+            edges = split_ts + (end_ts - split_ts) * np.arange(config.windows + 1) / config.windows
         window_all = np.clip(np.searchsorted(edges, positives.ts[test_all], side="right") - 1, 0, config.windows - 1)
         rng = np.random.default_rng([seed, 0x1B4])
         keep = []

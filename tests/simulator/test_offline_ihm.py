@@ -47,6 +47,21 @@ def test_positives_split_and_windows():
     assert s.window.tolist() == [0, 0, 1, 1, 1]
 
 
+@pytest.mark.parametrize(("windows_by", "counts", "edges_h"), [
+    ("time", [2, 3], [5, 7.5, 10]),  # test positives at h5, h7, h8, h9, h10 (the end is the last one + 1 s)
+    ("count", [2, 3], [5, 8, 10]),  # the median test time (h8) is the inner edge
+    ("horizon", [1, 1], [5, 6.5, 8]),  # only the first 3 hours after the split: h5 | h7; h8 and later not scored
+])
+def test_windows_by_time_count_or_horizon(windows_by, counts, edges_h):
+    log = _log()
+    items = ItemTable.of(log)
+    p = Positives.of(log, items)
+    oc = IHMOfflineConfig(windows=2, tail_max=2, windows_by=windows_by, horizon_days=3 / 24)
+    s = Split.of(p, len(items), oc, seed=0)
+    assert np.bincount(s.window, minlength=2).tolist() == counts
+    assert s.edges.tolist() == pytest.approx([e * H for e in edges_h], abs=1.0)
+
+
 def test_histories_and_sequences_are_strictly_before_the_time():
     log = _log()
     items = ItemTable.of(log)

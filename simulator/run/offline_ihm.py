@@ -41,7 +41,7 @@ import torch
 from simulator.core.config import IHMOfflineConfig, Scenario
 from simulator.core.schema import SECONDS_PER_DAY, Log
 from simulator.metrics.offline_ci import event_bootstrap, slope_intervals
-from simulator.run.offline_ihm_baselines import BASELINES, baseline_ranks
+from simulator.run.offline_ihm_baselines import BASELINES, baseline_ranks, sampled_candidates
 from simulator.run.offline_ihm_data import Batches, Chunks, ItemTable, Positives, Split
 from trainers.tasks.ihm_offline import RETRIEVAL_MODELS, RetrievalSizes, RetrievalTask
 from trainers.models.ihm import IHMConfig
@@ -220,15 +220,9 @@ def score(task: RetrievalTask, variant: Variant, batches: Batches, split: Split,
                 scores[np.arange(n_events), target] = -np.inf  # the target never outranks itself
                 rank[part] = (scores > true[:, None]).sum(1)
             else:
-                available = np.searchsorted(upload_sorted, ts, side="right")  # (m,) items uploaded by ts
-                draws = rng.random((n_events, config.eval_negatives)) * available[:, None]
-                candidates = by_upload[draws.astype(np.int64)]  # (m, n)
+                candidates, excluded = sampled_candidates(rng, upload_sorted, by_upload, ts, target, seen_row, seen_item,
+                                                          config.eval_negatives, len(items))
                 scores = (query[:, None, :] * item_vecs[torch.from_numpy(candidates)]).sum(-1).numpy()  # (m, n)
-                excluded = candidates == target[:, None]
-                if len(seen_row):
-                    seen = np.zeros((n_events, len(items)), bool)
-                    seen[seen_row, seen_item] = True
-                    excluded |= seen[np.arange(n_events)[:, None], candidates]
                 scores[excluded] = -np.inf
                 true = (query * item_vecs[torch.from_numpy(target)]).sum(-1).numpy()
                 rank[part] = (scores > true[:, None]).sum(1)

@@ -30,6 +30,21 @@ RECENT_DAYS = 7.0
 ScoresOf = Callable[[np.ndarray, np.ndarray, int | None], np.ndarray]  # (test positions, their events, hist_ts) -> (m, N)
 
 
+def sampled_candidates(rng: np.random.Generator, upload_sorted: np.ndarray, by_upload: np.ndarray, ts: np.ndarray,
+                       target: np.ndarray, seen_row: np.ndarray, seen_item: np.ndarray, n: int,
+                       n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """((m, n) uniform draws among the items uploaded by each event's time; (m, n) which of them are excluded: the
+    target itself and the user's earlier positives). The protocol's sampled negatives, drawn in event order."""
+    available = np.searchsorted(upload_sorted, ts, side="right")  # (m,) items uploaded by ts
+    candidates = by_upload[(rng.random((len(ts), n)) * available[:, None]).astype(np.int64)]
+    excluded = candidates == target[:, None]
+    if len(seen_row):
+        seen = np.zeros((len(ts), n_items), bool)
+        seen[seen_row, seen_item] = True
+        excluded |= seen[np.arange(len(ts))[:, None], candidates]
+    return candidates, excluded
+
+
 def rank_by(scores_of: ScoresOf, batches: Batches, split: Split, config: IHMOfflineConfig, seed: int, live: bool,
             chunk: int = 1024) -> np.ndarray:
     """Rank of each test positive's item (candidates scoring strictly higher), in ``split.test`` order, for a
@@ -60,15 +75,9 @@ def rank_by(scores_of: ScoresOf, batches: Batches, split: Split, config: IHMOffl
                 full[np.arange(n_events), target] = -np.inf
                 rank[part] = (full > true[:, None]).sum(1)
             else:
-                available = np.searchsorted(upload_sorted, ts, side="right")
-                draws = rng.random((n_events, config.eval_negatives)) * available[:, None]
-                candidates = by_upload[draws.astype(np.int64)]
+                candidates, excluded = sampled_candidates(rng, upload_sorted, by_upload, ts, target, seen_row, seen_item,
+                                                          config.eval_negatives, len(items))
                 scores = full[np.arange(n_events)[:, None], candidates]
-                excluded = candidates == target[:, None]
-                if len(seen_row):
-                    seen = np.zeros((n_events, len(items)), bool)
-                    seen[seen_row, seen_item] = True
-                    excluded |= seen[np.arange(n_events)[:, None], candidates]
                 scores[excluded] = -np.inf
                 rank[part] = (scores > true[:, None]).sum(1)
     return rank

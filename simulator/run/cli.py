@@ -330,6 +330,7 @@ def fidelity(
 
     _quiet_ray_data()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    _show_coldsim_warnings()
     try:
         if runtime not in ("ray", "local"):
             raise ValueError(f"--runtime must be 'ray' or 'local', got '{runtime}'")

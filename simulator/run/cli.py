@@ -334,7 +334,7 @@ def fidelity(
     try:
         if runtime not in ("ray", "local"):
             raise ValueError(f"--runtime must be 'ray' or 'local', got '{runtime}'")
-        cached, missing = default_sources() if cached_logs else ([], [])
+        cached, missing = default_sources(given=log) if cached_logs else ([], [])
         logs = list(dict.fromkeys([*(log or []), *cached]))
         scenarios = {name: get_scenario(name) for name, _ in SECTIONS.values()}
         if dry_run:

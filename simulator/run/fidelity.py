@@ -71,14 +71,18 @@ Runner = Callable[[Scenario, str | None, Budget, int], object]  # (scenario, log
 Scenarios = Mapping[str, Scenario]  # the sections' scenarios by name (the CLI looks them up: tests/test_layering.py)
 
 
-def default_sources(cache_dir: str | None = None) -> tuple[list[str], list[str]]:
-    """(log specs of every cached dataset, names of the datasets not downloaded): ``simulate data list``'s view."""
+def default_sources(cache_dir: str | None = None, given: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(log specs of every cached dataset, names of the datasets neither cached nor ``given`` as a log spec whose
+    path ends with their name, e.g. ``movielens:../shared/data/ml-100k``): ``simulate data list``'s view."""
     from simulator.sources.datasets import DATASETS, cached
 
+    named = {re.split(r"[/:]", spec.split("?", 1)[0].rstrip("/"))[-1] for spec in given or []}
     have, missing = [], []
     for ds in DATASETS.values():
-        (have if cached(ds.name, cache_dir) else missing).append(
-            f"{ds.logs[0].kind}:{ds.name}" if cached(ds.name, cache_dir) else ds.name)
+        if cached(ds.name, cache_dir):
+            have.append(f"{ds.logs[0].kind}:{ds.name}")
+        elif ds.name not in named:
+            missing.append(ds.name)
     return have, missing
 
 

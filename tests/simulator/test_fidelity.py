@@ -196,6 +196,13 @@ def test_grid_of_sources_and_sections(budget, monkeypatch):
     assert f"--log {log}" in report.markdown
 
 
+def test_a_dataset_given_by_path_is_not_listed_as_missing(tmp_path):
+    from simulator.run.fidelity import default_sources
+
+    have, missing = default_sources(cache_dir=tmp_path, given=["movielens:../shared/data/ml-100k/"])
+    assert have == [] and "ml-100k" not in missing and "ml-1m" in missing
+
+
 def test_unknown_budget_and_bad_log_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown budget 'huge'"):
         plan("huge", [], SCENARIOS)

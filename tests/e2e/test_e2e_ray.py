@@ -154,7 +154,7 @@ def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_
     resumed = run_scenario(scenario, opts, tracking_uri=tracking, resume_run_id=first.parent_run_id)
     _same_metrics(resumed, out)
     hist = MlflowClient(tracking).get_metric_history(
-        MlflowClient(tracking).get_run(first.parent_run_id).data.tags["coldsim.child.base"], "dac")
+        MlflowClient(tracking).get_run(first.parent_run_id).data.tags["coldsim.child.base"], "daily/dac")
     assert [m.step for m in hist] == [0, 1]
 
 

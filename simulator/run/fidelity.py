@@ -21,7 +21,7 @@ import polars as pl
 from simulator.core.config import Scenario
 from simulator.run.fidelity_claims import (CLAIMS, VERDICTS, Cell, Claim, ab_cells, ihm_cells, ladder_cells,
                                            next_user_cells, paper_in_interval, pool_runs, verdict)
-from simulator.run.fidelity_profile import profile_source
+from simulator.run.fidelity_profile import ab_runs as _runs, profile_source
 
 SYNTHETIC = "synthetic"
 
@@ -168,7 +168,7 @@ def run_fidelity(budget_name: str, logs: list[str], scenarios: Scenarios, runner
                          "wall_s": round(time.perf_counter() - t, 1)})
             if image_dir is not None:
                 figures.update(_figures(section, outcome, source, image_dir))
-    rows = [_row(claim, source, cells[source].get(claim.key) if claim.section in ran[source] else None)
+    rows = [_row(claim, source, cells[source].get(claim.key))
             for claim in CLAIMS for source in sources if claim.section in ran[source]]
     profiles = pl.DataFrame([profile_source(source, outcomes, budget, scenarios["next_user_ablation"])
                              for source in sources])
@@ -188,11 +188,6 @@ def _cells(section: str, outcome, scenario) -> dict[str, Cell]:
         return ihm_cells(outcome.table, outcome.meta["decay"], scenario.ihm_offline.k)
     extract = ab_cells if section == "ab" else ladder_cells
     return pool_runs([extract(run.result) for run in _runs(outcome)])
-
-
-def _runs(outcome) -> list:
-    """The A/B runs of an outcome: a replicate group's runs, or the single run."""
-    return list(getattr(outcome, "runs", None) or [outcome])
 
 
 def _run_id(outcome) -> str:

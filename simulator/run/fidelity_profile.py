@@ -57,6 +57,11 @@ def log_profile(log, train_frac: float = 0.7) -> dict[str, float]:
     }
 
 
+def ab_runs(outcome) -> list:
+    """The A/B runs of an outcome: a replicate group's runs, or the single run."""
+    return list(getattr(outcome, "runs", None) or [outcome])
+
+
 def _ratio(a: float | None, b: float | None) -> float:
     return float(a / b) if a is not None and b else float("nan")
 
@@ -84,7 +89,7 @@ def profile_source(source: str, outcomes: dict, budget, next_user_scenario) -> d
         row["ihm_tail_share"] = _ratio(ihm.meta.get("test_tail_events"), ihm.meta.get("test_events"))
     ab = outcomes.get((source, "ab"))
     if ab is not None:
-        first = (getattr(ab, "runs", None) or [ab])[0].result
+        first = ab_runs(ab)[0].result
         row["ab_days"] = float(first.days)
         dau = [v.get("dau", float("nan")) for v in first.overall.values()]
         row["ab_dau_per_arm"] = float(np.nanmean(dau)) if dau else float("nan")

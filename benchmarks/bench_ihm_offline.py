@@ -38,7 +38,8 @@ def main(argv=None) -> dict:
     from scenarios import get_scenario
     from simulator.core.schema import SECONDS_PER_DAY  # noqa: F401
     from simulator.run.logs import load_log
-    from simulator.run.offline_ihm import VARIANTS, hit_ndcg, score, sizes_of, train, user_vectors
+    from simulator.run.offline_ihm import VARIANTS, sizes_of
+    from simulator.run.offline_ihm_steps import hit_ndcg, score, train, user_vectors
     from simulator.run.offline_ihm_baselines import BASELINES, baseline_ranks
     from simulator.run.offline_ihm_data import Batches, Chunks, ItemTable, Positives, Split
     from trainers.tasks.ihm_offline import RETRIEVAL_MODELS

@@ -130,7 +130,8 @@ def ihm_tasks(spec: ArmSpec, ctx: ArmContext, lr: float, batch_size: int) -> lis
     ih, item, user = ihm_configs(spec, ctx)
     return [IHMTask(item, user, tau=ih.model.tau, lr=ih.lr, batch_size=ih.train_batch_size, seed=ctx.seed + 5,
                     max_samples=ih.max_train_samples, train_days=ih.train_days, periodic_retrain=ih.periodic_retrain,
-                    epochs=ih.train_epochs, replay_size=ih.replay_size)]
+                    epochs=ih.train_epochs, replay_size=ih.replay_size, early_stop_ticks=ih.early_stop_ticks,
+                    holdout_share=ih.holdout_share, holdout_size=ih.holdout_size)]
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,14 @@ class IHMArmSpec(FrozenConfig):
     max_train_samples: int = Field(4096, ge=16, description="positives drawn from the replay buffer per tick")
     train_epochs: int = Field(4, ge=1, description="passes over them per tick")
     train_batch_size: int = Field(128, ge=8, description="positives per optimiser step (in-batch negatives)")
+    early_stop_ticks: int = Field(0, ge=0, description="early stopping (off by default: at small scale it stopped "
+                                  "training after ~1.25 days and lowered the arms' lifts, docs/models/ihm.md): a "
+                                  "holdout_share of each tick's new positives "
+                                  "is held out; after each tick the current weights and the best so far are scored on "
+                                  "them; after this many ticks without the current weights winning, the best are put "
+                                  "back and training stops (also put back at the end of train_days); 0: off")
+    holdout_share: float = Field(0.1, gt=0, lt=1, description="share of each tick's new positives held out (not trained on)")
+    holdout_size: int = Field(1024, ge=2, description="held-out positives kept (the latest)")
     lr: float = Field(1e-3, gt=0)
     model: IHMSpec = Field(IHMSpec(seq_len=20), description="towers; the user tower reads the user's last seq_len "
                            "positives (20 online: they are feature-logged with every exposure)")

@@ -188,7 +188,14 @@ class IHMOfflineConfig(FrozenConfig):
     horizon_days: float = Field(30.0, gt=0, description="with windows_by='horizon': the days after the split scored")
     tail_max: int = Field(5, ge=1, description="tail items have fewer than this many training interactions (X)")
     k: int = Field(10, ge=1, description="cut-off of HitRate@K and NDCG@K")
-    epochs: int = Field(20, ge=1, description="passes over the training positives (shuffled user sequences)")
+    epochs: int = Field(20, ge=1, description="passes over the training positives (shuffled user sequences); with "
+                        "epoch_selection='validation' the most any model may get")
+    epoch_selection: Literal["validation", "fixed"] = Field(
+        "validation", description="validation: each model trains for the epochs that maximise HitRate@K on a "
+        "validation window (the latest validation_share of the training positives, held out), then retrains on all "
+        "of them (simulator.run.offline_ihm_select); fixed: every model trains exactly `epochs`")
+    validation_share: float = Field(0.1, gt=0, lt=1, description="with epoch_selection='validation': the latest "
+                                    "share of the training positives held out to choose each model's epochs")
     batch_size: int = Field(32, ge=1, description="user sequences per step; each gives up to seq_len targets, "
                             "all of them the in-batch negatives")
     lr: float = Field(2e-3, gt=0)

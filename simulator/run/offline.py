@@ -64,11 +64,22 @@ def ihm_protocol(scenario: Scenario, log: Log, days: int | None, progress: Progr
                f"test positives ({meta['test_tail_events']:,} on tail items) in {config.windows} windows "
                + _windows(config, meta) + " (" + ", ".join(f"{n:,}" for n in meta['window_events'])
                + f" positives); {meta['tail_items']:,} of {meta['items']:,} items "
-               f"are tail (< {config.tail_max} training positives); Table 1 is window 1; HitRate@{config.k} per window "
-               f"(tail / head) and decay slopes:\n{decay_md}")
+               f"are tail (< {config.tail_max} training positives); {_epochs(config, meta)}; Table 1 is window 1; "
+               f"HitRate@{config.k} per window (tail / head) and decay slopes:\n{decay_md}")
     tables = {"decay.md": decay_md, "windows.csv": meta["long"].write_csv(), "decay.csv": meta["decay"].write_csv()}
     plots = {"decay.png": plot_decay(meta["long"], scenario.control, out_dir / "decay.png", SUBSETS, config.k)}
     return OfflineOutcome(table, format_ihm_table(table, config.k, SUBSETS), meta, summary, tables, plots)
+
+
+def _epochs(config, meta: dict) -> str:
+    """Each model's training budget, for the IHM protocol's summary line."""
+    chosen = meta.get("epoch_selection") or {}
+    if config.epoch_selection != "validation" or not chosen:
+        return f"every model trained {config.epochs} epochs"
+    per_model = ", ".join(f"{model} {'/'.join(str(s['epochs']) for s in seeds)}" for model, seeds in chosen.items())
+    share = f"{config.validation_share:.0%}"
+    return (f"epochs chosen on the latest {share} of the training positives (validation HitRate@{config.k}, at most "
+            f"{config.epochs}), then retrained on all of them: {per_model}")
 
 
 def _windows(config, meta: dict) -> str:

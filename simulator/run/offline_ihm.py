@@ -9,7 +9,9 @@ Positives are the log's likes and comments, one per (user, item) (its first time
 * **Training.** Every training positive (u, i, t) is one target: the user tower's output after u's
   earlier positives (SASRec's all-position training over each user's time-ordered sequence, see
   :class:`Chunks`), the item tower on i's features and (IHM) the last ``max_history`` users who liked i
-  before t. Every model sees the same chunks, shuffled, ``epochs`` passes.
+  before t. Every model sees the same chunks, shuffled; each model trains for its own number of epochs, chosen on a
+  validation window just before the split (:mod:`simulator.run.offline_ihm_select`; ``epoch_selection = "fixed"``:
+  ``epochs`` passes for every model).
 * **Scoring.** For each test positive (u, i, t): the user vector from u's positives before t (the
   sequence grows with test interactions, for every model); the item vectors of every item
   uploaded by t. Inductive variants re-infer every item embedding from its history every
@@ -25,37 +27,30 @@ Variants (the scenario's arms, by ``kind``; :data:`VARIANTS`): ``ihm`` (live his
 no inductive structure), ``transductive`` (the same two-tower trained without history), ``sasrec``
 (id-only SASRec next-item). The three IHM variants share one trained model. Beside them the tables carry the
 baselines of :mod:`simulator.run.offline_ihm_baselines` (most popular, recently popular, item-kNN) on the same
-events, candidates and exclusions (``ihm_offline.baselines``).
+events, candidates and exclusions (``ihm_offline.baselines``). The training and scoring steps on one model are
+:mod:`simulator.run.offline_ihm_steps`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import polars as pl
 import torch
 
-from simulator.core.config import IHMOfflineConfig, Scenario
+from simulator.core.config import Scenario
 from simulator.core.schema import SECONDS_PER_DAY, Log
 from simulator.metrics.offline_ci import event_bootstrap, slope_intervals
-from simulator.run.offline_ihm_baselines import BASELINES, baseline_ranks, sampled_candidates
+from simulator.run.offline_ihm_baselines import BASELINES, baseline_ranks
 from simulator.run.offline_ihm_data import Batches, Chunks, ItemTable, Positives, Split
+from simulator.run.offline_ihm_select import log_q_of, select_epochs
+from simulator.run.offline_ihm_steps import Variant, hit_ndcg, score, train, user_vectors
 from trainers.tasks.ihm_offline import RETRIEVAL_MODELS, RetrievalSizes, RetrievalTask
 from trainers.models.ihm import IHMConfig
 from trainers.models.sasrec import SASRecConfig
 
 SUBSETS = ("overall", "tail", "head")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A row of the tables: which trained model, and which item histories it reads at test time."""
-
-    model: str  # key of trainers.tasks.ihm_offline.RETRIEVAL_MODELS
-    history: Literal["live", "frozen", "none"]
 
 
 VARIANTS: dict[str, Variant] = {
@@ -69,13 +64,6 @@ VARIANTS: dict[str, Variant] = {
 
 
 # ----------------------------------------------------------------------------------- metrics
-
-
-def hit_ndcg(rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per event: HitRate@k (rank < k) and NDCG@k (1 / log2(rank + 2) when hit, one relevant item);
-    ``rank`` = candidates scoring strictly higher than the target (0 = first)."""
-    hit = rank < k
-    return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
 def summarize(variant: str, rank: np.ndarray, window: np.ndarray, tail: np.ndarray, k: int, windows: int) -> pl.DataFrame:
@@ -146,89 +134,6 @@ def decay_slopes(long: pl.DataFrame) -> pl.DataFrame:
 # ----------------------------------------------------------------------------------- train / score
 
 
-def train(task: RetrievalTask, batches: Batches, chunks: Chunks, epochs: int, batch_size: int, seed: int) -> dict:
-    """``epochs`` shuffled passes over the training chunks, ``batch_size`` chunks per step."""
-    rng = np.random.default_rng([seed, 0x7A1])
-    start = time.perf_counter()
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(len(chunks))
-        for first in range(0, len(order), batch_size):
-            minibatch = order[first : first + batch_size]
-            if chunks.t_start[minibatch + 1].sum() - chunks.t_start[minibatch].sum() >= 2:
-                losses.append(task.step(batches.train_batch(chunks, minibatch)))
-    seconds = time.perf_counter() - start
-    targets = len(chunks.t_row) * epochs
-    return {"train_s": seconds, "train_targets_per_s": targets / max(seconds, 1e-9), "train_steps": float(len(losses)),
-            "final_loss": float(np.mean(losses[-20:])) if losses else float("nan")}
-
-
-@torch.no_grad()
-def item_vectors(task: RetrievalTask, batches: Batches, hist_ts: int | None, chunk: int = 4096) -> torch.Tensor:
-    """(N, d) every item's vector, histories as of ``hist_ts`` (None: no history)."""
-    n_items = len(batches.items)
-    out = []
-    for first in range(0, n_items, chunk):
-        rows = np.arange(first, min(n_items, first + chunk))
-        times = None if hist_ts is None else np.full(len(rows), hist_ts)
-        out.append(task.items(batches.item_batch(rows, times, test=True)))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def user_vectors(task: RetrievalTask, batches: Batches, split: Split, chunk: int = 2048) -> torch.Tensor:
-    """(len(split.test), d) each test positive's user vector: the user's positives strictly before it."""
-    positives = batches.positives
-    parts = np.array_split(split.test, max(1, -(-len(split.test) // chunk)))
-    out = [task.users(batches.seq_batch(positives.user_idx[events], positives.ts[events])) for events in parts]
-    return torch.cat(out) if out else torch.zeros(0, 1)
-
-
-@torch.no_grad()
-def score(task: RetrievalTask, variant: Variant, batches: Batches, split: Split, config: IHMOfflineConfig, seed: int,
-          users: torch.Tensor | None = None, chunk: int = 1024) -> np.ndarray:
-    """Rank of each test positive's item (candidates strictly higher), in ``split.test`` order.
-    ``users``: :func:`user_vectors` of the task (computed when not given)."""
-    positives, items = batches.positives, batches.items
-    test = split.test
-    user_vecs = user_vectors(task, batches, split) if users is None else users
-    refresh = max(1, int(round(config.refresh_hours * 3600)))
-    bucket = ((positives.ts[test] - split.split_ts) // refresh if variant.history == "live"
-              else np.zeros(len(test), np.int64))
-    by_upload = np.argsort(items.upload_ts, kind="stable")
-    upload_sorted = items.upload_ts[by_upload]
-    rng = np.random.default_rng([seed, 0x5C0])
-    rank = np.zeros(len(test), np.int64)
-    item_vecs = None
-    for refresh_index in np.unique(bucket):
-        in_bucket = np.flatnonzero(bucket == refresh_index)
-        hist_ts = {"live": split.split_ts + int(refresh_index) * refresh, "frozen": split.split_ts,
-                   "none": None}[variant.history]
-        if item_vecs is None or variant.history == "live":
-            item_vecs = item_vectors(task, batches, hist_ts)  # (N, d)
-        for first in range(0, len(in_bucket), chunk):
-            part = in_bucket[first : first + chunk]
-            events = test[part]
-            n_events, ts, target = len(events), positives.ts[events], positives.item[events]
-            query = user_vecs[part]  # (m, d)
-            seen_row, seen_item = batches.user_items.pairs(positives.user_idx[events], ts)
-            if config.eval_negatives == 0:
-                scores = (query @ item_vecs.T).numpy()  # (m, N)
-                scores[items.upload_ts[None, :] > ts[:, None]] = -np.inf
-                scores[seen_row, seen_item] = -np.inf
-                true = scores[np.arange(n_events), target].copy()  # (m,)
-                scores[np.arange(n_events), target] = -np.inf  # the target never outranks itself
-                rank[part] = (scores > true[:, None]).sum(1)
-            else:
-                candidates, excluded = sampled_candidates(rng, upload_sorted, by_upload, ts, target, seen_row, seen_item,
-                                                          config.eval_negatives, len(items))
-                scores = (query[:, None, :] * item_vecs[torch.from_numpy(candidates)]).sum(-1).numpy()  # (m, n)
-                scores[excluded] = -np.inf
-                true = (query * item_vecs[torch.from_numpy(target)]).sum(-1).numpy()
-                rank[part] = (scores > true[:, None]).sum(1)
-    return rank
-
-
 def sizes_of(scenario: Scenario, n_item_dense: int) -> RetrievalSizes:
     config, model = scenario.ihm_offline, scenario.ihm_offline.model
     return RetrievalSizes(
@@ -262,6 +167,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
     control = scenario.control if scenario.control in {arm.name for arm in scenario.arms} else scenario.arms[0].name
     seeds = [scenario.seed + r for r in range(replicates)]
     longs, seed_figures, per_seed = [], [], []
+    selections: dict[str, list[dict]] = {}  # model -> per seed: the chosen epochs and the validation curve
     for seed in seeds:
         split = Split.of(positives, len(items), config, seed)
         known = np.zeros(int(positives.user_idx.max()) + 1, bool)
@@ -269,7 +175,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
         batches = Batches(positives, items, config.model.seq_len, config.model.max_history,
                           known if config.known_users_only else None)
         sizes = sizes_of(scenario.model_copy(update={"seed": seed}), items.features_by_row["item_dense"].shape[1])
-        log_q = torch.from_numpy(np.log(np.maximum(split.train_count, 1) / max(len(split.train), 1)))
+        log_q = log_q_of(split)
         tail = split.train_count[positives.item[split.test]] < config.tail_max
         chunks = Chunks.of(positives, split.train, config.model.seq_len)
         trained: dict[str, tuple[RetrievalTask, dict, torch.Tensor]] = {}
@@ -277,8 +183,21 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
         for arm in scenario.arms:
             variant = VARIANTS[arm.kind]
             if variant.model not in trained:
-                task = RETRIEVAL_MODELS[variant.model](sizes, log_q)
-                stats = train(task, batches, chunks, config.epochs, config.batch_size, seed)
+                build = RETRIEVAL_MODELS[variant.model]
+                epochs, chosen = config.epochs, {}
+                if config.epoch_selection == "validation":
+                    started = time.perf_counter()
+                    selection = select_epochs(lambda q, b=build: b(sizes, q), VARIANTS[variant.model].history,
+                                              positives, items, split, config, seed)
+                    if selection is not None:
+                        epochs = selection.epochs
+                        chosen = {"selected_epochs": float(epochs), "validation_hr": selection.best,
+                                  "select_s": time.perf_counter() - started}
+                        selections.setdefault(variant.model, []).append(
+                            {"seed": seed, "epochs": epochs, "curve": selection.curve,
+                             "validation_events": selection.validation_events})
+                task = build(sizes, log_q)
+                stats = {**train(task, batches, chunks, epochs, config.batch_size, seed), "epochs": float(epochs), **chosen}
                 trained[variant.model] = (task, stats, user_vectors(task, batches, split))
             task, stats, users = trained[variant.model]
             started = time.perf_counter()
@@ -308,7 +227,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
     for row in decay.filter(pl.col("variant").is_in(list(figures))).iter_rows(named=True):  # arms (child runs)
         figures[row["variant"]][f"{row['subset']}.decay_slope"] = row["slope"]
         figures[row["variant"]][f"{row['subset']}.decay_rel_slope"] = row["rel_slope"]
-    meta = {"figures": figures, "long": long, "decay": decay, "seeds": seeds, "train_positives": int(len(split.train)),
+    meta = {"figures": figures, "long": long, "decay": decay, "seeds": seeds, "epoch_selection": selections, "train_positives": int(len(split.train)),
             "test_events": int(len(split.test)), "test_tail_events": int(tail.sum()), "items": int(len(items)),
             "tail_items": int((split.train_count < config.tail_max).sum()), "split_ts": split.split_ts,
             "window_days": float((split.end_ts - split.split_ts) / config.windows / SECONDS_PER_DAY),

@@ -146,6 +146,9 @@ def test_mlflow_parent_and_child_runs(ray_run, tracking, scenario):
     assert f"tables/diagnostics_{dr.info.run_name}.csv" in tables
 
 
+@pytest.mark.heavy  # keeps CI under 30 minutes (about 5 of them); in CI: the chaos test (tests/e2e/test_e2e_faults.py)
+# resumes a killed Ray-runtime driver and checks the metrics, tests/simulator/test_loop_local.py a stopped and resumed
+# run, tests/simulator/test_tracking.py the MLflow side of a resume (one point per day)
 def test_resumed_run_equals_uninterrupted(ray_run, scenario, tracking, tmp_path_factory):
     out, _ = ray_run
     opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=str(tmp_path_factory.mktemp("resume")))

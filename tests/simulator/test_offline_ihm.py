@@ -12,7 +12,8 @@ import torch
 from mlflow import MlflowClient
 
 from simulator.core.config import IHMOfflineConfig
-from simulator.run.offline_ihm import SUBSETS, Variant, decay_slopes, hit_ndcg, score, summarize, table1
+from simulator.run.offline_ihm import SUBSETS, decay_slopes, summarize, table1
+from simulator.run.offline_ihm_steps import Variant, hit_ndcg, score
 from simulator.run.offline_ihm_data import Batches, ItemTable, Positives, Split, Timeline
 from simulator.run.report import format_ihm_table
 from simulator.core.schema import Log, validate_log
@@ -153,7 +154,7 @@ def test_eval_negatives_rank_among_sampled_candidates():
 def test_baselines_rank_on_the_models_candidates_and_exclusions(eval_negatives):
     """rank_by with a model's own scores gives score()'s ranks (the same candidates, exclusions and sampled
     negatives); most_popular and item_kNN by hand on the tiny log."""
-    from simulator.run.offline_ihm import item_vectors, user_vectors
+    from simulator.run.offline_ihm_steps import item_vectors, user_vectors
     from simulator.run.offline_ihm_baselines import baseline_ranks, rank_by
 
     log = _log()

@@ -91,3 +91,71 @@ def test_replay_buffer_keeps_the_latest_positives_and_trains_on_them_each_tick()
     st = task.train(b, 1)
     assert len(task.replay["item_id"]) == 30 and st["trained"] == 25.0  # capped buffer; a draw of max_samples
     np.testing.assert_array_equal(task.replay["item_id"][-20:], b["item_id"][b["labels"][:, 0]])  # newest last
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(np.array_equal(a[k], b[k]) for k in a if k != "meta.steps")
+
+
+def _weights_of(best: dict) -> dict:
+    return {f"{tower}.{k}": v.numpy() for tower, state in best.items() for k, v in state.items()}
+
+
+def test_held_out_positives_are_never_trained_on_and_scoring_them_leaves_the_weights():
+    task, b = _task(early_stop_ticks=2, holdout_share=0.5, holdout_size=1000, max_samples=1000), _batch(n=64)
+    rows = IHMTask.select(b, 1000, torch.Generator().manual_seed(0))
+    st = task.train(b, 0)
+    held = len(task.holdout["item_id"])
+    assert 0 < held < len(rows) and st["held_out"] == held and st["trained"] == len(rows) - held
+    assert st["samples"] == len(rows) and np.isfinite(st["holdout_loss"])
+    kept = {(int(u), int(i)) for u, i in zip(b["user_id"][rows], b["item_id"][rows])}
+    assert {(int(i),) for i in task.holdout["item_id"]} <= {(i,) for _, i in kept}
+    before = task.weights()
+    assert task.holdout_loss(task.item_tower, task.user_tower) == st["holdout_loss"]  # fixed order: repeatable
+    assert _same(task.weights(), before)
+    assert _same(_weights_of(task.best_weights), before)  # the first challenger is the champion
+    for s in range(1, 4):
+        task.train(_batch(n=64, seed=s), s)
+    assert len(task.holdout["item_id"]) > held  # the held-out set grows with every tick (the latest 1000 kept)
+
+
+def test_early_stop_puts_the_champion_back_and_freezes(monkeypatch):
+    task = _task(early_stop_ticks=2, train_days=5)
+    # per tick: the challenger's held-out loss, then the champion's (none before the first tick)
+    script = iter([3.0, 2.0, 3.0, 2.5, 2.0, 2.4, 2.0])
+    monkeypatch.setattr(task, "holdout_loss", lambda item, user: next(script))
+    after = []
+    for tick in range(3):
+        st = task.train(_batch(seed=tick), tick)
+        after.append(task.weights())
+        assert st["frozen"] == 0.0 and st["holdout_loss"] == [3.0, 2.0, 2.5][tick]
+    assert task.since_best == 1 and _same(_weights_of(task.best_weights), after[1])
+    steps = task.steps
+    st = task.train(_batch(seed=3), 3)  # the challenger loses a second time: stop
+    assert st["early_stopped"] == 1.0 and st["holdout_loss_best"] == 2.0 and task.stopped
+    assert _same(task.weights(), after[1]) and task.steps > steps  # the champion, as a new version for the channel
+    assert task.train(_batch(seed=4), 4) == {"samples": 0.0, "frozen": 1.0}  # frozen from then on
+    monkeypatch.undo()
+    buf = io.BytesIO()
+    torch.save(task.state(), buf)
+    again = _task(early_stop_ticks=2, train_days=5, seed=3)
+    again.load_state(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
+    assert again.stopped and again.since_best == 2 and _same(again.weights(), task.weights())
+    assert {k: len(v) for k, v in again.holdout.items()} == {k: len(v) for k, v in task.holdout.items()}
+
+
+def test_the_end_of_train_days_keeps_the_champion_and_periodic_retrain_never_stops(monkeypatch):
+    task = _task(early_stop_ticks=5, train_days=1)
+    script = iter([3.0, 2.0, 3.0, 2.5, 2.0])
+    monkeypatch.setattr(task, "holdout_loss", lambda item, user: next(script))
+    for tick in range(3):
+        task.train(_batch(day=10, seed=tick), tick)
+        if tick == 1:
+            champion = task.weights()
+    assert not _same(task.weights(), champion)
+    assert task.train(_batch(day=11, seed=3), 3) == {"samples": 0.0, "frozen": 1.0}  # day 11: frozen
+    assert task.stopped and _same(task.weights(), champion)
+    periodic = _task(early_stop_ticks=1, train_days=1, periodic_retrain=True)
+    for tick in range(4):
+        assert "holdout_loss" not in periodic.train(_batch(day=10 + tick, seed=tick), tick)
+    assert not periodic.stopped and not periodic.holdout

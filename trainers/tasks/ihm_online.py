@@ -151,6 +151,19 @@ class IHMTask(Task):
             torch.manual_seed(tick_seed)
             return self._train(batch, torch.Generator().manual_seed(tick_seed))
 
+    @staticmethod
+    def tensors(data: dict[str, np.ndarray], rows: np.ndarray) -> tuple[dict, dict, torch.Tensor, torch.Tensor]:
+        """The towers' inputs for ``rows`` of logged positives (user sequences, items with their histories), each row's
+        item identity (P,) for the accidental-hit mask and log q (P,), q = the item's share of these rows."""
+        seq = {k: as_tensor(data[col][rows]) for k, col in USER_SEQ_KEYS.items()}
+        seq["seq_len"] = as_tensor(data["ihm_ulen"][rows])
+        item = {k: as_tensor(data[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
+        item["hist_users"] = as_tensor(data["ihm_hist"][rows])
+        item["hist_len"] = as_tensor(np.maximum(data["ihm_hlen"][rows], 0))
+        _, inv, counts = np.unique(data["item_id"][rows], return_inverse=True, return_counts=True)
+        return (seq, item, torch.from_numpy(inv.astype(np.int64)),
+                torch.from_numpy(np.log(counts[inv] / len(rows)).astype(np.float32)))
+
     @torch.no_grad()
     def holdout_loss(self, item_tower: nn.Module, user_tower: nn.Module) -> float:
         """The training loss of the given towers, in eval mode, on the held-out positives, in chunks of ``batch_size``
@@ -163,15 +176,8 @@ class IHMTask(Task):
             part = np.arange(s, min(n, s + self.batch_size))
             if len(part) < 2:
                 continue
-            seq = {k: as_tensor(data[col][part]) for k, col in USER_SEQ_KEYS.items()}
-            seq["seq_len"] = as_tensor(data["ihm_ulen"][part])
-            item = {k: as_tensor(data[k][part]) for k in ("item_id", "creator_id", "category", "item_dense")}
-            item["hist_users"] = as_tensor(data["ihm_hist"][part])
-            item["hist_len"] = as_tensor(np.maximum(data["ihm_hlen"][part], 0))
-            _, inv, counts = np.unique(data["item_id"][part], return_inverse=True, return_counts=True)
-            log_q = torch.from_numpy(np.log(counts[inv] / len(part)).astype(np.float32))
-            loss = sampled_softmax_logq(user_tower(seq), item_tower(item), torch.from_numpy(inv.astype(np.int64)), log_q,
-                                        self.tau)
+            seq, item, key, log_q = self.tensors(data, part)
+            loss = sampled_softmax_logq(user_tower(seq), item_tower(item), key, log_q, self.tau)
             losses.append(float(loss))
             weights.append(len(part))
         return float(np.average(losses, weights=weights)) if losses else float("nan")
@@ -233,14 +239,7 @@ class IHMTask(Task):
             rows = np.sort(torch.randperm(n, generator=g)[: self.max_samples].numpy())
         if len(rows) < 2:
             return {"samples": float(len(new)), "trained": float(len(rows)), "frozen": 0.0}
-        seq = {k: as_tensor(data[col][rows]) for k, col in USER_SEQ_KEYS.items()}
-        seq["seq_len"] = as_tensor(data["ihm_ulen"][rows])
-        item = {k: as_tensor(data[k][rows]) for k in ("item_id", "creator_id", "category", "item_dense")}
-        item["hist_users"] = as_tensor(data["ihm_hist"][rows])
-        item["hist_len"] = as_tensor(np.maximum(data["ihm_hlen"][rows], 0))
-        _, inv, counts = np.unique(data["item_id"][rows], return_inverse=True, return_counts=True)
-        key = torch.from_numpy(inv.astype(np.int64))  # (P,) item identity for the accidental-hit mask
-        log_q = torch.from_numpy(np.log(counts[inv] / len(rows)).astype(np.float32))  # (P,)
+        seq, item, key, log_q = self.tensors(data, rows)
         self.item_tower.train()
         self.user_tower.train()
         losses = []

@@ -17,13 +17,16 @@ and NDCG@10), beside coldsim's ``sasrec`` and the most-popular baseline, on the 
   relative to coldsim's ``sasrec``.
 
 RecBole is not a project dependency: 1.2.1 pins ``ray<=2.6.3`` for its hyper-parameter tuner, which this script does
-not import. Install it beside the project without its pins::
+not import, and its data loading needs ``pandas<3``. Install it in a second virtual environment beside the project
+(this is what was run)::
 
-    pip install --no-deps recbole==1.2.1
-    pip install colorlog==4.7.2 colorama==0.4.4 texttable tabulate thop tensorboard tqdm pandas scikit-learn plotly
+    python3.11 -m venv .venv-peer
+    .venv-peer/bin/pip install -e . "pandas<3"
+    .venv-peer/bin/pip install --no-deps recbole==1.2.1
+    .venv-peer/bin/pip install colorlog==4.7.2 colorama==0.4.4 texttable tabulate thop tensorboard tqdm scikit-learn plotly
 
-Run: ``python benchmarks/peer_sasrec.py --log movielens:../shared/data/ml-100k --seeds 3`` (about 15 minutes on 2
-cores); docs/performance.md, "A peer SASRec", quotes it.
+Run: ``.venv-peer/bin/python benchmarks/peer_sasrec.py --log movielens:../shared/data/ml-100k`` (RecBole: 60-150 s
+per epoch on 2 cores); docs/performance.md, "A peer SASRec", quotes it.
 """
 
 from __future__ import annotations

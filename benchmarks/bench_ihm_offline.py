@@ -51,8 +51,6 @@ def main(argv=None) -> dict:
     items = ItemTable.of(log)
     positives = Positives.of(log, items)
     split = Split.of(positives, len(items), config, sc.seed)
-    known = np.zeros(int(positives.user_idx.max()) + 1, bool)
-    known[positives.user_idx[split.train]] = True
     tail = split.train_count[positives.item[split.test]] < config.tail_max
 
     def hr(rank: np.ndarray) -> dict[str, float]:
@@ -61,8 +59,7 @@ def main(argv=None) -> dict:
                 "head": float(hit[~tail].mean()) if (~tail).any() else float("nan")}
 
     def batches_for(cfg):
-        return Batches(positives, items, cfg.model.seq_len, cfg.model.max_history,
-                       known if cfg.known_users_only else None)
+        return Batches.of(positives, items, cfg, split.train)
 
     out: dict = {"log": a.log, "test_events": int(len(split.test)), "tail_share": float(tail.mean()),
                  "baselines": {}, "curves": {}, "sensitivity": {}}

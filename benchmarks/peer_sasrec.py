@@ -68,14 +68,13 @@ class PeerTask:
         self.model = model.eval()
         token_id = dataset.field2token_id["item_id"]
         self.internal = torch.tensor([token_id.get(str(int(i)), 0) for i in items.item_id])  # by item row
-        self.row_of = {int(i): r for r, i in enumerate(items.item_id)}
+        self.item_id = items.item_id  # sorted: a raw id's row is its searchsorted position
 
     @torch.no_grad()
     def users(self, seq: dict) -> torch.Tensor:
         n = seq["seq_len"]
-        raw = seq["item_id"].numpy()
-        rows = np.vectorize(lambda i: self.row_of.get(int(i), 0))(raw) if raw.size else raw
-        item_seq = self.internal[torch.from_numpy(rows.astype(np.int64))] if raw.size else torch.zeros_like(seq["item_id"])
+        rows = np.searchsorted(self.item_id, seq["item_id"].numpy())  # every id in a sequence is a catalogue item
+        item_seq = self.internal[torch.from_numpy(rows.astype(np.int64))]
         item_seq = torch.where(torch.arange(item_seq.shape[1])[None, :] < n[:, None], item_seq, 0)
         return self.model.forward(item_seq, n.clamp(min=1))  # (B, d); empty sequences are left out of the comparison
 
@@ -157,9 +156,7 @@ def main(argv=None) -> dict:
     for seed in range(a.seeds):
         started = time.perf_counter()
         split = Split.of(positives, len(items), config, seed)
-        known = np.zeros(int(positives.user_idx.max()) + 1, bool)
-        known[positives.user_idx[split.train]] = True
-        batches = Batches(positives, items, config.model.seq_len, config.model.max_history, known)
+        batches = Batches.of(positives, items, config, split.train)
         sizes = sizes_of(scenario.model_copy(update={"seed": seed}), items.features_by_row["item_dense"].shape[1])
         # coldsim's sasrec, exactly as the protocol trains it
         build = lambda q: RETRIEVAL_MODELS["sasrec"](sizes, q)  # noqa: E731

@@ -170,10 +170,7 @@ def run_ihm_offline(scenario: Scenario, log: Log, days: int | None = None, progr
     selections: dict[str, list[dict]] = {}  # model -> per seed: the chosen epochs and the validation curve
     for seed in seeds:
         split = Split.of(positives, len(items), config, seed)
-        known = np.zeros(int(positives.user_idx.max()) + 1, bool)
-        known[positives.user_idx[split.train]] = True
-        batches = Batches(positives, items, config.model.seq_len, config.model.max_history,
-                          known if config.known_users_only else None)
+        batches = Batches.of(positives, items, config, split.train)
         sizes = sizes_of(scenario.model_copy(update={"seed": seed}), items.features_by_row["item_dense"].shape[1])
         log_q = log_q_of(split)
         tail = split.train_count[positives.item[split.test]] < config.tail_max

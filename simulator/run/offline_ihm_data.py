@@ -161,6 +161,16 @@ class Batches:
             self.item_users_eval = self.item_users
         self.seq_len, self.max_history = seq_len, max_history
 
+    @classmethod
+    def of(cls, positives: Positives, items: ItemTable, config: IHMOfflineConfig, train_rows: np.ndarray) -> "Batches":
+        """The protocol's batches for a split whose training positives are ``train_rows``: with
+        ``config.known_users_only``, test-time histories keep only the users with one of them."""
+        known = None
+        if config.known_users_only:
+            known = np.zeros(int(positives.user_idx.max()) + 1, bool)
+            known[positives.user_idx[train_rows]] = True
+        return cls(positives, items, config.model.seq_len, config.model.max_history, known)
+
     def item_batch(self, rows: np.ndarray, hist_ts: np.ndarray | None, test: bool = False) -> dict:
         """Item features at ``rows``; histories: users before ``hist_ts`` (None: no history; ``test``:
         only the known users)."""

@@ -76,11 +76,7 @@ def select_epochs(build: Callable[[torch.Tensor], object], history: str, positiv
     validation = validation_split(positives, split, len(items), config, seed)
     if validation is None:
         return None
-    known = None
-    if config.known_users_only:
-        known = np.zeros(int(positives.user_idx.max()) + 1, bool)
-        known[positives.user_idx[validation.train]] = True
-    batches = Batches(positives, items, config.model.seq_len, config.model.max_history, known)
+    batches = Batches.of(positives, items, config, validation.train)
     chunks = Chunks.of(positives, validation.train, config.model.seq_len)
     task = build(log_q_of(validation))
     variant = Variant("validation", history)  # type: ignore[arg-type]

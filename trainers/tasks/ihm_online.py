@@ -229,7 +229,8 @@ class IHMTask(Task):
         if not self.early_stopping:
             return self._fit(batch, new, g)
         stats = self._fit(batch, self._hold_out(batch, new, g), g)
-        return stats | {"samples": float(len(new)), "held_out": float(len(self.holdout.get("item_id", ())))} | self._champion()
+        held = float(len(self.holdout.get("item_id", ())))
+        return stats | {"samples": float(len(new)), "held_out": held} | self._champion()
 
     def _fit(self, batch: dict[str, np.ndarray], new: np.ndarray, g: torch.Generator) -> dict[str, float]:
         data = self._remember(batch, new)

@@ -92,7 +92,7 @@ def recbole_sasrec(work: Path, seed: int, seq_len: int, max_epochs: int, k: int,
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender.sasrec import SASRec
     from recbole.trainer import Trainer
-    from recbole.utils import init_seed
+    from recbole.utils import init_logger, init_seed
 
     config = Config(model="SASRec", dataset="coldsim", config_dict={
         "data_path": str(work), "benchmark_filename": ["train", "valid", "test"], "checkpoint_dir": str(work / "saved"),
@@ -106,6 +106,7 @@ def recbole_sasrec(work: Path, seed: int, seq_len: int, max_epochs: int, k: int,
     here = os.getcwd()
     os.chdir(work)  # RecBole writes its tensorboard and log folders into the working directory
     try:
+        init_logger(config)  # RecBole's per-epoch lines (training time and loss, validation Hit@k): a run takes hours
         return _fit(config, create_dataset, data_preparation, SASRec, Trainer)
     finally:
         os.chdir(here)
@@ -118,7 +119,7 @@ def _fit(config, create_dataset, data_preparation, SASRec, Trainer):
     t1 = time.perf_counter()
     model = SASRec(config, train_data.dataset)
     trainer = Trainer(config, model)
-    trainer.fit(train_data, valid_data, verbose=False, saved=True)
+    trainer.fit(train_data, valid_data, verbose=True, saved=True)  # verbose: the per-epoch lines
     state = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(state["state_dict"])
     print(f"  recbole: data {t1 - t0:.0f} s, fit {time.perf_counter() - t1:.0f} s, best epoch {state['epoch'] + 1}",

@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--runtime", choices=["ray", "local"], default="ray")
     p.add_argument("--days", type=int, default=None, help="simulate only this many days")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="PATH=VALUE",
+                   help="a scenario setting for this run, as simulate's --set (e.g. train.optimizer=lazy_adam); repeat")
     p.add_argument("--interval", type=float, default=0.5, help="memory sampling period (s)")
     p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS reads /proc/*/smaps_rollup)")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory and MLflow DB")
@@ -106,13 +108,14 @@ def main(argv=None) -> dict:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from scenarios import get_scenario
     from simulator.run.session import RunOptions, run_scenario
+    from simulator.run.sweep import parse_settings
 
     sc = get_scenario(args.scenario)
     tmp = Path(tempfile.mkdtemp(prefix="coldsim-bench-"))
     opts = RunOptions(scenario=sc.name, scale=args.scale, days=args.days, seed=args.seed, runtime=args.runtime,
-                      run_root=str(tmp / "runs"), experiment="bench")
+                      run_root=str(tmp / "runs"), experiment="bench", overrides=parse_settings(args.settings) or None)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} "
+    print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} {args.settings or ''} "
           f"(run dir and MLflow DB under {tmp})", flush=True)
     t0 = time.perf_counter()
     with ForeignLoad() as load, MemorySampler(args.interval, with_pss=not args.no_pss) as mem, \
@@ -125,7 +128,8 @@ def main(argv=None) -> dict:
     ats = {arm: {"p50_min": v.get("ats_model_p50_min", float("nan")), "p95_min": v.get("ats_model_p95_min", float("nan"))}
            for arm, v in res.overall.items()}
     figures = {
-        "scenario": sc.name, "scale": args.scale or "default", "runtime": args.runtime, "days": res.days,
+        "scenario": sc.name, "scale": args.scale or "default", "runtime": args.runtime, "settings": args.settings,
+        "days": res.days,
         "ticks_per_day": res.scenario.ticks_per_day, "arms": [a.name for a in res.scenario.arms],
         "n_users": res.scenario.synthetic.n_users, "n_creators": res.scenario.synthetic.n_creators,
         "wall_s": wall, "run_scenario_wall_s": out.wall_s, "stages_s": t, "other_s": other,

@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (the runtime uses 1)")
     p.add_argument("--run-exposures", type=float, default=1_356_456,
                    help="exposures of a whole run, to extrapolate training time (default: a measured default-scale run)")
+    p.add_argument("--optimizer", default=None, help="the base models' optimiser, 'adam' or 'lazy_adam' "
+                   "(TrainConfig.optimizer; default: the scenario's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -82,9 +84,11 @@ def main(argv=None) -> dict:
     from trainers.online import make_learner, tick_seed
 
     sc = get_scenario(args.scenario)
+    if args.optimizer:
+        sc = sc.model_copy(update={"train": sc.train.model_copy(update={"optimizer": args.optimizer})})
     ctx = ArmContext(model=sc.model, slate_size=sc.synthetic.slate_size, n_item_dense=1, seed=sc.seed)
     names = args.arms or [a.name for a in sc.arms]
-    out: dict = {"samples_per_tick": args.samples, "minibatch": sc.train.batch_size, "epochs": sc.train.epochs_per_tick,
+    out: dict = {"samples_per_tick": args.samples, "minibatch": sc.train.batch_size, "optimizer": sc.train.optimizer, "epochs": sc.train.epochs_per_tick,
                  "threads": args.threads, "run_exposures": args.run_exposures, "arms": {}}
     rows = []
     load = ForeignLoad().__enter__()
@@ -118,7 +122,7 @@ def main(argv=None) -> dict:
         rows.append([name, "+".join(["two_tower", "ranker"] + extra), 1e3 * s_tick, 1e3 * min(times), rate,
                      1e3 * float(np.median(w_times)), out["arms"][name]["implied_run_train_s"]])
     load.__exit__(None, None, None)
-    print(f"OnlineLearner per arm of '{sc.name}': minibatch {sc.train.batch_size}, {sc.train.epochs_per_tick} "
+    print(f"OnlineLearner per arm of '{sc.name}': {sc.train.optimizer}, minibatch {sc.train.batch_size}, {sc.train.epochs_per_tick} "
           f"epoch(s)/tick, {args.threads} torch thread(s); tick batch {args.samples:,} exposures "
           f"({pos:.1%} with a positive response: two-tower samples; {args.cold_share:.0%} cold for Next-User)")
     print(fmt_table(rows, ["arm", "models", "median ms/tick", "min ms/tick", "samples/s", "weights() ms",

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trainers.models.two_tower import INIT_STD
+from trainers.optim import LazyAdam
 
 MIN_ROWS = 4096  # smaller tables are stored as they are
 MAX_DENSITY = 0.75  # a table with more rows than this share moved is stored as it is
@@ -119,10 +120,12 @@ def expand(state: Any) -> Any:
     return state
 
 
-def compact_torch(obj: torch.nn.Module | torch.optim.Optimizer) -> dict[str, Any]:
+def compact_torch(obj: torch.nn.Module | torch.optim.Optimizer | LazyAdam) -> dict[str, Any]:
     """A module's or an optimiser's ``state_dict()`` in compact form (a snapshot: later training does not reach it)."""
     if isinstance(obj, torch.optim.Optimizer):
         return compact_optimizer(obj.state_dict())
+    if isinstance(obj, LazyAdam):
+        return {part: compact_optimizer(state) for part, state in obj.state_dict().items()}
     return compact_state(obj.state_dict())
 
 

@@ -21,6 +21,7 @@ from trainers.losses import in_batch_softmax, multitask_bce
 from trainers.metrics import auc
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import HashEmbedding, TwoTower, TwoTowerConfig
+from trainers.optim import make_optimizer
 
 BATCH_KEYS = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "pair_dense", "labels")
 
@@ -64,22 +65,23 @@ class OnlineLearner:
     are then one shared learner's (:class:`trainers.online.ArmLearners`)."""
 
     # the constructor's arguments, and the data-parallel placement (set by ``shard``) with its DDP wrappers
-    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed", "rank", "world", "_ddp")
+    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed", "optimizer", "rank", "world", "_ddp")
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
                  temperature: float, epochs: int, seed: int, extra_tasks: list | None = None,
-                 base_models: bool = True):
+                 base_models: bool = True, optimizer: str = "adam"):
         """``extra_tasks``: the arm's own models, each a :class:`trainers.tasks.base.Task` (e.g.
-        :class:`trainers.tasks.next_user.NextUserTask`)."""
+        :class:`trainers.tasks.next_user.NextUserTask`). ``optimizer``: the base models' (:mod:`trainers.optim`)."""
         self.base_models = base_models
+        self.optimizer = optimizer
         if base_models:
             torch.manual_seed(seed)
             self.two_tower = TwoTower(tt_cfg)
             self.ranker = Ranker(rk_cfg)
             # fused Adam: one kernel over every parameter; the dense step over the hashed-id tables dominated a
-            # minibatch (docs/performance.md, "Training throughput")
-            self.opt_tt = torch.optim.Adam(self.two_tower.parameters(), lr=lr, fused=True)
-            self.opt_rk = torch.optim.Adam(self.ranker.parameters(), lr=lr, fused=True)
+            # minibatch (docs/performance.md, "Training throughput"); or lazy Adam over the tables
+            self.opt_tt = make_optimizer(self.two_tower, lr, optimizer)
+            self.opt_rk = make_optimizer(self.ranker, lr, optimizer)
         self.batch_size = batch_size
         self.temperature = temperature
         self.epochs = epochs

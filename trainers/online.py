@@ -39,7 +39,7 @@ def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: i
     extra = tasks(arm, actx, train.lr, train.batch_size)
     return OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
                          epochs=train.epochs_per_tick, seed=arm_seed(ctx.seed, arm_index), extra_tasks=extra,
-                         base_models=base_models)
+                         base_models=base_models, optimizer=train.optimizer)
 
 
 def tick_seed(learner_seed: int, tick_id: int) -> int:
@@ -78,7 +78,8 @@ class ArmLearners:
         if not per_arm:
             tt, rk = model_configs(ctx.model, ctx.n_item_dense)
             self.base = OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
-                                      epochs=train.epochs_per_tick, seed=base_model_seed(ctx.seed))
+                                      epochs=train.epochs_per_tick, seed=base_model_seed(ctx.seed),
+                                      optimizer=train.optimizer)
             self.base.shard(rank, world)
 
     def _base_batch(self, batches: dict[str, dict]) -> dict:

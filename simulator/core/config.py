@@ -38,6 +38,11 @@ class TrainConfig(FrozenConfig):
                             "per arm must still give tens of optimiser steps (at 2,048 the user-side ranker stayed at "
                             "chance for most of a run, docs/performance.md)")
     lr: float = Field(3e-3, gt=0)
+    optimizer: Literal["adam", "lazy_adam"] = Field(
+        "adam", description="the base models' optimiser (trainers/optim.py). 'adam': fused dense Adam over every "
+        "parameter; 'lazy_adam': the hashed-id tables give sparse gradients and only the rows a minibatch looked up "
+        "are updated (torch SparseAdam, TensorFlow's LazyAdam), the rest with dense Adam. A different optimiser, so "
+        "the metrics change; faster training (docs/performance.md, 'Throughput')")
     epochs_per_tick: int = Field(1, ge=1)
     publish_delay_ticks: int = Field(1, ge=0, description="ticks between the end of a training tick and serving its weights")
     num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers. With more than one, the shared base "

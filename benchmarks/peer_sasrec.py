@@ -26,7 +26,9 @@ not import, and its data loading needs ``pandas<3``. Install it in a second virt
     .venv-peer/bin/pip install colorlog==4.7.2 colorama==0.4.4 texttable tabulate thop tensorboard tqdm scikit-learn plotly
 
 Run: ``.venv-peer/bin/python benchmarks/peer_sasrec.py --log movielens:../shared/data/ml-100k`` (RecBole: 60-150 s
-per epoch on 2 cores); docs/performance.md, "A peer SASRec", quotes it.
+per epoch on 2 cores alone, 250 s beside another job; a converged run takes hours); docs/performance.md, "A peer
+SASRec", quotes it. With ``--work DIR`` RecBole's files stay in DIR, and a stopped run continues with ``--resume``
+from the best epoch it saved.
 """
 
 from __future__ import annotations
@@ -83,8 +85,10 @@ class PeerTask:
         return self.model.item_embedding.weight[self.internal[batch["item_row"]]]
 
 
-def recbole_sasrec(work: Path, seed: int, seq_len: int, max_epochs: int, k: int, batch_size: int | None = None):
-    """Train RecBole's SASRec with its defaults on ``work/coldsim``'s benchmark files; (model, dataset, epochs run)."""
+def recbole_sasrec(work: Path, seed: int, seq_len: int, max_epochs: int, k: int, batch_size: int | None = None,
+                   resume: bool = False):
+    """Train RecBole's SASRec with its defaults on ``work/coldsim``'s benchmark files; (model, dataset, epochs run).
+    ``resume``: continue from the checkpoint RecBole saved in ``work/saved`` (its best epoch so far), if any."""
     for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):  # RecBole 1.2.1
         if old not in np.__dict__:  # re-aliases NumPy 1 names that NumPy 2 removed; give them back their NumPy 2 types
             setattr(np, old, new)
@@ -107,18 +111,23 @@ def recbole_sasrec(work: Path, seed: int, seq_len: int, max_epochs: int, k: int,
     os.chdir(work)  # RecBole writes its tensorboard and log folders into the working directory
     try:
         init_logger(config)  # RecBole's per-epoch lines (training time and loss, validation Hit@k): a run takes hours
-        return _fit(config, create_dataset, data_preparation, SASRec, Trainer)
+        return _fit(config, create_dataset, data_preparation, SASRec, Trainer, resume)
     finally:
         os.chdir(here)
 
 
-def _fit(config, create_dataset, data_preparation, SASRec, Trainer):
+def _fit(config, create_dataset, data_preparation, SASRec, Trainer, resume: bool):
     t0 = time.perf_counter()
     dataset = create_dataset(config)
     train_data, valid_data, _ = data_preparation(config, dataset)
     t1 = time.perf_counter()
     model = SASRec(config, train_data.dataset)
     trainer = Trainer(config, model)
+    saved = sorted(Path(config["checkpoint_dir"]).glob("SASRec-*.pth"), key=lambda f: f.stat().st_mtime)
+    if resume and saved:
+        # RecBole saves its best epoch only: a resumed run continues from there with fresh patience (the epochs after
+        # the best one are trained again, from a different random state)
+        trainer.resume_checkpoint(saved[-1])
     trainer.fit(train_data, valid_data, verbose=True, saved=True)  # verbose: the per-epoch lines
     state = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(state["state_dict"])
@@ -134,8 +143,13 @@ def main(argv=None) -> dict:
     p.add_argument("--max-epochs", type=int, default=200, help="RecBole's epoch cap (it early-stops after 10 without gain)")
     p.add_argument("--batch-size", type=int, default=None, help="RecBole's train_batch_size (default: RecBole's, 2048)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--work", type=Path, default=None, help="keep RecBole's files (benchmark files, checkpoints, logs) in "
+                   "WORK/seed<n> instead of a temporary folder, so that a stopped run can --resume")
+    p.add_argument("--resume", action="store_true", help="continue from the best epoch RecBole saved in --work")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+    if a.resume and a.work is None:
+        p.error("--resume needs --work (where the stopped run kept its checkpoint)")
     torch.set_num_threads(a.threads)
     from scenarios import get_scenario
     from simulator.metrics.offline_ci import event_bootstrap
@@ -170,15 +184,15 @@ def main(argv=None) -> dict:
         # RecBole's SASRec on the same training positives, early-stopped on the same validation window
         validation = validation_split(positives, split, len(items), config, seed)
         with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            (work / "coldsim").mkdir()
+            work = Path(tmp) if a.work is None else (a.work / f"seed{seed}").resolve()
+            (work / "coldsim").mkdir(parents=True, exist_ok=True)
             n_fit = write_atomic(work / "coldsim", "train", positives, items, batches, validation.train, config.model.seq_len)
             write_atomic(work / "coldsim", "valid", positives, items, batches, validation.test, config.model.seq_len)
             write_atomic(work / "coldsim", "test", positives, items, batches, validation.test[:10], config.model.seq_len)
             (work / "coldsim" / "coldsim.item").write_text("item_id:token\n" + "".join(f"{i}\n" for i in items.item_id))
             started = time.perf_counter()
             model, dataset, peer_epochs = recbole_sasrec(work, seed, config.model.seq_len, a.max_epochs, config.k,
-                                                          a.batch_size)
+                                                          a.batch_size, a.resume)
             peer_s = time.perf_counter() - started
         peer = PeerTask(model, dataset, items)
         ranks["recbole_sasrec"] = score(peer, VARIANTS["sasrec"], batches, split, config, seed,

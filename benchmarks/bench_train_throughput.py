@@ -122,7 +122,8 @@ def main(argv=None) -> dict:
         rows.append([name, "+".join(["two_tower", "ranker"] + extra), 1e3 * s_tick, 1e3 * min(times), rate,
                      1e3 * float(np.median(w_times)), out["arms"][name]["implied_run_train_s"]])
     load.__exit__(None, None, None)
-    print(f"OnlineLearner per arm of '{sc.name}': {sc.train.optimizer}, minibatch {sc.train.batch_size}, {sc.train.epochs_per_tick} "
+    print(f"OnlineLearner per arm of '{sc.name}': {sc.train.optimizer}, minibatch {sc.train.batch_size}, "
+          f"{sc.train.epochs_per_tick} "
           f"epoch(s)/tick, {args.threads} torch thread(s); tick batch {args.samples:,} exposures "
           f"({pos:.1%} with a positive response: two-tower samples; {args.cold_share:.0%} cold for Next-User)")
     print(fmt_table(rows, ["arm", "models", "median ms/tick", "min ms/tick", "samples/s", "weights() ms",

@@ -3,14 +3,15 @@
 The base learner's two-tower and ranker are mostly hashed-id tables (2^15 rows each) of which a minibatch of 256
 touches a few hundred rows. Dense Adam (``torch.optim.Adam``, fused) reads and writes every row of every table
 and its two moments at every step, and the embedding backward materialises a dense gradient of the whole table:
-on the default run that made the Train worker the critical path (docs/performance.md, "Throughput").
+on the default run that made the Train worker the critical path (docs/performance.md, "Where the time goes").
 
 ``lazy_adam`` is what large recommenders use for such tables (TensorFlow's LazyAdam, torch's SparseAdam): the
 tables give sparse gradients and :class:`torch.optim.SparseAdam` updates only the rows a minibatch looked up,
 with their moments; every other parameter keeps the fused dense Adam. It is a different optimiser, not a faster
 implementation of the same one: under dense Adam a row keeps moving on its decaying moments after its last
 lookup; under lazy Adam it stops until it is looked up again, and its moments do not decay meanwhile. So the
-metrics of a run change (docs/performance.md measures by how much); ``TrainConfig.optimizer`` chooses.
+metrics of a run change (docs/performance.md, "Lazy Adam (opt-in)", measures by how much);
+``TrainConfig.optimizer`` chooses.
 
 A row no gradient ever reached keeps its initial value and zero moments under both, so compact checkpoints
 (:mod:`trainers.compact`) store the same rows.

@@ -42,7 +42,7 @@ class TrainConfig(FrozenConfig):
         "adam", description="the base models' optimiser (trainers/optim.py). 'adam': fused dense Adam over every "
         "parameter; 'lazy_adam': the hashed-id tables give sparse gradients and only the rows a minibatch looked up "
         "are updated (torch SparseAdam, TensorFlow's LazyAdam), the rest with dense Adam. A different optimiser, so "
-        "the metrics change; faster training (docs/performance.md, 'Throughput')")
+        "the metrics change; faster training (docs/performance.md, 'Lazy Adam (opt-in)')")
     epochs_per_tick: int = Field(1, ge=1)
     publish_delay_ticks: int = Field(1, ge=0, description="ticks between the end of a training tick and serving its weights")
     num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers. With more than one, the shared base "

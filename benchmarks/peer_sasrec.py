@@ -25,8 +25,8 @@ not import, and its data loading needs ``pandas<3``. Install it in a second virt
     .venv-peer/bin/pip install --no-deps recbole==1.2.1
     .venv-peer/bin/pip install colorlog==4.7.2 colorama==0.4.4 texttable tabulate thop tensorboard tqdm scikit-learn plotly
 
-Run: ``.venv-peer/bin/python benchmarks/peer_sasrec.py --log movielens:../shared/data/ml-100k`` (RecBole: 60-150 s
-per epoch on 2 cores alone, 250 s beside another job; a converged run takes hours); docs/performance.md, "A peer
+Run: ``.venv-peer/bin/python benchmarks/peer_sasrec.py --log movielens:../shared/data/ml-100k`` (RecBole: ~42 s
+per epoch on 2 cores alone, 250 s beside another job; it early-stopped after 22 epochs on ml-100k); docs/performance.md, "A peer
 SASRec", quotes it. With ``--work DIR`` RecBole's files stay in DIR, and a stopped run continues with ``--resume``
 from the best epoch it saved.
 """

@@ -81,15 +81,16 @@ def main(argv=None) -> dict:
     from scenarios import get_scenario
     from trainers.arm_context import ArmContext
     from serving.arms import arm_tasks
+    from simulator.run.sweep import apply_point
     from trainers.online import make_learner, tick_seed
 
     sc = get_scenario(args.scenario)
-    if args.optimizer:
-        sc = sc.model_copy(update={"train": sc.train.model_copy(update={"optimizer": args.optimizer})})
+    if args.optimizer:  # validated as simulate's --set train.optimizer=... is
+        sc = apply_point(sc, {"train.optimizer": args.optimizer})
     ctx = ArmContext(model=sc.model, slate_size=sc.synthetic.slate_size, n_item_dense=1, seed=sc.seed)
     names = args.arms or [a.name for a in sc.arms]
-    out: dict = {"samples_per_tick": args.samples, "minibatch": sc.train.batch_size, "optimizer": sc.train.optimizer, "epochs": sc.train.epochs_per_tick,
-                 "threads": args.threads, "run_exposures": args.run_exposures, "arms": {}}
+    out: dict = {"samples_per_tick": args.samples, "minibatch": sc.train.batch_size, "optimizer": sc.train.optimizer,
+                 "epochs": sc.train.epochs_per_tick, "threads": args.threads, "run_exposures": args.run_exposures, "arms": {}}
     rows = []
     load = ForeignLoad().__enter__()
     for name in names:

@@ -34,6 +34,7 @@ from the best epoch it saved.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -183,8 +184,9 @@ def main(argv=None) -> dict:
         ours_s = time.perf_counter() - started
         # RecBole's SASRec on the same training positives, early-stopped on the same validation window
         validation = validation_split(positives, split, len(items), config, seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp) if a.work is None else (a.work / f"seed{seed}").resolve()
+        kept = None if a.work is None else (a.work / f"seed{seed}").resolve()
+        with tempfile.TemporaryDirectory() if kept is None else contextlib.nullcontext(kept) as tmp:
+            work = Path(tmp)
             (work / "coldsim").mkdir(parents=True, exist_ok=True)
             n_fit = write_atomic(work / "coldsim", "train", positives, items, batches, validation.train, config.model.seq_len)
             write_atomic(work / "coldsim", "valid", positives, items, batches, validation.test, config.model.seq_len)

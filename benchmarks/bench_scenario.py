@@ -1,7 +1,8 @@
 """A whole scenario run (``simulate``'s ``run_scenario``): wall time, time by stage, exposures/s, peak memory, ATS.
 
 Runs ``simulator.run.session.run_scenario`` with MLflow tracking to a temporary sqlite DB and run directory, for
-the given scenario / scale / runtime, while a background thread samples memory every ``--interval`` seconds:
+the given scenario / scale / runtime, while a background thread samples memory (RSS every ``--interval``
+seconds, PSS every ``--pss-interval`` seconds and at each 5 % rise of the RSS-sum's high: ``_common.MemorySampler``):
 the summed RSS of this process and all its descendants (Ray's GCS, raylet and, under it, every worker: Serve
 replicas, the Train worker, actors), plus orphaned processes started since whose command line contains
 'ray::', 'raylet' or 'gcs_server' (Ray processes whose parent is alive outside this tree belong to another Ray
@@ -76,7 +77,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="PATH=VALUE",
                    help="a scenario setting for this run, as simulate's --set (e.g. train.optimizer=lazy_adam); repeat")
-    p.add_argument("--interval", type=float, default=0.5, help="memory sampling period (s)")
+    p.add_argument("--interval", type=float, default=0.5, help="RSS sampling period (s)")
+    p.add_argument("--pss-interval", type=float, default=10.0,
+                   help="PSS sampling period (s); PSS is also read whenever the RSS-sum exceeds by 5%% its highest value "
+                   "at a PSS reading (reading PSS every 0.5 s cost the run ~100 CPU-s on 2 cores: _common.MemorySampler)")
     p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS reads /proc/*/smaps_rollup)")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory and MLflow DB")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
@@ -118,8 +122,8 @@ def main(argv=None) -> dict:
     print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} {args.settings or ''} "
           f"(run dir and MLflow DB under {tmp})", flush=True)
     t0 = time.perf_counter()
-    with ForeignLoad() as load, MemorySampler(args.interval, with_pss=not args.no_pss) as mem, \
-            DirSizeSampler(tmp / "runs") as disk:
+    sampler = MemorySampler(args.interval, with_pss=not args.no_pss, pss_interval=args.pss_interval)
+    with ForeignLoad() as load, sampler as mem, DirSizeSampler(tmp / "runs") as disk:
         out = run_scenario(sc, opts, tracking_uri=uri)
     wall = time.perf_counter() - t0
     res = out.result
@@ -134,7 +138,7 @@ def main(argv=None) -> dict:
         "n_users": res.scenario.synthetic.n_users, "n_creators": res.scenario.synthetic.n_creators,
         "wall_s": wall, "run_scenario_wall_s": out.wall_s, "stages_s": t, "other_s": other,
         "exposures": res.events, "exposures_per_s": res.events / wall,
-        "peak_rss_sum_gb": mem.peak_rss / 1e9, "peak_pss_sum_gb": mem.peak_pss / 1e9 if mem.with_pss else None,
+        "pss_readings": mem.pss_samples, "peak_rss_sum_gb": mem.peak_rss / 1e9, "peak_pss_sum_gb": mem.peak_pss / 1e9 if mem.with_pss else None,
         "peak_driver_rss_gb": mem.peak_driver_rss / 1e9,
         "run_dir_peak_gb": disk.peak / 1e9, "run_dir_end_gb": disk.end / 1e9,
         "machine_used_rise_gb": (mem.peak_used - mem.base_used) / 1e9, "peak_processes": mem.peak_procs,
@@ -151,7 +155,8 @@ def main(argv=None) -> dict:
     print(fmt_table(rows, ["stage", "seconds", "% of wall"]))
     print(f"simulated exposures: {res.events:,} ({res.events / wall:,.0f}/s of wall)")
     pss = f"{mem.peak_pss / 1e9:.2f} GB" if mem.with_pss else "n/a"
-    print(f"peak memory (driver + descendants + Ray processes, {mem.samples} samples every {args.interval}s, "
+    print(f"peak memory (driver + descendants + Ray processes, {mem.samples} RSS samples every {args.interval}s, "
+          f"{mem.pss_samples} PSS readings, "
           f"up to {mem.peak_procs} processes): RSS-sum {mem.peak_rss / 1e9:.2f} GB, PSS-sum {pss}; "
           f"driver alone {mem.peak_driver_rss / 1e9:.2f} GB; machine-wide used memory (MemTotal - MemAvailable) rose by "
           f"{(mem.peak_used - mem.base_used) / 1e9:.2f} GB at peak over the start (includes anything else running)")

@@ -1,6 +1,7 @@
 """A/A calibration: the share of (arm, metric) cells whose CI excludes 0 in the ``aa`` scenario, over seeds.
 
-    python benchmarks/bench_aa.py --scale small --seeds 6 --base-models shared per_arm [--one-way]
+    python benchmarks/bench_aa.py --scale small --seeds 6 --base-models shared per_arm [--one-way] \
+        [--optimizer lazy_adam]
 
 Runs the ``aa`` scenario (three identical base arms) in-process for each seed and base-model mode
 (:mod:`simulator.run.calibration`) and prints the false-positive rate over all defined cells, per metric
@@ -26,15 +27,20 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--base-models", nargs="+", default=["shared", "per_arm"])
     ap.add_argument("--one-way", action="store_true", help="bootstrap each metric over its own unit only")
+    ap.add_argument("--optimizer", default=None, choices=["adam", "lazy_adam"],
+                    help="the base models' optimiser (TrainConfig.optimizer; default: the scenario's)")
     args = ap.parse_args()
     sc = get_scenario("aa").at_scale(args.scale)
     if args.one_way:
         sc = sc._revalidated({"metrics": sc.metrics.model_copy(update={"bootstrap_two_way": False})})
     for mode in args.base_models:
         t = time.perf_counter()
-        comp = aa_comparisons(sc, list(range(args.seeds)), base_models=mode)
+        overrides = {"base_models": mode} | ({"optimizer": args.optimizer} if args.optimizer else {})
+        comp = aa_comparisons(sc, list(range(args.seeds)), **overrides)
         fp, fp_cuped = false_positive_rate(comp), false_positive_rate(comp, cuped=True)
-        print(f"\n== base_models={mode}, scale={args.scale}, {args.seeds} seeds{', one-way' if args.one_way else ''}, "
+        optimizer = args.optimizer or sc.train.optimizer
+        print(f"\n== base_models={mode}, optimizer={optimizer}, scale={args.scale}, {args.seeds} seeds"
+              f"{', one-way' if args.one_way else ''}, "
               f"{time.perf_counter() - t:.0f}s: {fp.rate:.1%} of {fp.defined} defined cells flagged "
               f"({fp.undefined} undefined); CUPED lifts: {fp_cuped.rate:.1%} of {fp_cuped.defined}")
         with pl.Config(tbl_rows=40):

@@ -79,8 +79,9 @@ def parse_args(argv=None):
                    help="a scenario setting for this run, as simulate's --set (e.g. train.optimizer=lazy_adam); repeat")
     p.add_argument("--interval", type=float, default=0.5, help="RSS sampling period (s)")
     p.add_argument("--pss-interval", type=float, default=10.0,
-                   help="PSS sampling period (s); PSS is also read whenever the RSS-sum exceeds by 5%% its highest value "
-                   "at a PSS reading (reading PSS every 0.5 s cost the run ~100 CPU-s on 2 cores: _common.MemorySampler)")
+                   help="PSS sampling period (s); PSS is also read whenever the RSS-sum exceeds by 5%% its "
+                   "highest value at a PSS reading (reading PSS every 0.5 s cost the run ~100 CPU-s on 2 cores: "
+                   "_common.MemorySampler)")
     p.add_argument("--no-pss", action="store_true", help="sample RSS only (PSS reads /proc/*/smaps_rollup)")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory and MLflow DB")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")

@@ -55,14 +55,12 @@ def run_jobs(scenario: Scenario, jobs: list[Job], parallel: int = 1, tracking_ur
         raise ValueError("--http serves one run's arms on one port; it cannot be combined with --parallel > 1")
     import ray
 
-    from simulator.run.ray_runtime import init_ray
+    from simulator.run.ray_runtime import init_ray, start_serve
 
     owns = init_ray(jobs[0].opts.address)
     try:
         if jobs[0].opts.runtime == "ray":  # started once here: concurrent serve.start calls race for its controller
-            from ray import serve
-
-            serve.start(http_options={"location": "NoServer"})
+            start_serve({"location": "NoServer"})
         cpus = 1 if jobs[0].opts.runtime == "local" else 0
         task = ray.remote(num_cpus=cpus, max_retries=0)(_run_in_task)
         waiting, running, done = list(range(len(jobs))), {}, {}

@@ -40,6 +40,16 @@ RAY_ENV = {
 }
 
 
+# Ray's own periodic work that nothing reads on a Ray that coldsim starts itself (no dashboard, no Prometheus): the
+# metrics every Ray process records and exports, and the event loops' handler statistics. Off, they took ~10 % of
+# a default run's CPU on 2 cores (docs/performance.md, "Ray's own work"). A cluster joined with --address keeps its
+# own configuration; a variable RAY_<key> set in the environment wins over these.
+LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False}
+# the Serve controller reconciles every 0.1 s by default; coldsim deploys its arms once per run, so 0.5 s only
+# delays start-up and recovery by a fraction of a second (RAY_SERVE_CONTROL_LOOP_INTERVAL_S in the environment wins)
+SERVE_CONTROLLER_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
+
+
 def init_ray(address: str | None = None) -> bool:
     """Start (or join, with ``address``) Ray as coldsim runs use it, unless this process is already connected
     (a driver that started it, or a Ray task running a simulation); returns whether it started it."""
@@ -52,8 +62,16 @@ def init_ray(address: str | None = None) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), **kwargs)
+        system_config = {k: v for k, v in LOCAL_SYSTEM_CONFIG.items() if f"RAY_{k}" not in os.environ}
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), _system_config=system_config, **kwargs)
     return True
+
+
+def start_serve(http_options: dict) -> None:
+    """``serve.start`` with coldsim's Serve controller settings (:data:`SERVE_CONTROLLER_ENV`); they apply when this
+    call creates the controller, not to one already running on the cluster."""
+    env = {k: os.environ.get(k, v) for k, v in SERVE_CONTROLLER_ENV.items()}
+    serve.start(http_options=http_options, controller_options={"runtime_env": {"env_vars": env}})
 
 
 _LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -81,7 +99,7 @@ class RayRuntime:
         cfg = serve_cfg or ServeConfig()
         self.http = http or cfg.http
         http_options = {"host": cfg.host, "port": cfg.port} if self.http else {"location": "NoServer"}
-        serve.start(http_options=http_options)
+        start_serve(http_options)
         # a run-unique app name: several runs can share a cluster's Serve instance
         self.app_name = f"{APP_NAME}-{uuid.uuid4().hex[:8]}"
         # driven: HTTP clients get 409 on uploads and day ends until release_arms (docs/serving.md)

@@ -1,0 +1,51 @@
+"""How coldsim starts Ray and Serve: Ray's unread background work off on a local Ray, the user's environment wins.
+
+The settings themselves run in every Ray end-to-end test (tests/e2e); here only what ``init_ray`` and
+``start_serve`` hand to Ray, with ``ray.init`` and ``serve.start`` replaced by recorders (no Ray started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.run import ray_runtime
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls: dict = {}
+    monkeypatch.setattr(ray_runtime.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_runtime.ray, "init", lambda **kw: calls.setdefault("init", kw))
+    monkeypatch.setattr(ray_runtime.serve, "start", lambda **kw: calls.setdefault("serve", kw))
+    for key in ("RAY_enable_metrics_collection", "RAY_event_stats", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S"):
+        monkeypatch.delenv(key, raising=False)
+    return calls
+
+
+def test_a_local_ray_starts_without_metrics_export_and_event_stats(recorded):
+    assert ray_runtime.init_ray() is True
+    assert recorded["init"]["_system_config"] == {"enable_metrics_collection": False, "event_stats": False}
+    assert recorded["init"]["include_dashboard"] is False
+
+
+def test_a_variable_in_the_environment_wins_over_the_local_setting(recorded, monkeypatch):
+    monkeypatch.setenv("RAY_enable_metrics_collection", "1")
+    ray_runtime.init_ray()
+    assert recorded["init"]["_system_config"] == {"event_stats": False}
+
+
+def test_a_joined_cluster_keeps_its_own_configuration(recorded):
+    ray_runtime.init_ray("ray://head:10001")
+    assert recorded["init"]["address"] == "ray://head:10001"
+    assert "_system_config" not in recorded["init"]
+
+
+def test_serve_controller_reconciles_every_half_second_unless_the_environment_says_otherwise(recorded, monkeypatch):
+    ray_runtime.start_serve({"location": "NoServer"})
+    assert recorded["serve"]["http_options"] == {"location": "NoServer"}
+    assert recorded["serve"]["controller_options"] == {
+        "runtime_env": {"env_vars": {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}}}
+    recorded.clear()
+    monkeypatch.setenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.1")
+    ray_runtime.start_serve({"location": "NoServer"})
+    assert recorded["serve"]["controller_options"]["runtime_env"]["env_vars"] == {
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}

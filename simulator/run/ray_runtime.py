@@ -41,9 +41,10 @@ RAY_ENV = {
 
 
 # Ray's own periodic work that nothing reads on a Ray that coldsim starts itself (no dashboard, no Prometheus): the
-# metrics every Ray process records and exports, and the event loops' handler statistics. Off, they took ~10 % of
-# a default run's CPU on 2 cores (docs/performance.md, "Ray's own work"). A cluster joined with --address keeps its
-# own configuration; a variable RAY_<key> set in the environment wins over these.
+# metrics every Ray process records and exports, and the event loops' handler statistics (with the Serve
+# controller's interval below: ~20 CPU-s of a 4-day default run's ~520 on 2 cores; docs/performance.md, "Ray's own
+# work"). A cluster joined with --address keeps its own configuration; a variable RAY_<key> set in the environment
+# wins over these.
 LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False}
 # the Serve controller reconciles every 0.1 s by default; coldsim deploys its arms once per run, so 0.5 s only
 # delays start-up and recovery by a fraction of a second (RAY_SERVE_CONTROL_LOOP_INTERVAL_S in the environment wins)

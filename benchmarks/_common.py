@@ -140,20 +140,26 @@ def _proc_table() -> dict[int, tuple[int, float, str]]:
     return out
 
 
-def _rss_pss(pid: int, with_pss: bool) -> tuple[int, int]:
-    rss = pss = 0
+def _rss(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes (``/proc/PID/statm``: cheap); 0 if it is gone."""
     try:
         with open(f"/proc/{pid}/statm") as f:
-            rss = int(f.read().split()[1]) * _PAGE
-        if with_pss:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        pss = int(line.split()[1]) * 1024
-                        break
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size of ``pid`` in bytes (``/proc/PID/smaps_rollup``: the kernel walks every mapping's page
+    tables, costly for large processes); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return rss, pss
+    return 0
 
 
 def tree_pids(root: int, include_ray: bool = True) -> set[int]:
@@ -372,13 +378,13 @@ class MemorySampler:
             self.base_used = used
         self.peak_used = max(self.peak_used, used)
         pids = tree_pids(self.root)
-        rss_by_pid = {p: _rss_pss(p, False)[0] for p in pids}
+        rss_by_pid = {p: _rss(p) for p in pids}
         rss = sum(rss_by_pid.values())
         with_pss = self._pss_due(rss, force_pss)
         pss = 0
         by_name: dict[str, list[int]] = {}
         for p, r in rss_by_pid.items():
-            s = _rss_pss(p, True)[1] if with_pss else 0
+            s = _pss(p) if with_pss else 0
             pss += s
             if p == self.root:
                 self.peak_driver_rss = max(self.peak_driver_rss, r)

@@ -21,13 +21,14 @@ import polars as pl
 def main() -> None:
     from scenarios import get_scenario
     from simulator.run.calibration import aa_comparisons, false_positive_rate
+    from trainers.optim import OPTIMIZERS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="tiny")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--base-models", nargs="+", default=["shared", "per_arm"])
     ap.add_argument("--one-way", action="store_true", help="bootstrap each metric over its own unit only")
-    ap.add_argument("--optimizer", default=None, choices=["adam", "lazy_adam"],
+    ap.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                     help="the base models' optimiser (TrainConfig.optimizer; default: the scenario's)")
     args = ap.parse_args()
     sc = get_scenario("aa").at_scale(args.scale)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ForeignLoad, fmt_table, tree_pids, _rss_pss  # noqa: E402
+from _common import ForeignLoad, fmt_table, tree_pids, _pss  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,7 +56,7 @@ def free_port() -> int:
 
 def pss_of_tree(root: int) -> float:
     """GB of PSS of ``root``'s process tree and Ray's processes."""
-    return sum(_rss_pss(p, True)[1] for p in tree_pids(root)) / 1e9
+    return sum(_pss(p) for p in tree_pids(root)) / 1e9
 
 
 async def load(port: int, arms: list[str], args, run: subprocess.Popen, memory: list) -> dict:

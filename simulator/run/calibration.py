@@ -13,18 +13,23 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from simulator.core.config import Scenario
+from simulator.core.config import MetricsConfig, Scenario
 
 
-def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = False, **train_overrides) -> pl.DataFrame:
-    """The comparison frame of ``scenario`` for every seed, stacked with a ``seed`` column.
+def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = False,
+                   read_outs: dict[str, MetricsConfig] | None = None, **train_overrides) -> pl.DataFrame:
+    """The comparison frame of ``scenario`` for every seed, stacked with ``seed`` and ``read_out`` columns.
 
     ``train_overrides`` replace fields of ``scenario.train`` (e.g. ``base_models="per_arm"``);
-    ``allow_injected`` lets the arms differ in ``injected_upload_factor`` only (a known effect to detect)."""
+    ``allow_injected`` lets the arms differ in ``injected_upload_factor`` only (a known effect to detect).
+    ``read_outs`` (name -> metrics config) read each run out again under other configs, nothing replayed: their
+    rows carry that name in a ``read_out`` column, the scenario's own ``"scenario"``."""
     from simulator.run.loop import Simulation
     from simulator.run.runtime import LocalRuntime
     from simulator.sources.synthetic import generate_synthetic
 
+    if read_outs and "scenario" in read_outs:
+        raise ValueError("read_outs may not be named 'scenario': that name is the scenario's own read-out")
     ignore = {"name", "injected_upload_factor"} if allow_injected else {"name"}
     if len({a.model_dump_json(exclude=ignore) for a in scenario.arms}) != 1:
         raise ValueError(f"scenario '{scenario.name}' is not an A/A scenario: its arms differ in more than their names")
@@ -37,8 +42,12 @@ def aa_comparisons(scenario: Scenario, seeds: list[int], allow_injected: bool = 
             sc = sc._revalidated({"train": sc.train.model_copy(update=train_overrides)})
         log = generate_synthetic(sc.synthetic, sc.seed)
         with tempfile.TemporaryDirectory(prefix="coldsim-aa-") as tmp:
-            result = Simulation(sc, log, LocalRuntime, tmp, progress=False, checkpoints=False).run()
-        frames.append(result.comparison.with_columns(pl.lit(seed).alias("seed")))
+            sim = Simulation(sc, log, LocalRuntime, tmp, progress=False, checkpoints=False)
+            comparisons = {"scenario": sim.run().comparison}
+            for name, metrics in (read_outs or {}).items():
+                comparisons[name] = sim.results(metrics).comparison
+        frames += [comp.with_columns(pl.lit(seed).alias("seed"), pl.lit(name).alias("read_out"))
+                   for name, comp in comparisons.items()]
     return pl.concat(frames, how="diagonal_relaxed")
 
 

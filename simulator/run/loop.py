@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import polars as pl
 
-from simulator.core.config import DualRecSpec, Scenario
+from simulator.core.config import DualRecSpec, MetricsConfig, Scenario
 from simulator.core.diversion import HOLDOUT, CoDiversion
 from simulator.core.storage import Location
 from simulator.core.schema import (EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA,
@@ -395,9 +395,11 @@ class Simulation:
         self.runtime.release_arms()  # until now HTTP uploads got 409: the world must know every item it serves
         return self.results()
 
-    def results(self) -> SimulationResult:
-        """The run's metrics over the days played so far (:func:`simulator.run.results.measure`)."""
+    def results(self, metrics: MetricsConfig | None = None) -> SimulationResult:
+        """The run's metrics over the days played so far (:func:`simulator.run.results.measure`); with ``metrics``,
+        the same run read out under another metrics config (e.g. another bootstrap), nothing replayed."""
+        scenario = self.scenario if metrics is None else self.scenario._revalidated({"metrics": metrics})
         with self.timer("metrics"):
-            result = measure(self.scenario, self.log, self.arms, self.t0, self.days, self.diagnostics, self.n_events,
+            result = measure(scenario, self.log, self.arms, self.t0, self.days, self.diagnostics, self.n_events,
                              self.run_dir.as_path())
         return replace(result, timings=self.timings)  # the timings include the metrics just computed

@@ -81,7 +81,7 @@ def measure(scenario: Scenario, log: Log, arms: list[ArmRun], t0: int, days: int
     exposure and the summarised strategy diagnostics per arm, the lifts over control and the ladder. The
     result's ``timings`` are left empty for the driver, which times this too."""
     specs = {spec.name: spec for spec in scenario.arms}
-    covariates = creator_covariates(log, t0, days)
+    covariates = creator_covariates(log, t0)
     data = {arm.name: arm.data(specs[arm.name].share, covariates) for arm in arms}
     targets = [spec.dualrec.targets for spec in scenario.arms if spec.dualrec is not None]
     # derived K: from all arms' items, above the creator-side push (docs/metrics.md); a fixed expo_k is itself

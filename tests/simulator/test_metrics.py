@@ -621,10 +621,16 @@ def test_creator_covariates_from_the_log():
         "ts": [T0 - H, T0 - H, T0 - 2 * H, T0 + H, T0 - H], "user_id": [1, 2, 1, 1, 3], "item_id": [1, 1, 3, 3, 1],
         "event": ["like", "expose", "comment", "like", "follow"],
     })
-    ids, cov = creator_covariates(Log("toy", events, items), T0, days=2)
+    ids, cov = creator_covariates(Log("toy", events, items), T0)
     assert ids.tolist() == [7, 8, 9] and len(CREATOR_COVARIATES) == cov.shape[1]
-    # pre uploads (before T0); pre interactions (like/comment/follow before T0); uploads the log schedules in days 0-1
-    assert cov.tolist() == [[1, 2, 1], [1, 1, 0], [0, 0, 1]]
+    # pre uploads (before T0); pre interactions (like/comment/follow before T0)
+    assert cov.tolist() == [[1, 2], [1, 1], [0, 0]]
+    # nothing from T0 on: more uploads and likes in the run leave the covariates as they were
+    later_items = pa.concat_tables([items, pa.table({
+        "item_id": [6, 7], "creator_id": [9, 9], "category": [0, 0], "upload_ts": [T0, T0 + 2 * D]})])
+    later_events = pa.concat_tables([events, pa.table({
+        "ts": [T0, T0 + D], "user_id": [4, 5], "item_id": [1, 6], "event": ["like", "comment"]})])
+    assert creator_covariates(Log("toy", later_events, later_items), T0)[1].tolist() == cov.tolist()
 
 
 # ---------------------------------------------------------------- derived K: pooled, and re-derived per replicate

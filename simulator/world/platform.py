@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from simulator.core.config import WorldConfig
 from simulator.world.creators import CreatorReference
@@ -160,25 +161,31 @@ def creator_reference(log: Log, t0: int, days: int, baseline_days: int = 7) -> C
                             upload_rate=rate, pre_period=pre_period)
 
 
-CREATOR_COVARIATES: tuple[str, ...] = ("pre_uploads", "pre_interactions")
+CREATOR_COVARIATES: tuple[str, ...] = ("catalogue_items", "pre_uploads", "pre_interactions")
 """Columns of :func:`creator_covariates`: the creator's activity before ``t0``, nothing after it."""
 
 
 def creator_covariates(log: Log, t0: int) -> tuple[np.ndarray, np.ndarray]:
-    """(creator ids, (C, 2) covariates) for CUPED, fixed before treatment (columns :data:`CREATOR_COVARIATES`).
+    """(creator ids, (C, 3) covariates) for CUPED, fixed before treatment (columns :data:`CREATOR_COVARIATES`).
 
-    Per creator of ``log.items``: items uploaded before ``t0``; likes/comments/follows in the log on the
-    creator's items before ``t0``. Nothing at or after ``t0``: the uploads the replayed
-    log schedules for the run are the same in every arm, but as a covariate they take away the creators'
-    heterogeneity and leave the arm-wide response to its supply of exposures, which a bootstrap over
-    creators does not see (docs/metrics.md, "CUPED"), and no real A/B test has its future schedule.
+    Per creator of ``log.items``, with the pre-period the days the log has events for before ``t0`` (from its
+    first event; none for a log replayed from its first day): items uploaded before the pre-period (the
+    catalogue); items uploaded in the pre-period (the metric ``publications`` itself before treatment, CUPED's
+    natural covariate); likes/comments/follows in the log on the creator's items before ``t0``. Nothing at or
+    after ``t0``: the uploads the replayed log schedules for the run are the same in every arm, but as a
+    covariate they take away the creators' heterogeneity and leave the arm-wide response to its supply of
+    exposures, which a bootstrap over creators does not see (docs/metrics.md, "CUPED"), and no real A/B test
+    has its future schedule.
     """
     items = pl.from_arrow(log.items.select(["item_id", "creator_id", "upload_ts"]))
     creators = np.unique(items["creator_id"].to_numpy()).astype(np.int64)
+    first_event = pc.min(log.events["ts"]).as_py() if log.events.num_rows else None
+    pre_start = min(int(first_event), t0) if first_event is not None else t0
     ev = pl.from_arrow(log.events.select(["ts", "item_id", "event"])).filter(
         pl.col("event").is_in(list(INTERACTION_TYPES)) & (pl.col("ts") < t0))
     counts = (
-        items.filter(pl.col("upload_ts") < t0).group_by("creator_id").len(),
+        items.filter(pl.col("upload_ts") < pre_start).group_by("creator_id").len(),
+        items.filter((pl.col("upload_ts") >= pre_start) & (pl.col("upload_ts") < t0)).group_by("creator_id").len(),
         ev.join(items.select(["item_id", "creator_id"]), on="item_id").group_by("creator_id").len(),
     )
     cov = np.zeros((len(creators), len(CREATOR_COVARIATES)))

@@ -73,8 +73,8 @@ def test_an_injected_effect_is_detected(aa):
     """a3's creators upload 1.5 times as often (a world-side effect of known size): the read-out must see it.
 
     The bounds come from the power measured over 20 seeds (docs/metrics.md, "A/A calibration"): the CUPED
-    publications lift flags the injected arm in 80% of seeds (the raw lift in 55%) and the untouched one in
-    5%, so a read-out with that power passes ">= 5 of 10" with probability 0.99 (0.95 if its power were 70%)
+    publications lift flags the injected arm in 85% of seeds (the raw lift in 55%) and the untouched one in
+    5%, so a read-out with that power passes ">= 5 of 10" with probability 0.999 (0.95 if its power were 70%)
     and "<= 2 of 10" with 0.99; one that cannot see the effect (5%) passes the first with 0.0001."""
     arms = [a.model_copy(update={"injected_upload_factor": 1.5}) if a.name == "a3" else a for a in aa.arms]
     injected = aa._revalidated({"arms": arms})

@@ -609,6 +609,7 @@ def test_two_way_bootstrap_covers_users_and_creators():
 
 def test_creator_covariates_from_the_log():
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from simulator.core.schema import Log
     from simulator.world.platform import CREATOR_COVARIATES, creator_covariates
@@ -617,14 +618,18 @@ def test_creator_covariates_from_the_log():
         "item_id": [1, 2, 3, 4, 5], "creator_id": [7, 7, 8, 8, 9], "category": [0] * 5,
         "upload_ts": [T0 - D, T0 + H, T0 - 2 * D, T0 + 3 * D, T0 + D],
     })
-    events = pa.table({
-        "ts": [T0 - H, T0 - H, T0 - 2 * H, T0 + H, T0 - H], "user_id": [1, 2, 1, 1, 3], "item_id": [1, 1, 3, 3, 1],
+    events = pa.table({  # the log's pre-period starts at its first event, T0 - 36 h
+        "ts": [T0 - 36 * H, T0 - H, T0 - 2 * H, T0 + H, T0 - H], "user_id": [1, 2, 1, 1, 3], "item_id": [1, 1, 3, 3, 1],
         "event": ["like", "expose", "comment", "like", "follow"],
     })
     ids, cov = creator_covariates(Log("toy", events, items), T0)
     assert ids.tolist() == [7, 8, 9] and len(CREATOR_COVARIATES) == cov.shape[1]
-    # pre uploads (before T0); pre interactions (like/comment/follow before T0)
-    assert cov.tolist() == [[1, 2], [1, 1], [0, 0]]
+    # catalogue (uploads before the pre-period: item 3 at T0 - 2 d), pre-period uploads (item 1 at T0 - 1 d),
+    # pre interactions (like/comment/follow before T0)
+    assert cov.tolist() == [[0, 1, 2], [1, 0, 1], [0, 0, 0]]
+    # a log replayed from its first day has no pre-period: every earlier item is catalogue
+    run_only = events.filter(pc.greater_equal(events["ts"], T0))
+    assert creator_covariates(Log("toy", run_only, items), T0)[1].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
     # nothing from T0 on: more uploads and likes in the run leave the covariates as they were
     later_items = pa.concat_tables([items, pa.table({
         "item_id": [6, 7], "creator_id": [9, 9], "category": [0, 0], "upload_ts": [T0, T0 + 2 * D]})])

@@ -65,7 +65,8 @@ class OnlineLearner:
     are then one shared learner's (:class:`trainers.online.ArmLearners`)."""
 
     # the constructor's arguments, and the data-parallel placement (set by ``shard``) with its DDP wrappers
-    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed", "optimizer", "rank", "world", "_ddp")
+    NOT_SAVED = ("base_models", "batch_size", "temperature", "epochs", "seed", "optimizer", "rank", "world", "_ddp",
+                 "_sparse")
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: RankerConfig, lr: float, batch_size: int,
                  temperature: float, epochs: int, seed: int, extra_tasks: list | None = None,
@@ -91,6 +92,7 @@ class OnlineLearner:
         self.extra_tasks = list(extra_tasks or [])
         self.rank, self.world = 0, 1
         self._ddp: dict[str, torch.nn.Module] = {}
+        self._sparse: dict[str, list[torch.nn.Parameter]] = {}
 
     def shard(self, rank: int, world: int) -> None:
         """Train the base models data-parallel as worker ``rank`` of ``world`` (a ``torch.distributed`` process
@@ -102,12 +104,46 @@ class OnlineLearner:
         if world > 1 and self.base_models:
             from torch.nn.parallel import DistributedDataParallel
 
-            # buffers stay each worker's own: ``touched`` is OR-reduced after every tick (_sync_touched)
-            self._ddp = {"ranker": DistributedDataParallel(self.ranker, broadcast_buffers=False),
-                         "two_tower": DistributedDataParallel(self.two_tower, broadcast_buffers=False)}
+            for key, module in (("ranker", self.ranker), ("two_tower", self.two_tower)):
+                # lazy Adam's tables (sparse gradients) are averaged by _average_sparse_grads, not by DDP
+                sparse = [(f"{name}.emb.weight", table.emb.weight) for name, table in module.named_modules()
+                          if isinstance(table, HashEmbedding) and table.emb.sparse]
+                if sparse:
+                    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, [n for n, _ in sparse])
+                self._sparse[key] = [param for _, param in sparse]
+                # buffers stay each worker's own: ``touched`` is OR-reduced after every tick (_sync_touched)
+                self._ddp[key] = DistributedDataParallel(module, broadcast_buffers=False)
 
     def _share(self, idx: torch.Tensor) -> torch.Tensor:
         return idx[self.rank :: self.world] if self.world > 1 else idx
+
+    def _average_sparse_grads(self, key: str) -> None:
+        """Average the sparse gradients of the ``key`` model's lazy-Adam tables over the workers, as DDP averages
+        the dense ones: every worker's (rows, values) are gathered with dense all-gathers, concatenated in rank
+        order and coalesced (duplicate rows summed), the same on every worker. Not gloo's sparse all-reduce,
+        through which DDP would do it: that crashed a worker now and then ("malloc(): unaligned tcache chunk
+        detected", torch 2.13 CPU)."""
+        import torch.distributed as dist
+
+        for param in self._sparse.get(key, ()):
+            grad = param.grad.coalesce() if param.grad is not None else torch.sparse_coo_tensor(
+                torch.empty((1, 0), dtype=torch.long), torch.empty((0, *param.shape[1:])), param.shape)
+            rows, values = grad.indices()[0], grad.values()
+            counts = [torch.zeros(1, dtype=torch.long) for _ in range(self.world)]
+            dist.all_gather(counts, torch.tensor([rows.numel()]))
+            size = int(max(c.item() for c in counts))
+            padded_rows = torch.zeros(size, dtype=torch.long)
+            padded_rows[: rows.numel()] = rows
+            padded_values = torch.zeros((size, *values.shape[1:]), dtype=values.dtype)
+            padded_values[: rows.numel()] = values
+            all_rows = [torch.empty_like(padded_rows) for _ in range(self.world)]
+            all_values = [torch.empty_like(padded_values) for _ in range(self.world)]
+            dist.all_gather(all_rows, padded_rows)
+            dist.all_gather(all_values, padded_values)
+            n = [int(c.item()) for c in counts]
+            param.grad = torch.sparse_coo_tensor(
+                torch.cat([r[:k] for r, k in zip(all_rows, n)])[None],
+                torch.cat([v[:k] for v, k in zip(all_values, n)]) / self.world, param.shape).coalesce()
 
     def _sync_touched(self) -> None:
         """Every worker marks the rows its share looked up; all of them moved (the averaged gradient reached
@@ -157,6 +193,7 @@ class OnlineLearner:
                 loss = multitask_bce(ranker(mb), mb["labels"])
                 self.opt_rk.zero_grad()
                 loss.backward()
+                self._average_sparse_grads("ranker")
                 self.opt_rk.step()
                 rk_losses.append(loss.item())
             pperm = pos[torch.randperm(len(pos), generator=g)]
@@ -169,6 +206,7 @@ class OnlineLearner:
                 loss = in_batch_softmax(u, v, self.temperature)
                 self.opt_tt.zero_grad()
                 loss.backward()
+                self._average_sparse_grads("two_tower")
                 self.opt_tt.step()
                 tt_losses.append(loss.item())
         if self.world > 1:

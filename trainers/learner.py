@@ -131,7 +131,8 @@ class OnlineLearner:
             rows, values = grad.indices()[0], grad.values()
             counts = [torch.zeros(1, dtype=torch.long) for _ in range(self.world)]
             dist.all_gather(counts, torch.tensor([rows.numel()]))
-            size = int(max(c.item() for c in counts))
+            n = [int(c.item()) for c in counts]
+            size = max(n)
             padded_rows = torch.zeros(size, dtype=torch.long)
             padded_rows[: rows.numel()] = rows
             padded_values = torch.zeros((size, *values.shape[1:]), dtype=values.dtype)
@@ -140,7 +141,6 @@ class OnlineLearner:
             all_values = [torch.empty_like(padded_values) for _ in range(self.world)]
             dist.all_gather(all_rows, padded_rows)
             dist.all_gather(all_values, padded_values)
-            n = [int(c.item()) for c in counts]
             param.grad = torch.sparse_coo_tensor(
                 torch.cat([r[:k] for r, k in zip(all_rows, n)])[None],
                 torch.cat([v[:k] for v, k in zip(all_values, n)]) / self.world, param.shape).coalesce()

@@ -4,8 +4,10 @@ extrapolates a scale too large for this machine.
 Four measurements, each printed as a table with ratios to its first row:
 
 1. **training workers**: the scenario on the Ray runtime with ``train.num_workers`` = 1, 2, ... (each worker
-   ``--cpus-per-worker`` CPUs; data-parallel base models, strategy learners round-robin): wall, the ``train``
-   stage (the driver waiting for the trainer), exposures/s.
+   ``--cpus-per-worker`` CPUs; ``--placement data_parallel``: data-parallel base models, strategy learners
+   round-robin; ``by_learner``: the base learner alone on one worker, the strategy learners on the others): wall,
+   the ``train`` stage (the driver waiting for the trainer), exposures/s, and whether the metrics equal one
+   worker's (they must with ``by_learner``).
 2. **runs side by side**: ``--replicates R`` with ``--parallel 1`` and ``--parallel P`` (``run_replicates``, local
    runtime, each run one Ray task of one CPU): the group's wall and its total simulated exposures/s.
 3. **cost model**: one run per ``--model-scales`` (local runtime; wall, exposures, peak PSS of the process tree)
@@ -46,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--workers", default="1,2", help="Ray Train worker counts to measure")
     p.add_argument("--cpus-per-worker", type=float, default=0.5)
+    p.add_argument("--placement", default="data_parallel", choices=["data_parallel", "by_learner"],
+                   help="train.placement of the worker runs")
     p.add_argument("--replicates", type=int, default=2, help="runs in the side-by-side measurement")
     p.add_argument("--parallel", type=int, default=2, help="runs at a time in the side-by-side measurement")
     p.add_argument("--model-scales", default="tiny,small", help="scales run for the cost model (local runtime)")
@@ -67,15 +71,18 @@ def measure_workers(args, root: Path) -> list[dict]:
     from simulator.run.session import RunOptions, run_scenario
 
     sc = _scenario(args.scenario)
-    rows = []
+    rows, first = [], None
     for workers in [int(w) for w in args.workers.split(",")]:
         opts = RunOptions(scenario=sc.name, scale=args.scale, days=args.days, runtime="ray",
                           run_root=str(root / f"workers{workers}"),
-                          overrides={"train.num_workers": workers, "train.cpus_per_worker": args.cpus_per_worker})
+                          overrides={"train.num_workers": workers, "train.cpus_per_worker": args.cpus_per_worker,
+                                     "train.placement": args.placement})
         start = time.perf_counter()
         out = run_scenario(sc, opts, tracking_uri=None)
         wall = time.perf_counter() - start
+        first = first or out.result.overall
         rows.append({"workers": workers, "wall_s": wall, "train_s": out.result.timings.get("train", float("nan")),
+                     "same_metrics": out.result.overall == first,
                      "exposures": out.result.events, "exposures_per_s": out.result.events / wall})
         print(f"  {workers} worker(s): {wall:.1f} s", flush=True)
     return rows
@@ -201,8 +208,10 @@ def main(argv=None) -> dict:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\nbench_scaling: {args.scenario}, {os.cpu_count()} CPUs")
     if "workers" in figures:
-        print(f"\ntraining workers, scale {args.scale}, Ray runtime, {args.cpus_per_worker} CPU per worker")
-        print(_ratio_table(figures["workers"], ["workers", "wall_s", "train_s"], ["workers", "wall s", "train stage s"]))
+        print(f"\ntraining workers, scale {args.scale}, Ray runtime, {args.cpus_per_worker} CPU per worker, "
+              f"placement {args.placement}")
+        print(_ratio_table(figures["workers"], ["workers", "wall_s", "train_s", "same_metrics"],
+                           ["workers", "wall s", "train stage s", "same metrics"]))
     if "shards" in figures:
         print(f"\nshards per arm, scale {args.scale}, Ray runtime (every shard holds the arm; metrics must equal one's)")
         print(_ratio_table(figures["shards"], ["shards", "wall_s", "serve_s", "same_metrics"],

@@ -78,7 +78,7 @@ class ArmDeployment:
 
     async def set_weights(self, version: int, weights: "dict | WeightsRef", ts: int | None) -> int:
         if isinstance(weights, WeightsRef):  # fetched from the object store here, never through the driver
-            weights = weights.pick(await weights.ref)
+            weights = weights.pick([await ref for ref in weights.refs])
         self.policy.set_weights(version, weights, ts)
         return version
 

@@ -5,9 +5,11 @@ commands from a coordinator actor (``train`` a tick's batches, ``snapshot``,
 ``restore``, ``stop``; every command reaches every worker) and push each tick's weights back to it, from where
 the driver publishes them to the Serve deployments. The base models are shared by the arms (trained on their
 pooled traffic) or each arm's own, per ``TrainConfig.base_models`` (:class:`ArmLearners`). With
-``TrainConfig.num_workers > 1`` the shared base models train data-parallel (DDP over the process group Ray Train
-sets up: each worker a share of every minibatch) and each arm's strategy learner lives on one worker
-(round-robin); a result is the union of the workers' parts.
+``TrainConfig.num_workers > 1`` the learners are spread over the workers per ``TrainConfig.placement``: either the
+shared base models train data-parallel (DDP over the process group Ray Train sets up: each worker a share of every
+minibatch) and each arm's strategy learner lives on one worker (round-robin), or (``by_learner``) the shared base
+learner trains alone on worker 0 and the strategy learners round-robin on the others; a result is the union of the
+workers' parts (:func:`union_parts`).
 
 Ray touchpoints of this module: (1) the coordinator actor, (2) ``TorchTrainer`` in a driver
 thread, (3) ``ray.train.report`` per tick from inside the worker. Ray is imported lazily so
@@ -63,8 +65,10 @@ class ArmLearners:
 
     def __init__(self, arms: list[ArmSpec], ctx: ArmContext, train: TrainConfig, control: str, tasks: TaskFactory,
                  rank: int = 0, world: int = 1):
-        """``rank`` of ``world`` Ray Train workers (one process: 0 of 1): this worker holds the learners of the arms
-        ``i`` with ``i % world == rank`` and a replica of the shared base learner, trained data-parallel."""
+        """``rank`` of ``world`` Ray Train workers (one process: 0 of 1). With ``placement='data_parallel'`` this
+        worker holds the learners of the arms ``i`` with ``i % world == rank`` and a replica of the shared base
+        learner, trained data-parallel; with ``'by_learner'`` worker 0 holds the shared base learner alone and worker
+        ``r >= 1`` the learners of the arms ``i`` with ``1 + i % (world - 1) == r``."""
         self.mode = train.base_models
         self.names = [a.name for a in arms]
         if self.mode == "control" and control not in self.names:
@@ -72,15 +76,22 @@ class ArmLearners:
         self.control = control
         self.rank = rank
         per_arm = self.mode == "per_arm"
+        self.by_learner = train.placement == "by_learner" and world > 1 and not per_arm
+
+        def mine(i: int) -> bool:
+            return 1 + i % (world - 1) == rank if self.by_learner else i % world == rank
+
         self.learners = {a.name: make_learner(a, ctx, train, i, tasks, base_models=per_arm)
-                         for i, a in enumerate(arms) if i % world == rank}
+                         for i, a in enumerate(arms) if mine(i)}
         self.base: OnlineLearner | None = None
-        if not per_arm:
+        self.base_part = self.by_learner and rank == 0  # this worker's part of every arm's result is the base models
+        if not per_arm and (self.base_part or not self.by_learner):
             tt, rk = model_configs(ctx.model, ctx.n_item_dense)
             self.base = OnlineLearner(tt, rk, lr=train.lr, batch_size=train.batch_size, temperature=train.temperature,
                                       epochs=train.epochs_per_tick, seed=base_model_seed(ctx.seed),
                                       optimizer=train.optimizer)
-            self.base.shard(rank, world)
+            if not self.by_learner:
+                self.base.shard(rank, world)
 
     def _base_batch(self, batches: dict[str, dict]) -> dict:
         """The shared base models' training batch: the pooled base features of the arms that train them (every
@@ -98,6 +109,9 @@ class ArmLearners:
             base_w = self.base.weights()
         out = {}
         for arm, batch in batches.items():
+            if self.base_part:  # every arm's base part; the worker of its strategy learner adds the version
+                out[arm] = (None, base_w, base_stats)
+                continue
             if arm not in self.learners:  # another worker's arm
                 continue
             lr = self.learners[arm]
@@ -115,7 +129,7 @@ class ArmLearners:
 
     def load_state(self, state: dict[str, bytes]) -> None:
         """Load this worker's learners from the run's learner states (every worker's union)."""
-        expected = set(self.names) | ({SHARED_BASE} if self.base is not None else set())
+        expected = set(self.names) | ({SHARED_BASE} if self.mode != "per_arm" else set())
         if set(state) != expected:
             raise ValueError(f"learner checkpoint holds {sorted(state)}, this run's learners are {sorted(expected)} "
                              f"(was it written with another train.base_models than '{self.mode}'?)")
@@ -123,6 +137,25 @@ class ArmLearners:
             lr.load_state_bytes(state[a])
         if self.base is not None:
             self.base.load_state_bytes(state[SHARED_BASE])
+
+
+def union_parts(parts: dict[int, Any]) -> Any:
+    """The workers' parts of a result ({rank: part}) as one. Per-arm results ({arm: (version, weights, stats)})
+    are their union; an arm two workers trained (placement 'by_learner': the base models on worker 0, the strategy
+    models on another) is merged in rank order, as one process makes it: the strategy learner's version, the
+    weights and the stats of the base part first. Other results are worker 0's."""
+    if not all(isinstance(part, dict) for part in parts.values()):
+        return parts[0]
+    out: dict = {}
+    for rank in sorted(parts):
+        for name, value in parts[rank].items():
+            if name not in out or not isinstance(value, tuple):
+                out[name] = value
+                continue
+            (v0, w0, s0), (v1, w1, s1) = out[name], value
+            weights = w0.join(w1) if isinstance(w0, WeightsRef) else w0 | w1
+            out[name] = (v1 if v0 is None else v0, weights, s0 | s1)
+    return out
 
 
 COORDINATOR_PREFIX = "coldsim-train-coordinator-"
@@ -199,10 +232,7 @@ class _Coordinator:
         if self.restarted is not None:
             raise TrainerLost(self.restarted)
         self._events.pop(key, None)
-        parts = self._results.pop(key)
-        if all(isinstance(part, dict) for part in parts.values()):  # per-arm results: the workers' union
-            return {name: value for rank in sorted(parts) for name, value in parts[rank].items()}
-        return parts[0]
+        return union_parts(self._results.pop(key))
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -235,7 +265,7 @@ def train_loop_per_worker(config: dict) -> None:
             # the weights go to the object store once (the shared base model's arrays once for all arms: one object);
             # the coordinator and the driver only pass the reference on to the Serve replicas
             tick_ref = ray.put({arm: weights for arm, (_, weights, _) in out.items()})
-            out = {arm: (version, WeightsRef(tick_ref, arm), stats) for arm, (version, _, stats) in out.items()}
+            out = {arm: (version, WeightsRef.of(tick_ref, arm), stats) for arm, (version, _, stats) in out.items()}
             ray.get(coord.put_result.remote(("train", tick_id), out, rank))
             ray.train.report({"tick": tick_id, "samples": samples, "seconds": seconds})
         elif kind == "snapshot":

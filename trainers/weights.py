@@ -37,13 +37,32 @@ def state_dict_of(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class WeightsRef:
-    """An arm's trained weights left where the trainer put them: ``ref`` names one tick's ``{arm: weights}`` (on
-    Ray, an object in the object store that the Train worker put), ``arm`` the entry. The driver passes it on to
-    the arm's serving replica, which fetches it; the weights never pass through the driver (docs/performance.md)."""
+    """An arm's trained weights left where the trainer put them: each part names one tick's ``{key: weights}`` (on
+    Ray, an object in the object store that a Train worker put) and the entry ``key``. The driver passes it on to
+    the arm's serving replica, which fetches it; the weights never pass through the driver (docs/performance.md).
+    An arm whose learners trained on several workers (``TrainConfig.placement='by_learner'``: the shared base
+    models on one, the arm's strategy models on another) has one part per worker, merged in order."""
 
-    ref: Any
-    arm: str
+    parts: tuple[tuple[Any, str], ...]
 
-    def pick(self, tick_weights: dict[str, dict]) -> dict:
-        """The arm's weights from the fetched tick."""
-        return tick_weights[self.arm]
+    @classmethod
+    def of(cls, ref: Any, key: str) -> "WeightsRef":
+        return cls(((ref, key),))
+
+    @property
+    def refs(self) -> list:
+        """The objects to fetch, in the order :meth:`pick` takes them."""
+        return [ref for ref, _ in self.parts]
+
+    def pick(self, fetched: list[dict[str, dict]]) -> dict:
+        """The arm's weights from the fetched ticks (the objects of :attr:`refs`, in order)."""
+        if len(fetched) != len(self.parts):
+            raise ValueError(f"{len(self.parts)} weight parts, {len(fetched)} fetched")
+        out: dict = {}
+        for (_, key), tick in zip(self.parts, fetched):
+            out |= tick[key]
+        return out
+
+    def join(self, other: "WeightsRef") -> "WeightsRef":
+        """This arm's weights and another worker's part of them (whose keys win on a clash)."""
+        return WeightsRef(self.parts + other.parts)

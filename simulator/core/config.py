@@ -50,6 +50,13 @@ class TrainConfig(FrozenConfig):
                              "averaged) and the arms' strategy learners are placed on the workers round-robin "
                              "(docs/architecture.md, 'Data-parallel training'); the local runtime always trains in one "
                              "process")
+    placement: Literal["data_parallel", "by_learner"] = Field(
+        "data_parallel", description="how num_workers > 1 share the learners. 'data_parallel': the shared base "
+        "models train with DDP on every worker (each a share of every minibatch) and the strategy learners go "
+        "round-robin; 'by_learner': no learner is split: the shared base learner trains alone on worker 0 and the "
+        "arms' strategy learners go round-robin on workers 1..N-1, so every learner trains exactly as in one "
+        "process (the metrics equal one worker's) while the learners run side by side (docs/architecture.md, "
+        "'Learners side by side'); it needs shared base models")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray Train worker reserves; below 1 lets "
                                    "several workers share a small machine's cores (Ray Data's reads need some left)")
     temperature: float = Field(0.1, gt=0)
@@ -60,6 +67,14 @@ class TrainConfig(FrozenConfig):
         "traffic only (no treatment traffic reaches the base models); 'per_arm': every arm trains its own on its "
         "own traffic from its own initialisation (arms then also differ in model quality by chance; "
         "docs/metrics.md, 'Base models')")
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> "TrainConfig":
+        if self.placement == "by_learner" and self.base_models == "per_arm":
+            raise ValueError("train.placement='by_learner' puts the shared base learner on a worker of its own; with "
+                             "train.base_models='per_arm' there is none (each arm's learner holds its base models): "
+                             "use placement='data_parallel'")
+        return self
 
 
 class MetricsConfig(FrozenConfig):

@@ -192,13 +192,14 @@ class RayRuntime:
             out[tick] = {}
             for arm, (version, weights, stats) in per_arm.items():
                 if isinstance(weights, WeightsRef):
-                    key = weights.ref.hex()
-                    if key not in fetched:
-                        try:
-                            fetched[key] = ray.get(weights.ref)
-                        except ray.exceptions.ObjectLostError as exc:
-                            raise ComponentLost("a tick's weights were lost with the Train worker that made them") from exc
-                    weights = weights.pick(fetched[key])
+                    for ref in weights.refs:
+                        if ref.hex() not in fetched:
+                            try:
+                                fetched[ref.hex()] = ray.get(ref)
+                            except ray.exceptions.ObjectLostError as exc:
+                                raise ComponentLost("a tick's weights were lost with the Train worker that made "
+                                                    "them") from exc
+                    weights = weights.pick([fetched[ref.hex()] for ref in weights.refs])
                 out[tick][arm] = (version, weights, stats)
         return out
 

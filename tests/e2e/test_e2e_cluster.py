@@ -1,5 +1,6 @@
 """A run on a multi-node Ray cluster (two nodes on this machine, ``ray.cluster_utils.Cluster``), its files on a
-storage URI: the arms' replicas spread over the nodes, the same metrics as the in-process run."""
+storage URI: the arms' replicas spread over the nodes, the learners over two Train workers side by side, the same
+metrics as the in-process run."""
 
 from __future__ import annotations
 
@@ -40,19 +41,27 @@ def scenario():
     return tiny.model_copy(update={"serve": ServeConfig(arm_resources=placement)})
 
 
-def _ray_run(scenario, run_root: str, workers: int = 1):
+def _ray_run(scenario, run_root: str, workers: int = 1, placement: str = "data_parallel"):
     """A Ray-runtime run on the cluster and its arms' stats taken while the Serve app is up."""
     seen: dict = {}
+
+    def probe(sim):
+        seen.update(stats=sim.runtime.stats(), train_pids=sim.runtime.trainer.worker_pids())
+
     opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=run_root,
-                      overrides={"train.num_workers": workers, "train.cpus_per_worker": 0.5})
-    out = run_scenario(scenario, opts, tracking_uri=None, before_shutdown=lambda sim: seen.update(stats=sim.runtime.stats()))
-    return out, seen["stats"]
+                      overrides={"train.num_workers": workers, "train.cpus_per_worker": 0.5,
+                                 "train.placement": placement})
+    out = run_scenario(scenario, opts, tracking_uri=None, before_shutdown=probe)
+    return out, seen["stats"] | {"train_pids": seen["train_pids"]}
 
 
 @pytest.fixture(scope="module")
 def one_worker(cluster, scenario, tmp_path_factory):
+    """Two Train workers with ``train.placement='by_learner'``: the shared base learner alone on one, the arms'
+    strategy learners on the other, each trained as in one process, so the run is one worker's (the reference of
+    the DDP test below) and the in-process run's."""
     storage = f"file://{tmp_path_factory.mktemp('store')}"
-    return storage, *_ray_run(scenario, storage)
+    return storage, *_ray_run(scenario, storage, workers=2, placement="by_learner")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +74,7 @@ def local(scenario, tmp_path_factory):
 def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, scenario, local):
     storage, out, stats = one_worker
     assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
+    assert len(set(stats.pop("train_pids").values())) == 2  # the learners trained in two processes
     assert stats["base"]["node_id"] == stats["dualrec_v5"]["node_id"] != stats["next_user"]["node_id"]
     assert stats["next_user"]["node_id"] == stats["ihm"]["node_id"]  # placed as serve.arm_resources says
     assert out.result.overall == local.result.overall
@@ -85,6 +95,7 @@ def test_two_train_workers_share_one_base_model_and_stay_close_to_one(one_worker
     _, one, one_stats = one_worker
     two, two_stats = _ray_run(scenario, str(tmp_path / "w2"), workers=2)
     for stats in (one_stats, two_stats):
+        stats = {arm: s for arm, s in stats.items() if arm != "train_pids"}
         assert len({arm["base_weights_digest"] for arm in stats.values()}) == 1, stats  # one base model for all arms
         assert min(arm["weights_version"] for arm in stats.values()) >= 2, stats
     assert one_stats["base"]["base_weights_digest"] != two_stats["base"]["base_weights_digest"]
@@ -105,6 +116,7 @@ def test_arms_in_two_shards_on_two_nodes_equal_one_shard_in_process(cluster, sce
     sharded = scenario.model_copy(update={"serve": ServeConfig(arm_replicas=2, shard_resources=[{"arms_a": 1},
                                                                                               {"arms_b": 1}])})
     out, stats = _ray_run(sharded, str(tmp_path / "sharded"))
+    stats.pop("train_pids")
     nodes = {arm: s["shard_nodes"] for arm, s in stats.items()}
     assert all(len(set(shard_nodes)) == 2 for shard_nodes in nodes.values()), nodes  # each arm on both nodes
     assert len({shard_nodes[0] for shard_nodes in nodes.values()}) == 1  # placed as serve.shard_resources says

@@ -9,7 +9,8 @@ from serving.arms import arm_tasks, build_arm
 from trainers.arm_context import ArmContext, arm_context, base_model_seed, model_configs
 from simulator.core.config import ArmSpec, ModelConfig, NextUserSpec, TrainConfig
 from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
-from trainers.online import SHARED_BASE, ArmLearners, make_learner, tick_seed
+from trainers.online import SHARED_BASE, ArmLearners, make_learner, tick_seed, union_parts
+from trainers.weights import WeightsRef
 
 CTX = ArmContext(model=ModelConfig(dim=8, id_buckets=256, hidden=16), slate_size=4, n_item_dense=1, seed=7)
 ARMS = [ArmSpec(name="base", kind="base", share=0.5),
@@ -106,3 +107,66 @@ def test_arms_start_from_the_same_base_weights_only_when_shared():
     p0 = build_arm(ARMS[0], arm_context(_ctx(True), 0))
     ref = _reference_base().weights()["ranker"]
     assert all(np.allclose(v.numpy(), ref[k]) for k, v in p0.ranker.state_dict().items())
+
+
+def _equal(a, b) -> bool:
+    """The same nested weights or stats, bit for bit."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_learners_side_by_side_give_exactly_one_process_results(world):
+    """placement='by_learner': worker 0 trains the shared base learner alone, workers 1.. the arms' strategy
+    learners; the union of their parts (union_parts, as the coordinator makes it) is one process's result, bit for
+    bit, tick after tick, and so is the union of their states."""
+    cfg = TrainConfig(batch_size=32, placement="by_learner")
+    one = ArmLearners(ARMS, _ctx(True), cfg, control="base", tasks=arm_tasks)
+    workers = [ArmLearners(ARMS, _ctx(True), cfg, control="base", tasks=arm_tasks, rank=r, world=world)
+               for r in range(world)]
+    assert workers[0].base is not None and not workers[0].learners  # the base learner alone
+    assert all(w.base is None for w in workers[1:])
+    assert sorted(a for w in workers[1:] for a in w.learners) == ["base", "nu"]
+    assert (world == 3) == all(len(w.learners) == 1 for w in workers[1:])  # round-robin over workers 1..N-1
+    for tick in range(3):
+        batches = {"base": _batch(10 * tick), "nu": _batch(10 * tick + 1)}
+        expected = one.train_tick(tick, batches)
+        got = union_parts({r: w.train_tick(tick, batches) for r, w in enumerate(workers)})
+        assert list(got) == list(expected)
+        for arm in expected:
+            assert got[arm][0] == expected[arm][0] and got[arm][0] is not None, arm  # the strategy learner's version
+            assert _equal(got[arm][1], expected[arm][1]), arm
+            assert _equal(got[arm][2], expected[arm][2]), arm
+    states = union_parts({r: w.state() for r, w in enumerate(workers)})
+    assert set(states) == set(one.state()) == {"base", "nu", SHARED_BASE}
+    # a checkpoint of either placement restores into the other: each worker takes its learners' states
+    back = [ArmLearners(ARMS, _ctx(True), cfg, control="base", tasks=arm_tasks, rank=r, world=world)
+            for r in range(world)]
+    for w in back:
+        w.load_state(one.state())
+    nxt = {"base": _batch(50), "nu": _batch(51)}
+    expected = one.train_tick(3, nxt)
+    got = union_parts({r: w.train_tick(3, nxt) for r, w in enumerate(back)})
+    assert all(_equal(got[a][1], expected[a][1]) for a in expected)
+
+
+def test_by_learner_needs_shared_base_models():
+    with pytest.raises(ValueError, match="placement='by_learner'.*per_arm"):
+        TrainConfig(placement="by_learner", base_models="per_arm")
+
+
+def test_weights_ref_parts_merge_in_order():
+    """A WeightsRef of two workers' parts: fetched in order of .refs, merged with the later part's keys winning."""
+    base = WeightsRef.of("tick-ref-0", "nu")
+    strategy = WeightsRef.of("tick-ref-1", "nu")
+    joined = base.join(strategy)
+    assert joined.refs == ["tick-ref-0", "tick-ref-1"]
+    fetched = [{"nu": {"ranker": 1, "two_tower": 2}}, {"nu": {"next_user": 3}}]
+    assert joined.pick(fetched) == {"ranker": 1, "two_tower": 2, "next_user": 3}
+    with pytest.raises(ValueError, match="2 weight parts, 1 fetched"):
+        joined.pick(fetched[:1])
+    merged = union_parts({0: {"nu": (None, base, {"a": 1})}, 1: {"nu": (4, strategy, {"b": 2})}})
+    assert merged == {"nu": (4, joined, {"a": 1, "b": 2})}

@@ -13,30 +13,36 @@ from simulator.core.schema import INTERACTION_TYPES, SECONDS_PER_DAY
 from simulator.metrics.definitions import ArmData, expo_metric_name
 
 
-def ordered_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.DataFrame:
+def ordered_exposures(arm: ArmData, cfg: MetricsConfig, t0: int, days: int, first_day: int = 0,
+                      prior: pl.DataFrame | None = None) -> pl.DataFrame:
     """The run's exposures with ``day``, ``n_prior`` (earlier exposures of the item), ``inter``, ``cold``
     and ``in_window`` (within ``cfg.expo_window_days`` of the item's upload).
 
-    Time order is ``(ts, user_id, position)``; ``n_prior`` counts earlier rows of the same item.
+    Time order is ``(ts, user_id, position)``; ``n_prior`` counts earlier rows of the same item. With
+    ``first_day`` only the exposures of days ``first_day..days-1``; ``prior`` (``item_id``, ``n``) then counts
+    each item's exposures before them, which ``n_prior`` adds (:class:`simulator.metrics.daily.LiveDaily`).
     """
     inter = sum(pl.col(c).cast(pl.Int64) for c in INTERACTION_TYPES)
     cold_age_s = cfg.cold_age_hours * 3600.0
-    return (
+    frame = (
         arm.exposures.lazy()
         .select("ts", "user_id", "item_id", "creator_id", "upload_ts", "position", *INTERACTION_TYPES, "share", "view")
-        .filter((pl.col("ts") >= t0) & (pl.col("ts") < t0 + days * SECONDS_PER_DAY))
+        .filter((pl.col("ts") >= t0 + first_day * SECONDS_PER_DAY) & (pl.col("ts") < t0 + days * SECONDS_PER_DAY))
         .sort(["item_id", "ts", "user_id", "position"])
         .with_columns(
             day=((pl.col("ts") - t0) // SECONDS_PER_DAY).cast(pl.Int32),
-            n_prior=pl.int_range(pl.len()).over("item_id"),
+            n_prior=pl.int_range(pl.len(), dtype=pl.Int64).over("item_id"),
             inter=inter,
         )
-        .with_columns(
-            cold=((pl.col("ts") - pl.col("upload_ts")) < cold_age_s) | (pl.col("n_prior") < cfg.cold_max_exposures),
-            in_window=(pl.col("ts") - pl.col("upload_ts")) < cfg.expo_window_days * SECONDS_PER_DAY,
-        )
-        .collect()
     )
+    if prior is not None:
+        columns = frame.collect_schema().names()
+        frame = (frame.join(prior.lazy().select("item_id", pl.col("n").cast(pl.Int64)), on="item_id", how="left")
+                 .with_columns(n_prior=pl.col("n_prior") + pl.col("n").fill_null(0)).select(columns))
+    return frame.with_columns(
+        cold=((pl.col("ts") - pl.col("upload_ts")) < cold_age_s) | (pl.col("n_prior") < cfg.cold_max_exposures),
+        in_window=(pl.col("ts") - pl.col("upload_ts")) < cfg.expo_window_days * SECONDS_PER_DAY,
+    ).collect()
 
 
 def run_uploads(arm: ArmData, cfg: MetricsConfig, t0: int, days: int) -> pl.DataFrame:

@@ -20,7 +20,7 @@ from simulator.core.diversion import HOLDOUT, CoDiversion
 from simulator.core.storage import Location
 from simulator.core.schema import (EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA,
                                    VISITS_SCHEMA, Log)
-from simulator.metrics.daily import daily_metrics
+from simulator.metrics.daily import LiveDaily
 from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, load_exposures, load_latest_checkpoint, save_checkpoint,
                                       save_exposures)
 from simulator.run.results import ArmRun, SimulationResult, measure
@@ -90,6 +90,7 @@ class Simulation:
         self.start_day = 0
         self.train_stats: dict[str, dict[str, list[float]]] = {name: {} for name in self.arm_names}  # since the last day logged
         self.diagnostics: dict[str, list[dict[str, float]]] = {name: [] for name in self.arm_names}  # one row per day
+        self._live: dict[str, LiveDaily] = {}  # each arm's metrics of the day as the tracker logs them
 
     @property
     def timings(self) -> dict[str, float]:
@@ -330,9 +331,9 @@ class Simulation:
             live = live.model_copy(update={"expo_k": []})
         per_arm = {}
         for arm in self.arms:
-            daily = daily_metrics(arm.data(self.arm_specs[arm.index].share), live, self.t0, day + 1)
-            row = daily.filter(pl.col("day") == day).drop("day").row(0, named=True)
-            per_arm[arm.name] = {name: float(value) for name, value in row.items()}
+            if arm.name not in self._live:
+                self._live[arm.name] = LiveDaily(live, self.t0)
+            per_arm[arm.name] = self._live[arm.name].row(arm.data(self.arm_specs[arm.index].share), day)
             per_arm[arm.name].update({name: value for name, value in self.diagnostics[arm.name][-1].items() if name != "day"})
         return per_arm
 

@@ -90,7 +90,10 @@ class Simulation:
         self.start_day = 0
         self.train_stats: dict[str, dict[str, list[float]]] = {name: {} for name in self.arm_names}  # since the last day logged
         self.diagnostics: dict[str, list[dict[str, float]]] = {name: [] for name in self.arm_names}  # one row per day
-        self._live: dict[str, LiveDaily] = {}  # each arm's metrics of the day as the tracker logs them
+        live = scenario.metrics  # the tracker's daily values; derived K is known only at the end (results())
+        if live.expo_k is None:
+            live = live.model_copy(update={"expo_k": []})
+        self._live = {name: LiveDaily(live, self.t0) for name in self.arm_names}  # each arm's metrics of the day
 
     @property
     def timings(self) -> dict[str, float]:
@@ -326,13 +329,8 @@ class Simulation:
 
     def _day_metrics(self, day: int) -> dict[str, dict[str, float]]:
         """Each arm's metrics of ``day`` and its diagnostics row, as the tracker logs them."""
-        live = self.scenario.metrics
-        if live.expo_k is None:  # derived K is known only at the end: results() has the ExpoReach curves
-            live = live.model_copy(update={"expo_k": []})
         per_arm = {}
         for arm in self.arms:
-            if arm.name not in self._live:
-                self._live[arm.name] = LiveDaily(live, self.t0)
             per_arm[arm.name] = self._live[arm.name].row(arm.data(self.arm_specs[arm.index].share), day)
             per_arm[arm.name].update({name: value for name, value in self.diagnostics[arm.name][-1].items() if name != "day"})
         return per_arm

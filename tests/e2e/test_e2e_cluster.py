@@ -42,7 +42,8 @@ def scenario():
 
 
 def _ray_run(scenario, run_root: str, workers: int = 1, placement: str = "data_parallel"):
-    """A Ray-runtime run on the cluster and its arms' stats taken while the Serve app is up."""
+    """A Ray-runtime run on the cluster, its arms' stats and its Train workers' process ids (rank -> pid), taken
+    while the Serve app is up."""
     seen: dict = {}
 
     def probe(sim):
@@ -52,7 +53,7 @@ def _ray_run(scenario, run_root: str, workers: int = 1, placement: str = "data_p
                       overrides={"train.num_workers": workers, "train.cpus_per_worker": 0.5,
                                  "train.placement": placement})
     out = run_scenario(scenario, opts, tracking_uri=None, before_shutdown=probe)
-    return out, seen["stats"] | {"train_pids": seen["train_pids"]}
+    return out, seen["stats"], seen["train_pids"]
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +73,9 @@ def local(scenario, tmp_path_factory):
 
 
 def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, scenario, local):
-    storage, out, stats = one_worker
+    storage, out, stats, train_pids = one_worker
     assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
-    assert len(set(stats.pop("train_pids").values())) == 2  # the learners trained in two processes
+    assert len(set(train_pids.values())) == 2  # the learners trained in two processes
     assert stats["base"]["node_id"] == stats["dualrec_v5"]["node_id"] != stats["next_user"]["node_id"]
     assert stats["next_user"]["node_id"] == stats["ihm"]["node_id"]  # placed as serve.arm_resources says
     assert out.result.overall == local.result.overall
@@ -92,10 +93,9 @@ def test_two_train_workers_share_one_base_model_and_stay_close_to_one(one_worker
     every arm's learner published, and the metrics stay close to one worker's (not equal: each worker's
     two-tower sees in-batch negatives from its share only; measured at most 4.7 % apart on
     interactions_per_exposure, docs/architecture.md, 'Data-parallel training')."""
-    _, one, one_stats = one_worker
-    two, two_stats = _ray_run(scenario, str(tmp_path / "w2"), workers=2)
+    _, one, one_stats, _ = one_worker
+    two, two_stats, _ = _ray_run(scenario, str(tmp_path / "w2"), workers=2)
     for stats in (one_stats, two_stats):
-        stats = {arm: s for arm, s in stats.items() if arm != "train_pids"}
         assert len({arm["base_weights_digest"] for arm in stats.values()}) == 1, stats  # one base model for all arms
         assert min(arm["weights_version"] for arm in stats.values()) >= 2, stats
     assert one_stats["base"]["base_weights_digest"] != two_stats["base"]["base_weights_digest"]
@@ -115,8 +115,7 @@ def test_arms_in_two_shards_on_two_nodes_equal_one_shard_in_process(cluster, sce
     (serving.shards)."""
     sharded = scenario.model_copy(update={"serve": ServeConfig(arm_replicas=2, shard_resources=[{"arms_a": 1},
                                                                                               {"arms_b": 1}])})
-    out, stats = _ray_run(sharded, str(tmp_path / "sharded"))
-    stats.pop("train_pids")
+    out, stats, _ = _ray_run(sharded, str(tmp_path / "sharded"))
     nodes = {arm: s["shard_nodes"] for arm, s in stats.items()}
     assert all(len(set(shard_nodes)) == 2 for shard_nodes in nodes.values()), nodes  # each arm on both nodes
     assert len({shard_nodes[0] for shard_nodes in nodes.values()}) == 1  # placed as serve.shard_resources says

@@ -90,7 +90,12 @@ class RunTracker:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri)
+        try:  # MLflow resolves its store here: a bad URI fails before anything is computed
+            self.client = MlflowClient(tracking_uri)
+        except MlflowException as exc:
+            raise ValueError(f"MLflow tracking URI '{tracking_uri}' cannot be used: {exc.message.split('. ')[0]} "
+                             "(a database URI such as sqlite:///mlflow.db works, or an MLflow server's http:// URI)"
+                             ) from None
         self.parent_run_id: str | None = None
         self.child_run_ids: dict[str, str] = {}
         self.experiment_id: str | None = None

@@ -185,6 +185,14 @@ def test_fail_keeps_what_was_logged(uri):
     assert client.get_run(pid).data.params == {"seed": "0"}
 
 
+def test_a_tracking_uri_mlflow_refuses_is_a_clear_error_naming_it(tmp_path, monkeypatch):
+    """A plain path is MLflow's file store, which MLflow 3 refuses: the error names the URI and what works, before
+    any run starts (the CLI prints ValueErrors as one line)."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(ValueError, match=r"MLflow tracking URI '.*mlruns' cannot be used: .*sqlite:///"):
+        RunTracker(str(tmp_path / "mlruns"), "bad")
+
+
 def test_plots_are_nonempty_pngs(tmp_path):
     daily, _, _, age = outputs()
     paths = [

@@ -43,11 +43,13 @@ def scenario():
 
 def _ray_run(scenario, run_root: str, workers: int = 1, placement: str = "data_parallel"):
     """A Ray-runtime run on the cluster, its arms' stats and its Train workers' process ids (rank -> pid), taken
-    while the Serve app is up."""
+    while the Serve app is up. The arms' stats carry the run's recoveries in place (``recoveries``): a failure
+    below then says whether a component was lost on the way."""
     seen: dict = {}
 
     def probe(sim):
-        seen.update(stats=sim.runtime.stats(), train_pids=sim.runtime.trainer.worker_pids())
+        seen.update(stats={arm: s | {"recoveries": sim.recoveries} for arm, s in sim.runtime.stats().items()},
+                    train_pids=sim.runtime.trainer.worker_pids())
 
     opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=run_root,
                       overrides={"train.num_workers": workers, "train.cpus_per_worker": 0.5,
@@ -78,7 +80,7 @@ def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, sce
     assert len(set(train_pids.values())) == 2  # the learners trained in two processes
     assert stats["base"]["node_id"] == stats["dualrec_v5"]["node_id"] != stats["next_user"]["node_id"]
     assert stats["next_user"]["node_id"] == stats["ihm"]["node_id"]  # placed as serve.arm_resources says
-    assert out.result.overall == local.result.overall
+    assert out.result.overall == local.result.overall, f"recoveries in place: {stats['base']['recoveries']}"
     for arm, daily in local.result.daily.items():
         assert out.result.daily[arm].equals(daily), arm
     run_dir = Location.of(out.run_dir)
@@ -120,6 +122,6 @@ def test_arms_in_two_shards_on_two_nodes_equal_one_shard_in_process(cluster, sce
     assert all(len(set(shard_nodes)) == 2 for shard_nodes in nodes.values()), nodes  # each arm on both nodes
     assert len({shard_nodes[0] for shard_nodes in nodes.values()}) == 1  # placed as serve.shard_resources says
     assert all(len(set(s["shard_digests"])) == 1 for s in stats.values())  # the shards serve the same weights
-    assert out.result.overall == local.result.overall
+    assert out.result.overall == local.result.overall, f"recoveries in place: {stats['base']['recoveries']}"
     for arm, daily in local.result.daily.items():
         assert out.result.daily[arm].equals(daily), arm

@@ -168,10 +168,17 @@ class TrainerLost(RuntimeError):
 
 class _Coordinator:
     """Command queues to the train workers (one per worker: every command reaches all) and the mailbox of their
-    results (an async Ray actor): a result is ready when every worker posted its part, and is their union."""
+    results (an async Ray actor): a result is ready when every worker posted its part, and is their union.
+
+    Commands carry the driver's sequence number and reach the workers in that order. Ray does not order the tasks
+    of an async actor: two ``put`` calls the driver made one after the other (tick 0's batches, then tick 1's)
+    could run the other way round (measured: a tiny run's learners trained tick 1 before tick 0 in about one run
+    in three, and its metrics moved), so the coordinator holds a command until every earlier one has arrived."""
 
     def __init__(self, world: int = 1):
         self.world = world
+        self._next_seq = 0  # the sequence number of the next command to hand out
+        self._held: dict[int, tuple] = {}  # commands that arrived before an earlier one
         self._queues = None
         self._results: dict[Any, dict[int, Any]] = {}
         self._events: dict[Any, Any] = {}
@@ -193,9 +200,16 @@ class _Coordinator:
             self._events[key] = asyncio.Event()
         return self._events[key]
 
-    async def put(self, command: tuple) -> None:
-        for rank in range(self.world):
-            await self._q(rank).put(command)
+    async def put(self, seq: int, command: tuple) -> None:
+        """Command number ``seq`` of the driver (0, 1, 2, ...): queued for every worker once all before it are."""
+        if seq < self._next_seq or seq in self._held:
+            raise ValueError(f"train command number {seq} was sent twice")
+        self._held[seq] = command
+        while self._next_seq in self._held:
+            command = self._held.pop(self._next_seq)
+            self._next_seq += 1
+            for rank in range(self.world):
+                self._q(rank).put_nowait(command)
 
     async def get(self, rank: int = 0, incarnation: str | None = None) -> tuple:
         """The next command for worker ``rank``. A new ``incarnation`` for a rank that had one means Ray Train
@@ -300,6 +314,7 @@ class OnlineTrainer:
         self._thread = threading.Thread(target=self._fit, name="coldsim-train", daemon=True)
         self._thread.start()
         self._snap = 0
+        self._seq = 0  # the next command's sequence number
 
     def _fit(self) -> None:
         try:
@@ -324,8 +339,13 @@ class OnlineTrainer:
                     raise exc.cause from None
                 raise
 
+    def _send(self, command: tuple) -> None:
+        """A command to every worker, numbered: they take the commands in the order they were sent (_Coordinator)."""
+        self.coord.put.remote(self._seq, command)
+        self._seq += 1
+
     def submit(self, tick_id: int, batches: dict) -> None:
-        self.coord.put.remote(("train", tick_id, batches))
+        self._send(("train", tick_id, batches))
 
     def collect(self, tick_id: int) -> dict:
         """{arm: (version, WeightsRef, stats)} of a trained tick."""
@@ -333,12 +353,12 @@ class OnlineTrainer:
 
     def snapshot(self) -> dict[str, bytes]:
         self._snap += 1
-        self.coord.put.remote(("snapshot", self._snap))
+        self._send(("snapshot", self._snap))
         return self._wait(self.coord.get_result.remote(("snapshot", self._snap)), "a snapshot")
 
     def restore(self, state: dict[str, bytes]) -> None:
         self._snap += 1
-        self.coord.put.remote(("restore", state, self._snap))
+        self._send(("restore", state, self._snap))
         self._wait(self.coord.get_result.remote(("restored", self._snap)), "a restore")
 
     def worker_pids(self) -> dict[int, int]:
@@ -347,13 +367,13 @@ class OnlineTrainer:
 
     def stop(self, timeout: float = 60.0) -> None:
         if self._thread.is_alive():
-            self.coord.put.remote(("stop",))
+            self._send(("stop",))
             self._thread.join(timeout)
 
     def abandon(self) -> None:
         """Let a trainer whose learners are lost go: its loop is told to stop and its coordinator is killed."""
         try:
-            self.coord.put.remote(("stop",))
+            self._send(("stop",))
             self._thread.join(10)
         finally:
             self._ray.kill(self.coord)

@@ -16,7 +16,7 @@ def _run(coroutine):
 def test_commands_reach_every_worker_and_results_are_their_union():
     async def scenario():
         coordinator = _Coordinator(world=2)
-        await coordinator.put(("train", 0, {}))
+        await coordinator.put(0, ("train", 0, {}))
         assert await coordinator.get(0, "a") == ("train", 0, {})
         assert await coordinator.get(1, "b") == ("train", 0, {})
         await coordinator.put_result(("train", 0), {"arm0": 1, "arm2": 3}, 0)
@@ -29,11 +29,39 @@ def test_commands_reach_every_worker_and_results_are_their_union():
     assert _run(scenario()) == {"arm0": 1, "arm2": 3, "arm1": 2}
 
 
+def test_commands_reach_the_workers_in_the_order_the_driver_sent_them():
+    """Ray may run an async actor's tasks out of order: tick 1's command arriving before tick 0's waits for it."""
+    async def scenario():
+        coordinator = _Coordinator(world=2)
+        await coordinator.put(1, ("train", 1, {}))
+        await coordinator.put(2, ("snapshot", 1))
+        first = asyncio.ensure_future(coordinator.get(0, "a"))
+        await asyncio.sleep(0)
+        assert not first.done()  # nothing before command 0
+        await coordinator.put(0, ("train", 0, {}))
+        worker1 = [await coordinator.get(1, "b") for _ in range(2)]
+        return [await first, await coordinator.get(0, "a"), await coordinator.get(0, "a")], worker1
+
+    worker0, worker1 = _run(scenario())
+    assert worker0 == [("train", 0, {}), ("train", 1, {}), ("snapshot", 1)]
+    assert worker1 == [("train", 0, {}), ("train", 1, {})]
+
+
+def test_a_command_number_sent_twice_is_refused():
+    async def scenario():
+        coordinator = _Coordinator(world=1)
+        await coordinator.put(0, ("train", 0, {}))
+        with pytest.raises(ValueError, match="number 0 was sent twice"):
+            await coordinator.put(0, ("train", 0, {}))
+
+    _run(scenario())
+
+
 def test_a_restarted_worker_stops_the_run_instead_of_training_blank_learners():
     async def scenario():
         coordinator = _Coordinator(world=1)
-        await coordinator.put(("train", 0, {}))
-        await coordinator.put(("train", 1, {}))
+        await coordinator.put(0, ("train", 0, {}))
+        await coordinator.put(1, ("train", 1, {}))
         assert (await coordinator.get(0, "first"))[1] == 0  # the first worker took tick 0, then died
         waiting = asyncio.ensure_future(coordinator.get_result(("train", 0)))
         await asyncio.sleep(0)

@@ -6,9 +6,10 @@ with a whole tick's requests as arrays; external HTTP clients go through the ing
 recommend calls are merged across concurrent clients with ``@serve.batch``. The ingress app is
 :func:`serving.http.build_api`, the same app the in-process backend serves; what a client may do
 to an arm (uploads and day ends only while no simulation drives it) is decided by the arm's
-:class:`~serving.http.ArmEndpoint`.
+:class:`~serving.http.ArmEndpoint`. A simulation without HTTP deploys the arm deployments without the ingress,
+each as an application of its own (:func:`arm_apps`).
 
-Ray touchpoints: the two ``@serve.deployment`` classes and :func:`build_app`.
+Ray touchpoints: the two ``@serve.deployment`` classes, :func:`build_app` and :func:`arm_apps`.
 """
 
 import asyncio
@@ -222,10 +223,10 @@ class Gateway:
         return build_api(self.backend, self.max_body_bytes)
 
 
-def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_body_bytes: int = MAX_BODY_BYTES,
-              arm_resources: dict[str, dict[str, float]] | None = None, shards: int = 1,
-              shard_resources: list[dict[str, float]] | None = None):
-    """The Serve application: ``shards`` arm deployments per (spec, context) and the gateway in front.
+def arm_deployments(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False,
+                    arm_resources: dict[str, dict[str, float]] | None = None, shards: int = 1,
+                    shard_resources: list[dict[str, float]] | None = None) -> dict[str, list]:
+    """Arm -> its ``shards`` bound arm deployments (named :func:`deployment_name`).
 
     ``driven``: a simulation drives the arms (the Ray runtime passes True and releases them after the run);
     False serves arms on their own, which take uploads and day ends over HTTP. ``arm_resources``: arm -> extra Ray
@@ -238,7 +239,26 @@ def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_
                 resources[name] = resources.get(name, 0.0) + amount
         return {"ray_actor_options": {"num_cpus": 0, "resources": resources}} if resources else {}
 
-    handles = {spec.name: [ArmDeployment.options(name=deployment_name(spec.name, k), **options(spec, k))
-                           .bind(spec, ctx, driven) for k in range(shards)]
-               for spec, ctx in arms}
-    return Gateway.bind(handles, max_body_bytes)
+    return {spec.name: [ArmDeployment.options(name=deployment_name(spec.name, k), **options(spec, k))
+                        .bind(spec, ctx, driven) for k in range(shards)]
+            for spec, ctx in arms}
+
+
+def build_app(arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False, max_body_bytes: int = MAX_BODY_BYTES,
+              arm_resources: dict[str, dict[str, float]] | None = None, shards: int = 1,
+              shard_resources: list[dict[str, float]] | None = None):
+    """The Serve application of HTTP use: ``shards`` arm deployments per (spec, context) (:func:`arm_deployments`,
+    the same arguments) and the gateway in front. A simulation without HTTP runs each arm deployment as an
+    application of its own instead (:func:`arm_apps`): no gateway replica idles beside the arms."""
+    return Gateway.bind(arm_deployments(arms, driven, arm_resources, shards, shard_resources), max_body_bytes)
+
+
+def arm_apps(app_name: str, arms: list[tuple[ArmSpec, ArmContext]], driven: bool = False,
+             arm_resources: dict[str, dict[str, float]] | None = None, shards: int = 1,
+             shard_resources: list[dict[str, float]] | None = None) -> list[serve.RunTarget]:
+    """Every arm deployment (:func:`arm_deployments`, the same arguments) as an application of its own, named
+    ``{app_name}-{deployment}``, without a route: for ``serve.run_many``, whose handles (the applications'
+    ingresses) are the arm deployments', in the order of ``arms`` and their shards."""
+    deployments = arm_deployments(arms, driven, arm_resources, shards, shard_resources)
+    return [serve.RunTarget(target=bound, name=f"{app_name}-{deployment_name(arm, k)}", route_prefix=None)
+            for arm, shard_list in deployments.items() for k, bound in enumerate(shard_list)]

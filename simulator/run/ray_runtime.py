@@ -22,7 +22,7 @@ from ray import serve
 from simulator.core.config import ServeConfig
 from simulator.world.replay import RayDataDayReader
 from simulator.run.runtime import ComponentLost, RuntimeSpec
-from serving.app import APP_NAME, build_app, deployment_name
+from serving.app import APP_NAME, arm_apps, build_app, deployment_name
 from serving.arms import arm_tasks
 from serving.shards import agreed_diagnostics, merge_parts, owners
 from trainers.arm_context import arm_context
@@ -105,11 +105,18 @@ class RayRuntime:
         self.app_name = f"{APP_NAME}-{uuid.uuid4().hex[:8]}"
         # driven: HTTP clients get 409 on uploads and day ends until release_arms (docs/serving.md)
         self.shards = spec.arm_replicas
-        app = build_app([(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)], driven=True,
-                        arm_resources=cfg.arm_resources, shards=self.shards, shard_resources=cfg.shard_resources)
-        serve.run(app, name=self.app_name, route_prefix="/" if self.http else None)
-        self.handles = {a: [serve.get_deployment_handle(deployment_name(a, k), app_name=self.app_name)
-                            for k in range(self.shards)] for a in self.names}
+        arms = [(a, arm_context(spec.arm_ctx, i)) for i, a in enumerate(spec.arms)]
+        placement = dict(arm_resources=cfg.arm_resources, shards=self.shards, shard_resources=cfg.shard_resources)
+        if self.http:  # one application: the gateway (HTTP ingress) in front of the arm deployments
+            serve.run(build_app(arms, driven=True, **placement), name=self.app_name, route_prefix="/")
+            self.app_names = [self.app_name]
+            self.handles = {a: [serve.get_deployment_handle(deployment_name(a, k), app_name=self.app_name)
+                                for k in range(self.shards)] for a in self.names}
+        else:  # no HTTP: an application per arm deployment, no gateway replica idling beside them
+            targets = arm_apps(self.app_name, arms, driven=True, **placement)
+            self.app_names = [t.name for t in targets]
+            handles = iter(serve.run_many(targets))
+            self.handles = {a: [next(handles) for _ in range(self.shards)] for a in self.names}
         self._incarnations = self._tokens()
         self.url = f"http://{cfg.host}:{cfg.port}" if self.http else None
         self.reader = RayDataDayReader(spec.events_root, spec.t0)
@@ -273,7 +280,8 @@ class RayRuntime:
             self.trainer.stop()
         finally:
             try:
-                serve.delete(self.app_name)  # the arms' replicas stop gracefully here
+                for name in self.app_names:  # the arms' replicas stop gracefully here
+                    serve.delete(name)
             finally:
                 if self._owns_ray:  # no serve.shutdown() first: killing the controller mid-call only adds noise
                     ray.shutdown()

@@ -42,20 +42,23 @@ def scenario():
 
 
 def _ray_run(scenario, run_root: str, workers: int = 1, placement: str = "data_parallel"):
-    """A Ray-runtime run on the cluster, its arms' stats and its Train workers' process ids (rank -> pid), taken
-    while the Serve app is up. The arms' stats carry the run's recoveries in place (``recoveries``): a failure
+    """A Ray-runtime run on the cluster, its arms' stats, its Train workers' process ids (rank -> pid) and the Serve
+    deployments running, taken while the run's applications are up. The arms' stats carry the run's recoveries in place (``recoveries``): a failure
     below then says whether a component was lost on the way."""
     seen: dict = {}
 
     def probe(sim):
+        from ray import serve
+
         seen.update(stats={arm: s | {"recoveries": sim.recoveries} for arm, s in sim.runtime.stats().items()},
-                    train_pids=sim.runtime.trainer.worker_pids())
+                    train_pids=sim.runtime.trainer.worker_pids(),
+                    deployments={d for app in serve.status().applications.values() for d in app.deployments})
 
     opts = RunOptions(scenario=scenario.name, runtime="ray", run_root=run_root,
                       overrides={"train.num_workers": workers, "train.cpus_per_worker": 0.5,
                                  "train.placement": placement})
     out = run_scenario(scenario, opts, tracking_uri=None, before_shutdown=probe)
-    return out, seen["stats"], seen["train_pids"]
+    return out, seen["stats"], seen["train_pids"], seen["deployments"]
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +78,10 @@ def local(scenario, tmp_path_factory):
 
 
 def test_two_node_run_on_a_storage_uri_equals_the_in_process_run(one_worker, scenario, local):
-    storage, out, stats, train_pids = one_worker
+    storage, out, stats, train_pids, deployments = one_worker
     assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
     assert len(set(train_pids.values())) == 2  # the learners trained in two processes
+    assert deployments == {f"arm_{arm}" for arm in stats}  # no HTTP, no gateway replica beside the arms
     assert stats["base"]["node_id"] == stats["dualrec_v5"]["node_id"] != stats["next_user"]["node_id"]
     assert stats["next_user"]["node_id"] == stats["ihm"]["node_id"]  # placed as serve.arm_resources says
     assert out.result.overall == local.result.overall, f"recoveries in place: {stats['base']['recoveries']}"
@@ -95,8 +99,8 @@ def test_two_train_workers_share_one_base_model_and_stay_close_to_one(one_worker
     every arm's learner published, and the metrics stay close to one worker's (not equal: each worker's
     two-tower sees in-batch negatives from its share only; measured at most 4.7 % apart on
     interactions_per_exposure, docs/architecture.md, 'Data-parallel training')."""
-    _, one, one_stats, _ = one_worker
-    two, two_stats, _ = _ray_run(scenario, str(tmp_path / "w2"), workers=2)
+    _, one, one_stats, _, _ = one_worker
+    two, two_stats, _, _ = _ray_run(scenario, str(tmp_path / "w2"), workers=2)
     for stats in (one_stats, two_stats):
         assert len({arm["base_weights_digest"] for arm in stats.values()}) == 1, stats  # one base model for all arms
         assert min(arm["weights_version"] for arm in stats.values()) >= 2, stats
@@ -117,7 +121,7 @@ def test_arms_in_two_shards_on_two_nodes_equal_one_shard_in_process(cluster, sce
     (serving.shards)."""
     sharded = scenario.model_copy(update={"serve": ServeConfig(arm_replicas=2, shard_resources=[{"arms_a": 1},
                                                                                               {"arms_b": 1}])})
-    out, stats, _ = _ray_run(sharded, str(tmp_path / "sharded"))
+    out, stats, _, _ = _ray_run(sharded, str(tmp_path / "sharded"))
     nodes = {arm: s["shard_nodes"] for arm, s in stats.items()}
     assert all(len(set(shard_nodes)) == 2 for shard_nodes in nodes.values()), nodes  # each arm on both nodes
     assert len({shard_nodes[0] for shard_nodes in nodes.values()}) == 1  # placed as serve.shard_resources says

@@ -67,12 +67,6 @@ class RayDataDayReader:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False  # the CLI shows its own progress; Ray's log files keep the rest
         ctx.execution_options.preserve_order = True
-        # Ray Data's Parquet datasource V2 (the default of Ray 2.60) lists the files through a pool of 32
-        # footer-reading actors (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS), worker processes to start on a laptop for a log
-        # of one small file per day; V1 reads the metadata in the driver and streams one read task per day file, in
-        # order. The read gives the same rows; the first execution is ~3 s and ~4 CPU-s cheaper on 2 cores
-        # (docs/performance.md, "Ray Data's first read"). DataContext is per process: the driver's reads only.
-        ctx.use_datasource_v2 = False
         self._ray_data = ray.data
         self._it = None
         self._next_day = None

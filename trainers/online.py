@@ -313,7 +313,6 @@ class OnlineTrainer:
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._fit, name="coldsim-train", daemon=True)
         self._thread.start()
-        self._snap = 0
         self._seq = 0  # the next command's sequence number
 
     def _fit(self) -> None:
@@ -340,7 +339,8 @@ class OnlineTrainer:
                 raise
 
     def _send(self, command: tuple) -> None:
-        """A command to every worker, numbered: they take the commands in the order they were sent (_Coordinator)."""
+        """A command to every worker, numbered: they take the commands in the order they were sent (_Coordinator).
+        A snapshot's or a restore's result is keyed by its command's number (``self._seq`` before sending)."""
         self.coord.put.remote(self._seq, command)
         self._seq += 1
 
@@ -352,14 +352,14 @@ class OnlineTrainer:
         return self._wait(self.coord.get_result.remote(("train", tick_id)), f"tick {tick_id}")
 
     def snapshot(self) -> dict[str, bytes]:
-        self._snap += 1
-        self._send(("snapshot", self._snap))
-        return self._wait(self.coord.get_result.remote(("snapshot", self._snap)), "a snapshot")
+        n = self._seq  # this command's number
+        self._send(("snapshot", n))
+        return self._wait(self.coord.get_result.remote(("snapshot", n)), "a snapshot")
 
     def restore(self, state: dict[str, bytes]) -> None:
-        self._snap += 1
-        self._send(("restore", state, self._snap))
-        self._wait(self.coord.get_result.remote(("restored", self._snap)), "a restore")
+        n = self._seq  # this command's number
+        self._send(("restore", state, n))
+        self._wait(self.coord.get_result.remote(("restored", n)), "a restore")
 
     def worker_pids(self) -> dict[int, int]:
         """rank -> the Train worker's process id."""

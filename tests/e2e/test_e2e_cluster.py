@@ -43,8 +43,8 @@ def scenario():
 
 def _ray_run(scenario, run_root: str, workers: int = 1, placement: str = "data_parallel"):
     """A Ray-runtime run on the cluster, its arms' stats, its Train workers' process ids (rank -> pid) and the Serve
-    deployments running, taken while the run's applications are up. The arms' stats carry the run's recoveries in place (``recoveries``): a failure
-    below then says whether a component was lost on the way."""
+    deployments running, taken while the run's applications are up. The arms' stats carry the run's recoveries in
+    place (``recoveries``): a failure below then says whether a component was lost on the way."""
     seen: dict = {}
 
     def probe(sim):

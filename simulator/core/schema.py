@@ -217,10 +217,12 @@ def validate_events(events: pa.Table, source: str = "events") -> pa.Table:
         bad = pc.unique(pc.filter(ev, pc.invert(known))).to_pylist()[:5]
         raise LogValidationError(source, "event", n_bad, f"unknown event types {bad}; expected one of {list(EVENT_TYPES)}")
     events = events.set_column(3, "event", ev).cast(EVENTS_SCHEMA)
-    dup = _count_duplicates(events, ["ts", "user_id", "item_id", "event"])
+    events = events.take(pc.sort_indices(events, sort_keys=[("ts", "ascending"), ("user_id", "ascending"),
+                                                            ("item_id", "ascending")]))  # a stable sort
+    dup = _duplicate_events(events)
     if dup:
         raise LogValidationError(source, "ts,user_id,item_id,event", dup, "duplicated event keys")
-    return events.sort_by([("ts", "ascending"), ("user_id", "ascending"), ("item_id", "ascending")])
+    return events
 
 
 def validate_items(items: pa.Table, source: str = "items") -> pa.Table:
@@ -282,6 +284,21 @@ def validate_log(log: Log) -> Log:
                 f"{log.name}: events", "user_id", int(missing.sum()), "user ids missing from the users table"
             )
     return Log(name=log.name, events=events, items=items, users=users, truth=log.truth, meta=dict(log.meta))
+
+
+def _duplicate_events(events: pa.Table) -> int:
+    """Number of rows of ``events`` (sorted by ts, user_id, item_id) whose (ts, user_id, item_id, event) appeared in an
+    earlier row. Only rows that share (ts, user_id, item_id) with a neighbour can repeat a key, so only those are
+    compared: Arrow's hash grouping on the four keys held ~6 GB for a 30M-row log, this ~0.1 GB."""
+    ts, users, items = (events[name].to_numpy() for name in ("ts", "user_id", "item_id"))
+    same = (ts[1:] == ts[:-1]) & (users[1:] == users[:-1]) & (items[1:] == items[:-1])  # row r+1 continues r's group
+    rows = np.flatnonzero(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+    if len(rows) == 0:
+        return 0
+    group = np.cumsum(np.concatenate([[True], ~same]))[rows]
+    code = pc.index_in(events["event"].take(pa.array(rows)), value_set=pa.array(EVENT_TYPES)).to_numpy(zero_copy_only=False)
+    key = np.sort(group * len(EVENT_TYPES) + code)  # not np.unique: numpy 2's hashes, ~10x slower at 20M keys
+    return int(np.count_nonzero(key[1:] == key[:-1]))
 
 
 def _count_duplicates(table: pa.Table, keys: list[str]) -> int:

@@ -295,18 +295,20 @@ def _logged_events(cfg, rng, user_ids, visit_p, item_ids, upload_ts, truth) -> p
         cols["ts"].append(e_ts)
         cols["user_id"].append(e_user)
         cols["item_id"].append(e_item)
-        cols["event"].append(np.full(len(e_ts), "expose", dtype=object))
-        for j, ev in enumerate(RESPONSE_TYPES):
+        cols["event"].append(np.zeros(len(e_ts), np.int8))  # index into ("expose", *RESPONSE_TYPES)
+        for j in range(len(RESPONSE_TYPES)):
             m = resp[:, j]
             cols["ts"].append(e_ts[m])
             cols["user_id"].append(e_user[m])
             cols["item_id"].append(e_item[m])
-            cols["event"].append(np.full(int(m.sum()), ev, dtype=object))
+            cols["event"].append(np.full(int(m.sum()), j + 1, np.int8))
     return pa.table(
         {
             "ts": np.concatenate(cols["ts"]).astype(np.int64),
             "user_id": np.concatenate(cols["user_id"]).astype(np.int64),
             "item_id": np.concatenate(cols["item_id"]).astype(np.int64),
-            "event": pa.array(np.concatenate(cols["event"]), pa.string()),
+            # decoded from a dictionary: 30M Python strings took seconds and GBs at the large scale
+            "event": pa.DictionaryArray.from_arrays(np.concatenate(cols["event"]),
+                                                    ["expose", *RESPONSE_TYPES]).cast(pa.string()),
         }
     )

@@ -79,6 +79,43 @@ def test_duplicated_event_keys():
     assert (e.source, e.column, e.n_rows) == ("src: items", "item_id", 1)
 
 
+def test_duplicate_events_counts_repeated_keys_only():
+    """Hand-counted: a key seen three times is two duplicates; the same (ts, user, item) with another event, or the
+    same event at another ts, user or item, is none. Rows interleave so that no duplicate starts out adjacent."""
+    ev = _events(ts=[T0 + 300, T0 + 200, T0 + 300, T0 + 200, T0 + 300, T0 + 201, T0 + 200],
+                 user_id=[1, 1, 1, 1, 1, 1, 2], item_id=[2, 3, 2, 3, 2, 3, 3],
+                 event=["like", "expose", "view", "expose", "like", "expose", "expose"])
+    e = _err(events=ev)
+    assert e.n_rows == 2  # (T0+300, 1, 2, like) once more, (T0+200, 1, 3, expose) once more
+
+
+def test_duplicate_events_match_a_plain_count():
+    """The sorted-neighbour count against counting the keys in Python, on logs dense in collisions."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = int(rng.integers(1, 400))
+        keys = list(zip((T0 + 300 + rng.integers(0, 3, n)).tolist(), rng.integers(1, 3, n).tolist(),
+                        rng.integers(1, 4, n).tolist(), rng.choice(["expose", "like", "view"], n).tolist()))
+        expected = len(keys) - len(set(keys))
+        ev = pa.table({"ts": [k[0] for k in keys], "user_id": [k[1] for k in keys], "item_id": [k[2] for k in keys],
+                       "event": [k[3] for k in keys]})
+        log = Log(name="src", events=ev, items=_items())
+        if expected:
+            with pytest.raises(LogValidationError) as exc:
+                validate_log(log)
+            assert exc.value.n_rows == expected
+        else:
+            assert validate_log(log).events.num_rows == n
+
+
+def test_events_sort_is_stable():
+    """Rows with the same (ts, user, item) keep their input order (the replay reads them in it)."""
+    ev = _events(ts=[T0 + 300, T0 + 300, T0 + 5, T0 + 300], user_id=[1, 1, 2, 1], item_id=[2, 2, 1, 2],
+                 event=["view", "expose", "like", "like"])
+    log = validate_log(Log(name="ok", events=ev, items=_items()))
+    assert log.events["event"].to_pylist() == ["like", "view", "expose", "like"]
+
+
 def test_unknown_item_ids():
     e = _err(events=_events(item_id=[3, 99, 2, 42]))
     assert (e.source, e.column, e.n_rows) == ("src: events", "item_id", 2)

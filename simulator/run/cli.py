@@ -114,6 +114,9 @@ def simulate(
     from simulator.run.report import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # coldsim starts Ray itself (init_ray): a Ray call from a library's background thread after the run's
+    # ray.shutdown() must not start a fresh, unconfigured Ray in this process (tests/conftest.py); read at import
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     _quiet_ray_data()
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     _show_coldsim_warnings()

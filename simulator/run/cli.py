@@ -20,6 +20,14 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
+def _no_ray_auto_connect() -> None:
+    """coldsim starts or joins Ray itself (``init_ray``), once per run of a command that may run several: a Ray
+    call from a library's background thread after a run's ``ray.shutdown()`` must fail in that thread instead of
+    starting a fresh, unconfigured Ray in this process for the next run to find (tests/conftest.py). Ray reads
+    ``RAY_ENABLE_AUTO_CONNECT`` when it is imported; a user's own setting wins."""
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
+
 def _quiet_ray_data() -> None:
     """Ray Data's console shows errors only (its INFO lines on every day's read); its log file keeps everything.
 
@@ -114,9 +122,7 @@ def simulate(
     from simulator.run.report import format_comparison_rich
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # coldsim starts Ray itself (init_ray): a Ray call from a library's background thread after the run's
-    # ray.shutdown() must not start a fresh, unconfigured Ray in this process (tests/conftest.py); read at import
-    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+    _no_ray_auto_connect()
     _quiet_ray_data()
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     _show_coldsim_warnings()
@@ -331,6 +337,7 @@ def fidelity(
     from simulator.run.fidelity import SECTIONS, default_sources, plan, run_fidelity, rows_markdown, session_runner
     from simulator.sources.datasets import DatasetError
 
+    _no_ray_auto_connect()
     _quiet_ray_data()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     _show_coldsim_warnings()

@@ -155,6 +155,9 @@ def main(argv=None) -> dict:
     rows += [["other (log load, tracking, results)", f"{other:.1f}", f"{100 * other / wall:.1f}"],
              ["wall", f"{wall:.1f}", "100.0"]]
     print(fmt_table(rows, ["stage", "seconds", "% of wall"]))
+    background = float(res.timings.get("checkpoint_background", 0.0))
+    figures["checkpoint_background_s"] = background
+    print(f"checkpoint writes in their background thread, beside the stages above: {background:.1f} s")
     print(f"simulated exposures: {res.events:,} ({res.events / wall:,.0f}/s of wall)")
     pss = f"{mem.peak_pss / 1e9:.2f} GB" if mem.with_pss else "n/a"
     print(f"peak memory (driver + descendants + Ray processes, {mem.samples} RSS samples every {args.interval}s, "

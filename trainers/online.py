@@ -11,18 +11,17 @@ minibatch) and each arm's strategy learner lives on one worker (round-robin), or
 learner trains alone on worker 0 and the strategy learners round-robin on the others; a result is the union of the
 workers' parts (:func:`union_parts`).
 
-Ray touchpoints of this module: (1) the coordinator actor, (2) ``TorchTrainer`` in a driver
-thread, (3) ``ray.train.report`` per tick from inside the worker. Ray is imported lazily so
-the in-process runtime can use :func:`make_learner` without it.
+Ray touchpoints of this module: (1) the coordinator actor, (2) ``TorchTrainer`` in a driver thread (its worker
+group, placement and DDP process group). Ray is imported lazily so the in-process runtime can use
+:func:`make_learner` without it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -272,16 +271,15 @@ def train_loop_per_worker(config: dict) -> None:
             break
         if kind == "train":
             _, tick_id, batches = cmd
-            t = time.perf_counter()
             out = learners.train_tick(tick_id, batches)
-            seconds = time.perf_counter() - t
-            samples = float(sum(len(b["user_id"]) for b in batches.values() if b))
             # the weights go to the object store once (the shared base model's arrays once for all arms: one object);
             # the coordinator and the driver only pass the reference on to the Serve replicas
             tick_ref = ray.put({arm: weights for arm, (_, weights, _) in out.items()})
             out = {arm: (version, WeightsRef.of(tick_ref, arm), stats) for arm, (version, _, stats) in out.items()}
             ray.get(coord.put_result.remote(("train", tick_id), out, rank))
-            ray.train.report({"tick": tick_id, "samples": samples, "seconds": seconds})
+            # no ray.train.report: Ray Train keeps only metrics that come with a Ray Train checkpoint, and its
+            # controller takes a report only at its health-check poll (every 2 s), so a report per tick blocked
+            # the worker until then (docs/architecture.md); the ticks' stats reach the driver with their weights
         elif kind == "snapshot":
             ray.get(coord.put_result.remote(("snapshot", cmd[1]), learners.state(), rank))
         elif kind == "restore":
@@ -352,9 +350,15 @@ class OnlineTrainer:
         return self._wait(self.coord.get_result.remote(("train", tick_id)), f"tick {tick_id}")
 
     def snapshot(self) -> dict[str, bytes]:
+        return self.request_snapshot()()
+
+    def request_snapshot(self) -> Callable[[], dict[str, bytes]]:
+        """Send the snapshot command and return at once; calling the result waits for the learners' states (the
+        driver meanwhile takes the Serve replicas' snapshots: both serialise at the same time)."""
         n = self._seq  # this command's number
         self._send(("snapshot", n))
-        return self._wait(self.coord.get_result.remote(("snapshot", n)), "a snapshot")
+        ref = self.coord.get_result.remote(("snapshot", n))
+        return lambda: self._wait(ref, "a snapshot")
 
     def restore(self, state: dict[str, bytes]) -> None:
         n = self._seq  # this command's number

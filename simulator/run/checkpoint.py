@@ -2,17 +2,20 @@
 
 A checkpoint is one typed record (:class:`Checkpoint`) pickled to ``run_dir/checkpoints/day=NNNN.pkl``
 (written to a temporary name, flushed to disk and renamed, so a crash never leaves half a file under a
-checkpoint's name; the latest ``keep_last`` days are kept), plus each arm's exposures of every day as
-``run_dir/exposures/<arm>/day=NNNN.parquet``. The run directory is a :class:`~simulator.core.storage.Location`:
-a local directory or a URI on any filesystem pyarrow reaches. The RNG needs no saving: every draw of the driver comes from a
-generator seeded by its position in the run (``loop.rng_for``), so a resume may replay the days after the
-latest checkpoint and get the same numbers.
+checkpoint's name; the latest ``keep_last`` days are kept; a run writes it in a background thread,
+:class:`CheckpointWriter`), plus each arm's exposures of every day as ``run_dir/exposures/<arm>/day=NNNN.parquet``.
+The run directory is a :class:`~simulator.core.storage.Location`: a local directory or a URI on any filesystem
+pyarrow reaches. The RNG needs no saving: every draw of the driver comes from a generator seeded by its position in
+the run (``loop.rng_for``), so a resume may replay the days after the latest checkpoint and get the same numbers.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
+import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import polars as pl
 from simulator.core.storage import Location
 from simulator.world.creators import CreatorState
 
+logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 EXPOSURES = "exposures"
 
@@ -80,15 +84,82 @@ def load_exposures(run_dir: Location | Path, arm: str, last_day: int) -> list[pl
 def save_checkpoint(run_dir: Location | Path, checkpoint: Checkpoint, keep_last: int = 1) -> Location:
     """Pickle ``checkpoint`` atomically and delete all but the latest ``keep_last`` days' checkpoints; returns its
     location."""
+    _check_keep_last(keep_last)
+    return _write_checkpoint(Location.of(run_dir), checkpoint.day, _pickled(checkpoint), keep_last)
+
+
+def _check_keep_last(keep_last: int) -> None:
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-    directory = Location.of(run_dir) / CHECKPOINTS
+
+
+def _pickled(checkpoint: Checkpoint) -> bytes:
+    return pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _write_checkpoint(run_dir: Location, day: int, data: bytes, keep_last: int) -> Location:
+    directory = run_dir / CHECKPOINTS
     directory.mkdir()
-    path = directory / f"{_day_name(checkpoint.day)}.pkl"
-    path.write_bytes_atomic(pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL))
+    path = directory / f"{_day_name(day)}.pkl"
+    path.write_bytes_atomic(data)
     for old in _days(directory, ".pkl")[:-keep_last]:
         old.delete()
     return path
+
+
+class CheckpointWriter:
+    """Saves checkpoints as :func:`save_checkpoint` does, the writing off the run's critical path.
+
+    :meth:`submit` pickles the checkpoint on the caller's thread (the run's state may change as soon as it returns:
+    the bytes are a snapshot) and hands the bytes to one background thread, which writes them atomically, flushes
+    them to disk and applies the retention while the run plays the next day. At most one write is in flight:
+    :meth:`submit` and :meth:`wait` first wait for the previous one and raise its error (a disk that filled up
+    stops the run at its next checkpoint rather than losing checkpoints silently). Whoever reads or deletes the
+    checkpoints (a resume, a recovery in place, the end of a run) calls :meth:`wait` first."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None  # started by the first submit, ended by close
+        self._pending: Future | None = None
+        self.seconds = 0.0  # spent writing in the background thread (off the run's critical path)
+
+    def submit(self, run_dir: Location | Path, checkpoint: Checkpoint, keep_last: int = 1) -> None:
+        _check_keep_last(keep_last)
+        data = _pickled(checkpoint)
+        self.wait()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coldsim-checkpoint")
+        self._pending = self._executor.submit(self._write, Location.of(run_dir), checkpoint.day, data, keep_last)
+
+    def _write(self, *args) -> Location:
+        start = time.perf_counter()
+        try:
+            return _write_checkpoint(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def wait(self) -> Location | None:
+        """Wait for the write in flight (re-raising its error); its location, or None when none was in flight."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the write in flight and end the thread. ``quiet``: log the write's error instead of raising it
+        (when the run already fails with an error of its own, which is the one to see)."""
+        try:
+            self.wait()
+        except Exception:
+            if not quiet:
+                raise
+            logger.exception("the last checkpoint could not be written")
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a write is in flight."""
+        return self._pending is not None and not self._pending.done()
 
 
 def remove_checkpoints(run_dir: Location | Path) -> None:

@@ -21,8 +21,8 @@ from simulator.core.storage import Location
 from simulator.core.schema import (EXPOSURES_SCHEMA, INTERACTION_TYPES, RESPONSE_TYPES, SECONDS_PER_DAY, UPLOADS_SCHEMA,
                                    VISITS_SCHEMA, Log)
 from simulator.metrics.daily import LiveDaily
-from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, load_exposures, load_latest_checkpoint, save_checkpoint,
-                                      save_exposures)
+from simulator.run.checkpoint import (ArmCheckpoint, Checkpoint, CheckpointWriter, load_exposures,
+                                      load_latest_checkpoint, save_exposures)
 from simulator.run.results import ArmRun, SimulationResult, measure
 from simulator.run.recovery import play
 from simulator.run.runtime import Runtime, RuntimeSpec
@@ -56,6 +56,7 @@ class Simulation:
         self.scenario = scenario
         self.checkpoints = checkpoints
         self.keep_last = keep_last
+        self.writer = CheckpointWriter()  # checkpoints reach the disk while the next day plays
         self.recoveries = 0  # in place, after a part of the runtime lost its state (simulator.run.recovery)
         self.log = log
         self.run_dir = Location.of(run_dir)  # a local directory or a URI (simulator/core/storage.py)
@@ -97,8 +98,10 @@ class Simulation:
 
     @property
     def timings(self) -> dict[str, float]:
-        """Seconds per stage so far (``setup``, ``runtime_start``, ``replay``, ``world``, ``serve``, ``train``, ...)."""
-        return dict(self.timer.seconds)
+        """Seconds per stage of the driver so far (``setup``, ``runtime_start``, ``replay``, ``world``, ``serve``,
+        ``train``, ...), and ``checkpoint_background``: the checkpoints' writing in their thread, beside the stages."""
+        background = {"checkpoint_background": self.writer.seconds} if self.writer.seconds else {}
+        return dict(self.timer.seconds) | background
 
     def _arm_runs(self, log: Log, scenario: Scenario) -> list[ArmRun]:
         """Each arm's buckets of creators and users, and its creators' dynamics."""
@@ -358,7 +361,7 @@ class Simulation:
             save_exposures(self.run_dir, arm.name, day, arm.exposures_of_day(day))
         if not self.checkpoint_due(day):
             return
-        save_checkpoint(self.run_dir, Checkpoint(
+        self.writer.submit(self.run_dir, Checkpoint(
             day=day, world=self.world.state(), runtime=self.runtime.snapshot(),
             ready=compact_tree(self.runtime.fetch_weights(self.ready)),
             ats_actions=self.ats_actions, n_events=self.n_events, diagnostics=self.diagnostics,
@@ -368,6 +371,7 @@ class Simulation:
     def restore_latest(self) -> int:
         """Load the latest checkpoint (:func:`load_latest_checkpoint`); returns the next day to simulate (the days after
         it that an interrupted run had played are played again)."""
+        self.writer.wait()  # a recovery in place reads the checkpoint written last
         checkpoint = load_latest_checkpoint(self.run_dir)
         self.world.load_state(checkpoint.world)
         self.runtime.restore(checkpoint.runtime)
@@ -383,14 +387,19 @@ class Simulation:
 
     # ------------------------------------------------------------------ run
     def run(self, progress_factory=None) -> SimulationResult:
-        if progress_factory is not None and self.progress:
-            with progress_factory() as bar:
-                day_task = bar.add_task("days", total=self.days, completed=self.start_day)
-                tick_task = bar.add_task(f"ticks ({', '.join(self.arm_names)})",
-                                         total=(self.days - self.start_day) * self.ticks_per_day)
-                play(self, on_tick=lambda: bar.advance(tick_task), on_day=lambda: bar.advance(day_task))
-        else:
-            play(self)
+        try:
+            if progress_factory is not None and self.progress:
+                with progress_factory() as bar:
+                    day_task = bar.add_task("days", total=self.days, completed=self.start_day)
+                    tick_task = bar.add_task(f"ticks ({', '.join(self.arm_names)})",
+                                             total=(self.days - self.start_day) * self.ticks_per_day)
+                    play(self, on_tick=lambda: bar.advance(tick_task), on_day=lambda: bar.advance(day_task))
+            else:
+                play(self)
+        except BaseException:
+            self.writer.close(quiet=True)  # the last checkpoint still lands for a resume; the run's error is the one
+            raise
+        self.writer.close()  # on disk before anyone reads or deletes the checkpoints
         self.runtime.release_arms()  # until now HTTP uploads got 409: the world must know every item it serves
         return self.results()
 

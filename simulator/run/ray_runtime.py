@@ -238,11 +238,13 @@ class RayRuntime:
         self._all("release", {arm: () for arm in self.names})
 
     def snapshot(self):
+        with _trainer_lost():
+            learners = self.trainer.request_snapshot()  # the Train worker serialises while the replicas do
         futures = {arm: self.handles[arm][0].snapshot.remote() for arm in self.names}  # every shard holds the same
         policies = {arm: self._answer(f, arm, "snapshot") for arm, f in futures.items()}
         self.check_arms()  # a replica restarted before its snapshot was taken would checkpoint a blank arm
         with _trainer_lost():
-            return {"policies": policies, "learners": self.trainer.snapshot()}
+            return {"policies": policies, "learners": learners()}
 
     def restore(self, state):
         self._all("restore", {arm: (state["policies"][arm],) for arm in self.names})

@@ -36,6 +36,7 @@ def recover(sim, lost: ComponentLost, day: int) -> int:
     """A part of the runtime lost the run's state during ``day``: every arm and learner goes back to the last
     checkpoint; returns the day to play next. With no checkpoint yet, or after :data:`MAX_RECOVERIES` recoveries,
     the run stops with the reason."""
+    sim.writer.wait()  # the checkpoint in flight, if any, is the latest one
     if not sim.checkpoints or not has_checkpoint(sim.run_dir):
         raise RuntimeError(f"{lost}; the run stops instead of going on without it: there is no checkpoint to "
                            f"recover from yet (day {day}; checkpoints every {sim.scenario.checkpoint_every} "

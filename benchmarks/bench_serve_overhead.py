@@ -110,8 +110,9 @@ def main(argv=None) -> dict:
 
     from serving.app import ArmDeployment, Gateway, deployment_name
 
-    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-             configure_logging=True, logging_level="ERROR")
+    from simulator.run.ray_runtime import init_ray, start_serve
+
+    init_ray()  # Ray as a coldsim run starts it (its system config and environment)
     out: dict = {"n_items": n_items, "users_per_call": args.users_per_call, "calls": args.calls}
     load = ForeignLoad().__enter__()
     try:
@@ -125,7 +126,7 @@ def main(argv=None) -> dict:
                     serve.delete(f"bench_{name}")
                 serve.shutdown()
             port = args.port or free_port()
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            start_serve({"host": "127.0.0.1", "port": port})
             counting = serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0},
                                         max_ongoing_requests=ArmDeployment._deployment_config.max_ongoing_requests
                                         )(CountingArm)
@@ -133,7 +134,8 @@ def main(argv=None) -> dict:
             arm = wl.spec.name
             gateway = Gateway if args.gateway_max_ongoing is None else \
                 Gateway.options(max_ongoing_requests=args.gateway_max_ongoing)
-            serve.run(gateway.bind({arm: counting.options(name=deployment_name(arm)).bind(wl.spec, wl.ctx)}),
+            shards = [counting.options(name=deployment_name(arm)).bind(wl.spec, wl.ctx)]  # the arm as one shard
+            serve.run(gateway.bind({arm: shards}),
                       name="bench_http", route_prefix="/")
             ah = serve.get_deployment_handle(deployment_name(arm), app_name="bench_http")
             replay_on_handle(ah, wl.items, warm_calls[0])
@@ -181,9 +183,10 @@ def handle_sections(args, wls, policies, warm_calls, batches, out: dict) -> dict
     from ray import serve
 
     from serving.app import ArmDeployment, deployment_name
+    from simulator.run.ray_runtime import start_serve
 
     n_arms, st, n_items = len(wls), policies[0].store, len(wls[0].items["item_id"])
-    serve.start(http_options={"location": "NoServer"})
+    start_serve({"location": "NoServer"})  # as the runtime starts Serve: no HTTP proxy, its controller settings
     apps = {}
     for i, wl in enumerate(wls):
         h = serve.run(ArmDeployment.options(name=deployment_name(wl.spec.name)).bind(wl.spec, wl.ctx),

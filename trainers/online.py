@@ -349,9 +349,6 @@ class OnlineTrainer:
         """{arm: (version, WeightsRef, stats)} of a trained tick."""
         return self._wait(self.coord.get_result.remote(("train", tick_id)), f"tick {tick_id}")
 
-    def snapshot(self) -> dict[str, bytes]:
-        return self.request_snapshot()()
-
     def request_snapshot(self) -> Callable[[], dict[str, bytes]]:
         """Send the snapshot command and return at once; calling the result waits for the learners' states (the
         driver meanwhile takes the Serve replicas' snapshots: both serialise at the same time)."""

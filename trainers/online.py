@@ -184,6 +184,8 @@ class _Coordinator:
         self._incarnations: dict[int, str] = {}  # rank -> the worker process that has been serving it
         self.restarted: str | None = None  # why the run cannot go on: a worker started over with blank learners
         self._pids: dict[int, int] = {}  # rank -> the worker's process id (diagnostics; the fault tests kill it)
+        self._taken: dict[int, int] = {}  # rank -> how many commands the worker has taken
+        self._stopped = False
 
     def _q(self, rank: int):
         import asyncio
@@ -201,6 +203,8 @@ class _Coordinator:
 
     async def put(self, seq: int, command: tuple) -> None:
         """Command number ``seq`` of the driver (0, 1, 2, ...): queued for every worker once all before it are."""
+        if self._stopped:
+            return
         if seq < self._next_seq or seq in self._held:
             raise ValueError(f"train command number {seq} was sent twice")
         self._held[seq] = command
@@ -222,7 +226,24 @@ class _Coordinator:
             for event in self._events.values():
                 event.set()
             return ("stop",)
-        return await self._q(rank).get()
+        command = await self._q(rank).get()
+        self._taken[rank] = self._taken.get(rank, 0) + 1
+        return command
+
+    async def stop(self) -> None:
+        """Stop the workers at the end of a run without the commands they have not taken yet: the ticks submitted
+        last are never published (their weights would be served after the run's end), so training them only
+        delayed the run's end, by the worker's start-up too when the run was short. A command that some worker
+        has taken stays queued for the others, so workers that train together (DDP) take the same commands and
+        none waits in a collective for a peer that stopped. Commands sent after the stop are dropped."""
+        self._stopped = True
+        self._held.clear()
+        cut = max(self._taken.values(), default=0)
+        for rank in range(self.world):
+            queue = self._q(rank)
+            kept = [queue.get_nowait() for _ in range(queue.qsize())][: cut - self._taken.get(rank, 0)]
+            for command in kept + [("stop",)]:
+                queue.put_nowait(command)
 
     async def put_result(self, key, value, rank: int = 0) -> None:
         parts = self._results.setdefault(key, {})
@@ -367,14 +388,15 @@ class OnlineTrainer:
         return self._ray.get(self.coord.pids.remote())
 
     def stop(self, timeout: float = 60.0) -> None:
+        """End the online loop at the run's end: the ticks not yet trained are dropped (_Coordinator.stop)."""
         if self._thread.is_alive():
-            self._send(("stop",))
+            self.coord.stop.remote()
             self._thread.join(timeout)
 
     def abandon(self) -> None:
         """Let a trainer whose learners are lost go: its loop is told to stop and its coordinator is killed."""
         try:
-            self._send(("stop",))
+            self.coord.stop.remote()
             self._thread.join(10)
         finally:
             self._ray.kill(self.coord)

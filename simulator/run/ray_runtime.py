@@ -284,13 +284,25 @@ class RayRuntime:
         return out
 
     def shutdown(self):
+        """Stop the trainer and the arms' apps at the same time; then Ray, when this runtime started it."""
         try:
+            self._delete_apps(wait=False)  # the replicas' graceful stops run while the trainer stops
             self.trainer.stop()
         finally:
             try:
-                for name in self.app_names:  # the arms' replicas stop gracefully here
-                    serve.delete(name)
+                self._delete_apps(wait=True)
             finally:
                 if self._owns_ray:  # no serve.shutdown() first: killing the controller mid-call only adds noise
                     ray.shutdown()
+
+    def _delete_apps(self, wait: bool, timeout_s: float = 60.0) -> None:
+        """Delete every arm's app at once (``serve.delete`` of one waits ~3 s for its replicas' graceful stop, one
+        app after another 12 s for four arms); with ``wait``, until Serve lists none of them."""
+        for name in self.app_names:
+            serve.delete(name, _blocking=False)
+        deadline = time.monotonic() + timeout_s
+        while wait and set(self.app_names) & set(serve.status().applications):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Serve did not delete the arms' apps within {timeout_s:.0f} s: {self.app_names}")
+            time.sleep(0.1)
 

@@ -73,3 +73,48 @@ def test_a_restarted_worker_stops_the_run_instead_of_training_blank_learners():
         assert "rank 0" in await coordinator.is_restarted()  # the driver's check before it trusts the learners
 
     _run(scenario())
+
+
+def test_stop_drops_the_commands_no_worker_has_taken():
+    """At a run's end the ticks submitted last are never published: the workers stop without training them."""
+    async def scenario():
+        coordinator = _Coordinator(world=1)
+        for seq in range(3):
+            await coordinator.put(seq, ("train", seq, {}))
+        assert (await coordinator.get(0, "a"))[1] == 0  # training tick 0 when the run ends
+        await coordinator.stop()
+        await coordinator.put(3, ("train", 3, {}))  # a command that reached the coordinator after the stop
+        return await coordinator.get(0, "a")
+
+    assert _run(scenario()) == ("stop",)
+
+
+def test_stop_keeps_for_every_worker_the_commands_one_of_them_has_taken():
+    """Workers that train together (DDP) must take the same commands: one already in tick 1's collective waits for
+    its peer, which still has to take tick 1 before it stops."""
+    async def scenario():
+        coordinator = _Coordinator(world=2)
+        for seq in range(3):
+            await coordinator.put(seq, ("train", seq, {}))
+        for _ in range(2):
+            await coordinator.get(0, "a")  # rank 0 took ticks 0 and 1
+        await coordinator.get(1, "b")  # rank 1 only tick 0
+        await coordinator.stop()
+        rank0 = [await coordinator.get(0, "a")]
+        rank1 = [await coordinator.get(1, "b"), await coordinator.get(1, "b")]
+        return rank0, rank1
+
+    rank0, rank1 = _run(scenario())
+    assert rank0 == [("stop",)]
+    assert rank1 == [("train", 1, {}), ("stop",)]
+
+
+def test_a_worker_waiting_for_a_command_is_stopped():
+    async def scenario():
+        coordinator = _Coordinator(world=1)
+        waiting = asyncio.ensure_future(coordinator.get(0, "a"))
+        await asyncio.sleep(0)
+        await coordinator.stop()
+        return await waiting
+
+    assert _run(scenario()) == ("stop",)

@@ -284,16 +284,14 @@ class RayRuntime:
         return out
 
     def shutdown(self):
-        """Stop the trainer and the arms' apps at the same time; then Ray, when this runtime started it."""
-        try:
+        """Stop the trainer and the arms' apps at the same time; then Ray, when this runtime started it. Each step
+        runs even when an earlier one failed."""
+        with contextlib.ExitStack() as steps:  # its callbacks run last-in first-out
+            if self._owns_ray:  # no serve.shutdown() first: killing the controller mid-call only adds noise
+                steps.callback(ray.shutdown)
+            steps.callback(self._delete_apps, wait=True)
+            steps.callback(self.trainer.stop)
             self._delete_apps(wait=False)  # the replicas' graceful stops run while the trainer stops
-            self.trainer.stop()
-        finally:
-            try:
-                self._delete_apps(wait=True)
-            finally:
-                if self._owns_ray:  # no serve.shutdown() first: killing the controller mid-call only adds noise
-                    ray.shutdown()
 
     def _delete_apps(self, wait: bool, timeout_s: float = 60.0) -> None:
         """Delete every arm's app at once (``serve.delete`` of one waits ~3 s for its replicas' graceful stop, one

@@ -49,3 +49,36 @@ def test_serve_controller_reconciles_every_half_second_unless_the_environment_sa
     ray_runtime.start_serve({"location": "NoServer"})
     assert recorded["serve"]["controller_options"]["runtime_env"]["env_vars"] == {
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}
+
+
+class _Trainer:
+    def __init__(self, calls: list, fail: bool):
+        self.calls, self.fail = calls, fail
+
+    def stop(self):
+        self.calls.append("trainer.stop")
+        if self.fail:
+            raise RuntimeError("trainer stop failed")
+
+
+@pytest.mark.parametrize("trainer_fails", [False, True])
+def test_shutdown_deletes_every_app_at_once_stops_the_trainer_meanwhile_and_always_ends_ray(monkeypatch,
+                                                                                            trainer_fails):
+    calls: list = []
+    apps = {"arm_a": "RUNNING", "arm_b": "RUNNING"}
+    monkeypatch.setattr(ray_runtime.serve, "delete", lambda name, _blocking=True: calls.append(("delete", name,
+                                                                                                 _blocking)))
+    polls = iter([dict(apps), {"arm_b": "DELETING"}, {}])  # Serve drops the apps as their replicas stop
+    monkeypatch.setattr(ray_runtime.serve, "status", lambda: type("S", (), {"applications": next(polls)})())
+    monkeypatch.setattr(ray_runtime.ray, "shutdown", lambda: calls.append("ray.shutdown"))
+    runtime = object.__new__(ray_runtime.RayRuntime)
+    runtime.app_names, runtime._owns_ray, runtime.trainer = list(apps), True, _Trainer(calls, trainer_fails)
+    monkeypatch.setattr(ray_runtime.time, "sleep", lambda s: calls.append("poll"))
+    if trainer_fails:
+        with pytest.raises(RuntimeError, match="trainer stop failed"):
+            runtime.shutdown()
+    else:
+        runtime.shutdown()
+    # no delete waits for its app: both apps' graceful stops and the trainer's run at the same time
+    assert calls[:3] == [("delete", "arm_a", False), ("delete", "arm_b", False), "trainer.stop"]
+    assert calls[-3:] == ["poll", "poll", "ray.shutdown"]  # Ray ends once Serve lists none of the apps

@@ -396,7 +396,6 @@ class OnlineTrainer:
     def abandon(self) -> None:
         """Let a trainer whose learners are lost go: its loop is told to stop and its coordinator is killed."""
         try:
-            self.coord.stop.remote()
-            self._thread.join(10)
+            self.stop(timeout=10)
         finally:
             self._ray.kill(self.coord)

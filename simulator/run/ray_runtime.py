@@ -295,7 +295,9 @@ class RayRuntime:
 
     def _delete_apps(self, wait: bool, timeout_s: float = 60.0) -> None:
         """Delete every arm's app at once (``serve.delete`` of one waits ~3 s for its replicas' graceful stop, one
-        app after another 12 s for four arms); with ``wait``, until Serve lists none of them."""
+        app after another 12 s for four arms); with ``wait``, until Serve lists none of them. Deleting an app that
+        is already being deleted changes nothing in Serve, so the waiting call deletes again: it also covers a first
+        call that failed."""
         for name in self.app_names:
             serve.delete(name, _blocking=False)
         deadline = time.monotonic() + timeout_s

@@ -105,6 +105,9 @@ class OnlineLearner:
             from torch.nn.parallel import DistributedDataParallel
 
             for key, module in (("ranker", self.ranker), ("two_tower", self.two_tower)):
+                for table in module.modules():  # DDP all-reduces dense gradients: no gradients by rows
+                    if isinstance(table, HashEmbedding):
+                        table.row_grads = False
                 # lazy Adam's tables (sparse gradients) are averaged by _average_sparse_grads, not by DDP
                 sparse = [(f"{name}.emb.weight", table.emb.weight) for name, table in module.named_modules()
                           if isinstance(table, HashEmbedding) and table.emb.sparse]

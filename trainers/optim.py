@@ -15,10 +15,15 @@ metrics of a run change (docs/performance.md, "Lazy Adam (opt-in)", measures by 
 
 A row no gradient ever reached keeps its initial value and zero moments under both, so compact checkpoints
 (:mod:`trainers.compact`) store the same rows.
+
+Dense Adam is :class:`RowGradAdam` here and in the arms' tasks: ``torch.optim.Adam`` (fused) whose tables take
+their gradients by rows (:class:`trainers.models.two_tower.RowLookup`) and densify them in place before each step,
+so the backward no longer zero-fills a whole table per lookup. The same optimiser, the same numbers bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -60,10 +65,32 @@ class LazyAdam:
         self.dense.load_state_dict(state["dense"])
 
 
-def make_optimizer(module: nn.Module, lr: float, kind: str = "adam") -> torch.optim.Optimizer | LazyAdam:
-    """The optimiser of one base model: ``adam`` (fused dense Adam over every parameter) or ``lazy_adam``."""
+class RowGradAdam(torch.optim.Adam):
+    """Fused dense Adam over ``params``, the :class:`HashEmbedding` tables of ``modules`` taking their gradients by
+    rows (``HashEmbedding.row_grads``): :meth:`step` densifies them (``HashEmbedding.densify_grad``) first. The
+    algorithm, its state dict and every number are ``torch.optim.Adam(params, lr=lr, fused=True)``'s."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, modules: Iterable[nn.Module]):
+        self.tables = list({id(m): m for module in modules for m in module.modules()
+                            if isinstance(m, HashEmbedding)}.values())
+        for table in self.tables:
+            if table.emb.sparse:
+                raise ValueError("RowGradAdam: a table with nn.Embedding's sparse gradients (lazy Adam's) cannot take "
+                                 "its gradients by rows")
+            table.row_grads = True
+        super().__init__(params, lr=lr, fused=True)
+
+    def step(self, closure=None):
+        for table in self.tables:
+            table.densify_grad()
+        return super().step(closure)
+
+
+def make_optimizer(module: nn.Module, lr: float, kind: str = "adam") -> RowGradAdam | LazyAdam:
+    """The optimiser of one base model: ``adam`` (fused dense Adam over every parameter, :class:`RowGradAdam`) or
+    ``lazy_adam``."""
     if kind == "adam":
-        return torch.optim.Adam(module.parameters(), lr=lr, fused=True)
+        return RowGradAdam(module.parameters(), lr, [module])
     if kind == "lazy_adam":
         return LazyAdam(module, lr)
     raise ValueError(f"unknown optimizer {kind!r}: expected one of {OPTIMIZERS}")

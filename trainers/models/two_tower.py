@@ -23,6 +23,29 @@ class TwoTowerConfig:
 INIT_STD = 0.05  # the tables' initial values: N(0, INIT_STD^2)
 
 
+class RowLookup(torch.autograd.Function):
+    """``weight[rows]`` whose backward gives the gradient by rows: a sparse tensor with one entry per distinct row, the
+    row's gradients summed in lookup order (``index_add_`` from zero, as ``embedding_dense_backward`` sums them).
+
+    Densified by :meth:`HashEmbedding.densify_grad` into a dense gradient equal, bit for bit, to the one
+    ``nn.Embedding``'s dense backward gives: autograd concatenates the sparse gradients of a table's lookups in the
+    order they arrive, the dense backward adds their dense gradients in the same order, and each lookup's entries are
+    already summed, so every row adds its lookups' sums in that order either way."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.table_shape = weight.shape
+        return weight.index_select(0, rows.reshape(-1)).reshape(*rows.shape, weight.shape[1])  # F.embedding's forward
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        distinct, where = torch.unique(rows.reshape(-1), return_inverse=True)
+        sums = grad.new_zeros(len(distinct), grad.shape[-1]).index_add_(0, where, grad.reshape(-1, grad.shape[-1]))
+        return torch.sparse_coo_tensor(distinct[None], sums, ctx.table_shape, check_invariants=False), None
+
+
 class HashEmbedding(nn.Module):
     """An embedding table over ``buckets`` hashed ids: unseen ids (new items, users) need no resize.
 
@@ -30,7 +53,14 @@ class HashEmbedding(nn.Module):
     training moved (:mod:`trainers.compact`): ``init_rng``, the torch generator state its initial values were
     drawn from (the table is ``N(0, INIT_STD^2)`` drawn from it), and ``touched``, the rows looked up in a
     forward pass with gradients on. A row never looked up with gradients has no gradient and, under Adam without
-    weight decay (zero moments), never moves: it equals its initial value exactly."""
+    weight decay (zero moments), never moves: it equals its initial value exactly.
+
+    ``row_grads`` (set by :class:`trainers.optim.RowGradAdam`): lookups with gradients on go through
+    :class:`RowLookup`, whose backward touches only the rows looked up; :meth:`densify_grad` then writes them into a
+    dense gradient kept between steps, zeroing only the rows the previous step wrote. ``nn.Embedding``'s dense
+    backward instead allocates and zero-fills a gradient of the whole table at every lookup (4 MB for 2^15 rows of
+    32): that fill was a third of the base learner's training time (docs/performance.md, "Where the time goes"). The
+    gradient, and so every weight, is the same bit for bit."""
 
     def __init__(self, buckets: int, dim: int):
         super().__init__()
@@ -39,12 +69,33 @@ class HashEmbedding(nn.Module):
         self.register_buffer("init_rng", torch.get_rng_state())  # draws nothing: the metrics do not change
         nn.init.normal_(self.emb.weight, std=INIT_STD)
         self.register_buffer("touched", torch.zeros(buckets, dtype=torch.bool))
+        self.row_grads = False
+        self._grad: torch.Tensor | None = None  # the dense gradient densify_grad writes (row_grads only)
+        self._grad_rows: torch.Tensor | None = None  # its rows written last
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = torch.remainder(ids * _PRIME, self.buckets)
         if torch.is_grad_enabled() and self.emb.weight.requires_grad:
             self.touched[rows] = True
+            if self.row_grads:
+                return RowLookup.apply(self.emb.weight, rows)
         return self.emb(rows)
+
+    def densify_grad(self) -> None:
+        """Turn the table's gradient by rows (:class:`RowLookup`) into its dense gradient, in place of it; a dense
+        gradient, or none, is left as it is."""
+        weight = self.emb.weight
+        grad = weight.grad
+        if grad is None or not grad.is_sparse:
+            return
+        if self._grad is None:
+            self._grad = torch.zeros_like(weight)
+        else:
+            self._grad.index_fill_(0, self._grad_rows, 0.0)  # every other row is still zero
+        rows = grad._indices()[0]
+        self._grad.index_add_(0, rows, grad._values())
+        self._grad_rows = rows
+        weight.grad = self._grad
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:

@@ -46,6 +46,7 @@ from trainers.learner import as_tensor
 from trainers.losses import sampled_softmax_logq
 from trainers.models.ihm import IHMConfig, ItemHistoryModel
 from trainers.models.sasrec import SASRecConfig, SASRecUserTower
+from trainers.optim import RowGradAdam
 from trainers.tasks.base import Task
 from trainers.weights import pack_weights
 
@@ -89,7 +90,7 @@ class IHMTask(Task):
         self.item_tower = ItemHistoryModel(item_cfg)
         self.user_tower = SASRecUserTower(user_cfg, self.item_tower.static)
         params = {id(p): p for m in (self.item_tower, self.user_tower) for p in m.parameters()}  # E_S once
-        self.opt = torch.optim.Adam(list(params.values()), lr=lr, fused=True)  # as the base learners (one kernel)
+        self.opt = RowGradAdam(list(params.values()), lr, [self.item_tower, self.user_tower])  # as the base learners
         self.tau = tau
         self.batch_size = batch_size
         self.max_samples = max_samples

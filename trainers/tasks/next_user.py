@@ -25,6 +25,7 @@ from trainers.learner import as_tensor
 from trainers.losses import NextUserLossConfig, auxiliary_loss, contrastive_loss, exposure_ce_loss
 from trainers.models.next_user import NextUserConfig, NextUserModel
 from trainers.models.two_tower import TwoTowerConfig, UserTower
+from trainers.optim import RowGradAdam
 from trainers.tasks.base import Task
 from trainers.weights import pack_weights
 
@@ -54,8 +55,8 @@ class NextUserTask(Task):
         self.loss_cfg = loss_cfg
         # fused: one kernel over every parameter (8x faster steps than the per-tensor loop over the 2^15-row tables;
         # the same algorithm, float rounding apart; docs/performance.md, "Training")
-        self.opt = torch.optim.Adam(list(self.model.parameters()) + list(self.user_tower.parameters()), lr=lr,
-                                    fused=True)
+        self.opt = RowGradAdam(list(self.model.parameters()) + list(self.user_tower.parameters()), lr,
+                               [self.model, self.user_tower])
         self.batch_size = batch_size
         self.max_samples = max_samples
 

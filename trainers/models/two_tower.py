@@ -59,8 +59,8 @@ class HashEmbedding(nn.Module):
     :class:`RowLookup`, whose backward touches only the rows looked up; :meth:`densify_grad` then writes them into a
     dense gradient kept between steps, zeroing only the rows the previous step wrote. ``nn.Embedding``'s dense
     backward instead allocates and zero-fills a gradient of the whole table at every lookup (4 MB for 2^15 rows of
-    32): that fill was a third of the base learner's training time (docs/performance.md, "Where the time goes"). The
-    gradient, and so every weight, is the same bit for bit."""
+    32), though a minibatch looks up a few hundred rows (docs/performance.md, "Gradients by rows", measures the
+    difference). The gradient, and so every weight, is the same bit for bit."""
 
     def __init__(self, buckets: int, dim: int):
         super().__init__()

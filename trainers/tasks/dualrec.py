@@ -26,9 +26,9 @@ from trainers.checkpoint import capture, restore, torch_state
 from trainers.learner import as_tensor
 from trainers.losses import multitask_bce, sampled_softmax
 from trainers.metrics import auc
-from trainers.optim import RowGradAdam
 from trainers.models.creator_ranker import CreatorRanker, CreatorRankerConfig
 from trainers.models.two_tower import TwoTower, TwoTowerConfig
+from trainers.optim import RowGradAdam
 from trainers.tasks.base import Task
 from trainers.weights import pack_weights
 

@@ -66,11 +66,13 @@ class LazyAdam:
 
 
 class RowGradAdam(torch.optim.Adam):
-    """Fused dense Adam over ``params``, the :class:`HashEmbedding` tables of ``modules`` taking their gradients by
-    rows (``HashEmbedding.row_grads``): :meth:`step` densifies them (``HashEmbedding.densify_grad``) first. The
-    algorithm, its state dict and every number are ``torch.optim.Adam(params, lr=lr, fused=True)``'s."""
+    """Fused dense Adam over the parameters of ``modules`` (each once, in module order: a table two modules share is
+    one parameter), their :class:`HashEmbedding` tables taking their gradients by rows (``HashEmbedding.row_grads``):
+    :meth:`step` densifies them (``HashEmbedding.densify_grad``) first. The algorithm, its state dict and every number
+    are ``torch.optim.Adam(those parameters, lr=lr, fused=True)``'s."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, modules: Iterable[nn.Module]):
+    def __init__(self, modules: Iterable[nn.Module], lr: float):
+        modules = list(modules)
         self.tables = list({id(m): m for module in modules for m in module.modules()
                             if isinstance(m, HashEmbedding)}.values())
         for table in self.tables:
@@ -78,7 +80,8 @@ class RowGradAdam(torch.optim.Adam):
                 raise ValueError("RowGradAdam: a table with nn.Embedding's sparse gradients (lazy Adam's) cannot take "
                                  "its gradients by rows")
             table.row_grads = True
-        super().__init__(params, lr=lr, fused=True)
+        params = {id(p): p for module in modules for p in module.parameters()}
+        super().__init__(list(params.values()), lr=lr, fused=True)
 
     def step(self, closure=None):
         for table in self.tables:
@@ -90,7 +93,7 @@ def make_optimizer(module: nn.Module, lr: float, kind: str = "adam") -> RowGradA
     """The optimiser of one base model: ``adam`` (fused dense Adam over every parameter, :class:`RowGradAdam`) or
     ``lazy_adam``."""
     if kind == "adam":
-        return RowGradAdam(module.parameters(), lr, [module])
+        return RowGradAdam([module], lr)
     if kind == "lazy_adam":
         return LazyAdam(module, lr)
     raise ValueError(f"unknown optimizer {kind!r}: expected one of {OPTIMIZERS}")

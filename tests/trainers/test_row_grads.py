@@ -39,7 +39,7 @@ def _batches(steps: int) -> list[tuple[torch.Tensor, ...]]:
 def _train(row_grads: bool, steps: int = 4) -> tuple[Reuse, list[torch.Tensor]]:
     model = Reuse()
     if row_grads:
-        opt = RowGradAdam(model.parameters(), 0.05, [model])
+        opt = RowGradAdam([model], 0.05)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
     grads = []
@@ -68,7 +68,7 @@ def test_dense_gradient_and_weights_equal_the_dense_backward_bit_for_bit():
 
 def test_densify_twice_is_harmless_and_a_dense_gradient_is_left_alone():
     model = Reuse()
-    opt = RowGradAdam(model.parameters(), 0.05, [model])
+    opt = RowGradAdam([model], 0.05)
     a, b, c = _batches(1)[0]
     model(a, b, c).backward()
     model.table.densify_grad()
@@ -80,7 +80,7 @@ def test_densify_twice_is_harmless_and_a_dense_gradient_is_left_alone():
 
 def test_lookups_without_gradients_stay_plain_embeddings():
     model = Reuse()
-    RowGradAdam(model.parameters(), 0.05, [model])
+    RowGradAdam([model], 0.05)
     a, b, c = _batches(1)[0]
     with torch.no_grad():
         out = model.table(a)
@@ -92,7 +92,7 @@ def test_lazy_adams_tables_cannot_take_rows():
     model = Reuse()
     LazyAdam(model, 0.05)
     with pytest.raises(ValueError, match="lazy Adam"):
-        RowGradAdam(model.parameters(), 0.05, [model])
+        RowGradAdam([model], 0.05)
 
 
 def _tiny_run(tmp_path, monkeypatch, row_grads: bool):

@@ -62,7 +62,7 @@ class DualRecTask(Task):
                  auc_table: bool = False):
         torch.manual_seed(seed)
         self.two_tower = TwoTower(tt_cfg)
-        self.opt_tt = RowGradAdam(self.two_tower.parameters(), lr, [self.two_tower])
+        self.opt_tt = RowGradAdam([self.two_tower], lr)
         self.main = variant_name(sa_ef, sa_ef)
         combos = [(sa, ef) for sa in (False, True) for ef in (False, True)] if auc_table else [(sa_ef, sa_ef)]
         self.rankers: dict[str, CreatorRanker] = {}
@@ -71,7 +71,7 @@ class DualRecTask(Task):
             name = variant_name(sa, ef)
             self.rankers[name] = CreatorRanker(CreatorRankerConfig(**{**rk_cfg.__dict__, "extra_features": ef}))
             self.sa[name] = sa
-        self.opt_rk = {k: RowGradAdam(m.parameters(), lr, [m]) for k, m in self.rankers.items()}
+        self.opt_rk = {k: RowGradAdam([m], lr) for k, m in self.rankers.items()}
         self.batch_size = batch_size
         self.negatives = negatives
         self.temperature = temperature

@@ -89,8 +89,7 @@ class IHMTask(Task):
         torch.manual_seed(seed)
         self.item_tower = ItemHistoryModel(item_cfg)
         self.user_tower = SASRecUserTower(user_cfg, self.item_tower.static)
-        params = {id(p): p for m in (self.item_tower, self.user_tower) for p in m.parameters()}  # E_S once
-        self.opt = RowGradAdam(list(params.values()), lr, [self.item_tower, self.user_tower])  # as the base learners
+        self.opt = RowGradAdam([self.item_tower, self.user_tower], lr)  # E_S, which both towers hold, once
         self.tau = tau
         self.batch_size = batch_size
         self.max_samples = max_samples

@@ -55,8 +55,7 @@ class NextUserTask(Task):
         self.loss_cfg = loss_cfg
         # fused: one kernel over every parameter (8x faster steps than the per-tensor loop over the 2^15-row tables;
         # the same algorithm, float rounding apart; docs/performance.md, "Training")
-        self.opt = RowGradAdam(list(self.model.parameters()) + list(self.user_tower.parameters()), lr,
-                               [self.model, self.user_tower])
+        self.opt = RowGradAdam([self.model, self.user_tower], lr)
         self.batch_size = batch_size
         self.max_samples = max_samples
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from simulator.core.config import ArmSpec, TrainConfig
 from trainers.arm_context import ArmContext, TaskFactory, arm_context, arm_seed, base_model_seed, model_configs
@@ -83,6 +85,8 @@ class ArmLearners:
         self.learners = {a.name: make_learner(a, ctx, train, i, tasks, base_models=per_arm)
                          for i, a in enumerate(arms) if mine(i)}
         self.base: OnlineLearner | None = None
+        self.base_thread = train.base_thread
+        self._pool: ThreadPoolExecutor | None = None
         self.base_part = self.by_learner and rank == 0  # this worker's part of every arm's result is the base models
         if not per_arm and (self.base_part or not self.by_learner):
             tt, rk = model_configs(ctx.model, ctx.n_item_dense)
@@ -100,23 +104,38 @@ class ArmLearners:
 
     def train_tick(self, tick_id: int, batches: dict[str, dict]) -> dict[str, tuple[int, dict, dict]]:
         """Train on one tick's batches ({arm: batch}); returns {arm: (version, weights, stats)} where the
-        weights hold the base models the arm is to serve and its strategy models."""
-        base_w: dict = {}
-        base_stats: dict = {}
+        weights hold the base models the arm is to serve and its strategy models.
+
+        With ``base_thread`` the shared base learner trains in a thread of its own (torch's kernels run without the
+        GIL) while this one trains the strategy learners in order: the same numbers (docs/architecture.md, "The
+        base learner's thread": no shared tensor, no draw from torch's global generator in the base learner)."""
+        base = None
         if self.base is not None:
-            base_stats = self.base.train_tick(self._base_batch(batches), tick_seed(self.base.seed, tick_id))
-            base_w = self.base.weights()
+            batch = self._base_batch(batches)
+            base = self._train_base(batch, tick_seed(self.base.seed, tick_id), concurrent=bool(self.learners))
         out = {}
         for arm, batch in batches.items():
-            if self.base_part:  # every arm's base part; the worker of its strategy learner adds the version
-                out[arm] = (None, base_w, base_stats)
-                continue
-            if arm not in self.learners:  # another worker's arm
+            if self.base_part or arm not in self.learners:  # base_part: filled in below; else another worker's arm
                 continue
             lr = self.learners[arm]
-            stats = base_stats | lr.train_tick(batch, tick_seed(lr.seed, tick_id))
-            out[arm] = (lr.version, base_w | lr.weights(), stats)
-        return out
+            stats = lr.train_tick(batch, tick_seed(lr.seed, tick_id))
+            out[arm] = (lr.version, stats, lr.weights())  # the version the tick gave
+        base_stats, base_w = base() if base is not None else ({}, {})
+        if self.base_part:  # every arm's base part; the worker of its strategy learner adds the version
+            return {arm: (None, base_w, base_stats) for arm in batches}
+        return {arm: (version, base_w | weights, base_stats | stats) for arm, (version, stats, weights) in out.items()}
+
+    def _train_base(self, batch: dict, seed: int, concurrent: bool) -> Callable[[], tuple[dict, dict]]:
+        """Start the shared base learner's tick; the returned call waits for its (stats, weights). In a thread of
+        its own when ``base_thread`` is on and ``concurrent`` (strategy learners train meanwhile), else now."""
+        def tick() -> tuple[dict, dict]:
+            return self.base.train_tick(batch, seed), self.base.weights()
+
+        if not (self.base_thread and concurrent):
+            return lambda done=tick(): done
+        if self._pool is None:  # torch's thread count is the creating thread's, not the new one's: set it there
+            self._pool = ThreadPoolExecutor(1, "coldsim-base-learner", torch.set_num_threads, (torch.get_num_threads(),))
+        return self._pool.submit(tick).result
 
     def state(self) -> dict[str, bytes]:
         """This worker's learners' states (the shared one under :data:`SHARED_BASE`, from worker 0: every worker
@@ -273,7 +292,6 @@ def train_loop_per_worker(config: dict) -> None:
     """Runs inside the Ray Train worker until told to stop."""
     import ray
     import ray.train
-    import torch
 
     torch.set_num_threads(1)
     coord = config["coordinator"]

@@ -1,8 +1,12 @@
 """ArmLearners: shared base models are trained on the pooled (or the control's) traffic and served to every arm;
 per-arm base models are each arm's own; every arm starts serving the same base weights when they are shared."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
+import torch
 
 from serving.arms import arm_tasks, build_arm
 
@@ -170,3 +174,75 @@ def test_weights_ref_parts_merge_in_order():
         joined.pick(fetched[:1])
     merged = union_parts({0: {"nu": (None, base, {"a": 1})}, 1: {"nu": (4, strategy, {"b": 2})}})
     assert merged == {"nu": (4, joined, {"a": 1, "b": 2})}
+
+
+class _GlobalDraws:
+    """A strategy task that draws from torch's global generator, seeded by tick (as IHM's dropout does), and
+    records the thread it trained in."""
+
+    name = "global_draws"
+
+    def __init__(self):
+        self.w = torch.zeros(4)
+        self.threads: list[str] = []
+
+    def train(self, batch, tick_seed):
+        self.threads.append(threading.current_thread().name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tick_seed)
+            for _ in range(50):  # long enough to overlap the base learner's tick
+                self.w += torch.rand(4)
+                time.sleep(0.001)
+        return {"samples": float(len(batch["user_id"]))}
+
+    def weights(self):
+        return {"w": self.w.numpy().copy()}
+
+    def state(self):
+        return self.w.clone()
+
+    def load_state(self, state):
+        self.w = state.clone()
+
+
+def _with_global_draws(arm, actx, lr, batch_size):
+    return arm_tasks(arm, actx, lr, batch_size) + [_GlobalDraws()]
+
+
+def test_the_base_learners_thread_gives_exactly_one_threads_results():
+    """train.base_thread: the shared base learner trains in a thread of its own while the strategy learners (one
+    drawing from torch's global generator) train one after another in the caller's: every weight and statistic
+    the same bit for bit as with it off, tick after tick."""
+    on = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32), control="base", tasks=_with_global_draws)
+    off = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=False), control="base",
+                      tasks=_with_global_draws)
+    base_threads = []
+    base_tick = on.base.train_tick
+
+    def recorded(*args):
+        base_threads.append(threading.current_thread().name)
+        return base_tick(*args)
+
+    on.base.train_tick = recorded
+    for tick in range(3):
+        batches = {"base": _batch(10 * tick), "nu": _batch(10 * tick + 1)}
+        got, expected = on.train_tick(tick, batches), off.train_tick(tick, batches)
+        assert list(got) == list(expected) == ["base", "nu"]
+        for arm in expected:
+            assert got[arm][0] == expected[arm][0] == tick + 1  # the version this tick gave
+            assert _equal(got[arm][1], expected[arm][1]), arm
+            assert _equal(got[arm][2], expected[arm][2]), arm
+    assert base_threads == ["coldsim-base-learner_0"] * 3  # it did train beside the strategy learners
+    main = threading.current_thread().name
+    assert all(t.threads == [main] * 3 for lr in on.learners.values() for t in lr.extra_tasks
+               if isinstance(t, _GlobalDraws))
+
+
+def test_the_base_learner_draws_nothing_from_torchs_global_generator():
+    """What the base learner's thread rests on: a strategy learner's draws from the global generator cannot be
+    interleaved with the base learner's, which has none (every draw from its own generator seeded by tick)."""
+    base = _reference_base()
+    for tick in range(2):
+        before = torch.get_rng_state()
+        base.train_tick(_batch(tick), tick_seed(base.seed, tick))
+        assert torch.equal(torch.get_rng_state(), before)

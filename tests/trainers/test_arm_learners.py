@@ -213,9 +213,9 @@ def test_the_base_learners_thread_gives_exactly_one_threads_results():
     """train.base_thread: the shared base learner trains in a thread of its own while the strategy learners (one
     drawing from torch's global generator) train one after another in the caller's: every weight and statistic
     the same bit for bit as with it off, tick after tick."""
-    on = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32), control="base", tasks=_with_global_draws)
-    off = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=False), control="base",
-                      tasks=_with_global_draws)
+    on = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=True), control="base",
+                     tasks=_with_global_draws)
+    off = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32), control="base", tasks=_with_global_draws)
     base_threads = []
     base_tick = on.base.train_tick
 

@@ -111,8 +111,7 @@ class ArmLearners:
         base learner's thread": no shared tensor, no draw from torch's global generator in the base learner)."""
         base = None
         if self.base is not None:
-            batch = self._base_batch(batches)
-            base = self._train_base(batch, tick_seed(self.base.seed, tick_id), concurrent=bool(self.learners))
+            base = self._train_base(self._base_batch(batches), tick_seed(self.base.seed, tick_id))
         out = {}
         for arm, batch in batches.items():
             if self.base_part or arm not in self.learners:  # base_part: filled in below; else another worker's arm
@@ -125,16 +124,18 @@ class ArmLearners:
             return {arm: (None, base_w, base_stats) for arm in batches}
         return {arm: (version, base_w | weights, base_stats | stats) for arm, (version, stats, weights) in out.items()}
 
-    def _train_base(self, batch: dict, seed: int, concurrent: bool) -> Callable[[], tuple[dict, dict]]:
+    def _train_base(self, batch: dict, seed: int) -> Callable[[], tuple[dict, dict]]:
         """Start the shared base learner's tick; the returned call waits for its (stats, weights). In a thread of
-        its own when ``base_thread`` is on and ``concurrent`` (strategy learners train meanwhile), else now."""
+        its own when ``base_thread`` is on and this worker has strategy learners to train meanwhile, else now."""
         def tick() -> tuple[dict, dict]:
             return self.base.train_tick(batch, seed), self.base.weights()
 
-        if not (self.base_thread and concurrent):
-            return lambda done=tick(): done
-        if self._pool is None:  # torch's thread count is the creating thread's, not the new one's: set it there
-            self._pool = ThreadPoolExecutor(1, "coldsim-base-learner", torch.set_num_threads, (torch.get_num_threads(),))
+        if not (self.base_thread and self.learners):
+            done = tick()
+            return lambda: done
+        if self._pool is None:  # a new thread need not have the caller's torch thread count: set in the thread
+            self._pool = ThreadPoolExecutor(1, "coldsim-base-learner", torch.set_num_threads,
+                                            (torch.get_num_threads(),))
         return self._pool.submit(tick).result
 
     def state(self) -> dict[str, bytes]:

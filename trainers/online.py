@@ -133,7 +133,7 @@ class ArmLearners:
         if not (self.base_thread and self.learners):
             done = tick()
             return lambda: done
-        if self._pool is None:  # a new thread need not have the caller's torch thread count: set in the thread
+        if self._pool is None:  # torch 2.13 gives a new thread the process's count; set it anyway, for other builds
             self._pool = ThreadPoolExecutor(1, "coldsim-base-learner", torch.set_num_threads,
                                             (torch.get_num_threads(),))
         return self._pool.submit(tick).result

@@ -215,7 +215,8 @@ def test_the_base_learners_thread_gives_exactly_one_threads_results():
     the same bit for bit as with it off, tick after tick."""
     on = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=True), control="base",
                      tasks=_with_global_draws)
-    off = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32), control="base", tasks=_with_global_draws)
+    off = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=False), control="base",
+                      tasks=_with_global_draws)
     base_threads = []
     base_tick = on.base.train_tick
 

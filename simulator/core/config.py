@@ -62,8 +62,8 @@ class TrainConfig(FrozenConfig):
     temperature: float = Field(0.1, gt=0)
     base_thread: bool = Field(True, description="a Train worker (or the local runtime) holding the shared base "
                               "learner and strategy learners trains the base learner in a thread of its own beside "
-                              "them (torch's kernels run without the GIL): the same numbers as one after another, "
-                              "3-7 % less wall on 2 cores (docs/architecture.md, 'The base learner's thread')")
+                              "them (torch's kernels run without the GIL): the same numbers as one after another, in "
+                              "less wall (docs/architecture.md, 'The base learner's thread')")
     base_models: Literal["shared", "control", "per_arm"] = Field(
         "shared", description="the user-side base models (two-tower, multi-task ranker). 'shared': one learner "
         "trained on the pooled traffic of all arms serves the same weights to every arm, and arms differ only by "

@@ -116,8 +116,16 @@ def _tiny_run(tmp_path, monkeypatch, row_grads: bool):
 
 
 def test_a_run_is_the_same_with_gradients_by_rows(tmp_path, monkeypatch):
+    """Without gradients by rows every table takes dense Adam's path; with them the tables also keep their moments by
+    rows (RowGradAdam's ``_Rows``) while few of their rows move: the run is the same either way."""
+    from trainers import optim
+
     dense_sim, dense = _tiny_run(tmp_path, monkeypatch, row_grads=False)
+    held = []
+    take = optim._Rows.take
+    monkeypatch.setattr(optim._Rows, "take", lambda self, rows: (held.append(len(rows)), take(self, rows))[1])
     rows_sim, rows = _tiny_run(tmp_path, monkeypatch, row_grads=True)
+    assert len(held) > 100  # the moments by rows were in use
     for name, diag in dense.diagnostics.items():
         trained = [c for c in diag.columns if c.startswith("train.") and c.endswith("loss")]
         assert trained, name  # every arm's learner reports its training losses
@@ -127,3 +135,76 @@ def test_a_run_is_the_same_with_gradients_by_rows(tmp_path, monkeypatch):
     for a, b in zip(dense_sim.arms, rows_sim.arms):
         assert pl.concat(a.exposures).equals(pl.concat(b.exposures)), a.name
     assert dense.overall == rows.overall
+
+
+def _train_held(rows_below: float, steps: int, spread_from: int) -> tuple[Reuse, RowGradAdam, list[bool]]:
+    """RowGradAdam without densifying by hand (its moments by rows in use); from step ``spread_from`` the ids spread
+    over 400 of the 4,096 rows, so a small ``rows_below`` sends the table back to dense Adam midway."""
+    model = Reuse()
+    opt = RowGradAdam([model], 0.05, rows_below=rows_below)
+    held = []
+    g = torch.Generator().manual_seed(2)
+    for step, (a, b, c) in enumerate(_batches(steps)):
+        if step >= spread_from:
+            c = torch.randint(0, 400, (33,), generator=g)
+        opt.zero_grad()
+        model(a, b, c).backward()
+        opt.step()
+        held.append(id(model.table) in opt._rows)
+    return model, opt, held
+
+
+def _plain_adam(steps: int, spread_from: int) -> tuple[Reuse, torch.optim.Adam]:
+    model = Reuse()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    g = torch.Generator().manual_seed(2)
+    for step, (a, b, c) in enumerate(_batches(steps)):
+        if step >= spread_from:
+            c = torch.randint(0, 400, (33,), generator=g)
+        opt.zero_grad()
+        model(a, b, c).backward()
+        opt.step()
+    return model, opt
+
+
+def _assert_same_state(mine: dict, theirs: dict) -> None:
+    assert mine["param_groups"] == theirs["param_groups"]
+    assert set(mine["state"]) == set(theirs["state"])
+    for index, slots in theirs["state"].items():
+        assert set(mine["state"][index]) == set(slots), index
+        for name, value in slots.items():
+            assert torch.equal(mine["state"][index][name], value), (index, name)
+
+
+@pytest.mark.parametrize("rows_below", [0.2, 0.02])
+def test_moments_by_rows_give_dense_adams_weights_and_state_bit_for_bit(rows_below):
+    steps, spread_from = 8, 4
+    plain, plain_opt = _plain_adam(steps, spread_from)
+    mine, opt, held = _train_held(rows_below, steps, spread_from)
+    if rows_below == 0.2:
+        assert all(held)  # at most 440 of 4,096 rows: by rows throughout
+    else:
+        assert held[:spread_from] == [True] * spread_from and not held[-1]  # back to dense Adam past 2 % (82 rows)
+    assert id(model_other := mine.other) in opt._rows and opt._rows[id(model_other)].k > 0
+    for (name, p), q in zip(plain.named_parameters(), mine.parameters()):
+        assert torch.equal(p, q), name
+    _assert_same_state(opt.state_dict(), plain_opt.state_dict())
+
+
+def test_moments_by_rows_survive_a_state_dict_round_trip():
+    """A checkpoint taken midway (dense Adam's state dict) and loaded into a fresh optimiser continues as dense
+    Adam would; the loaded tables go back to moments by rows."""
+    plain, plain_opt = _plain_adam(6, 10)
+    model, opt, _ = _train_held(0.2, 3, 10)
+    fresh = Reuse()
+    fresh.load_state_dict(model.state_dict())
+    opt2 = RowGradAdam([fresh], 0.05)
+    opt2.load_state_dict(opt.state_dict())
+    assert id(fresh.table) in opt2._rows and opt2._rows[id(fresh.table)].k > 0
+    for a, b, c in _batches(6)[3:]:
+        opt2.zero_grad()
+        fresh(a, b, c).backward()
+        opt2.step()
+    for (name, p), q in zip(plain.named_parameters(), fresh.parameters()):
+        assert torch.equal(p, q), name
+    _assert_same_state(opt2.state_dict(), plain_opt.state_dict())

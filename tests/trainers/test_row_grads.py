@@ -137,16 +137,20 @@ def test_a_run_is_the_same_with_gradients_by_rows(tmp_path, monkeypatch):
     assert dense.overall == rows.overall
 
 
+def _spread_batches(steps: int, spread_from: int) -> list[tuple[torch.Tensor, ...]]:
+    """:func:`_batches`, the third lookup's ids spread over 400 ids from step ``spread_from`` on."""
+    g = torch.Generator().manual_seed(2)
+    return [(a, b, torch.randint(0, 400, (33,), generator=g) if step >= spread_from else c)
+            for step, (a, b, c) in enumerate(_batches(steps))]
+
+
 def _train_held(rows_below: float, steps: int, spread_from: int) -> tuple[Reuse, RowGradAdam, list[bool]]:
     """RowGradAdam without densifying by hand (its moments by rows in use); from step ``spread_from`` the ids spread
     over 400 of the 4,096 rows, so a small ``rows_below`` sends the table back to dense Adam midway."""
     model = Reuse()
     opt = RowGradAdam([model], 0.05, rows_below=rows_below)
     held = []
-    g = torch.Generator().manual_seed(2)
-    for step, (a, b, c) in enumerate(_batches(steps)):
-        if step >= spread_from:
-            c = torch.randint(0, 400, (33,), generator=g)
+    for a, b, c in _spread_batches(steps, spread_from):
         opt.zero_grad()
         model(a, b, c).backward()
         opt.step()
@@ -157,10 +161,7 @@ def _train_held(rows_below: float, steps: int, spread_from: int) -> tuple[Reuse,
 def _plain_adam(steps: int, spread_from: int) -> tuple[Reuse, torch.optim.Adam]:
     model = Reuse()
     opt = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
-    g = torch.Generator().manual_seed(2)
-    for step, (a, b, c) in enumerate(_batches(steps)):
-        if step >= spread_from:
-            c = torch.randint(0, 400, (33,), generator=g)
+    for a, b, c in _spread_batches(steps, spread_from):
         opt.zero_grad()
         model(a, b, c).backward()
         opt.step()

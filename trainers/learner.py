@@ -22,6 +22,7 @@ from trainers.metrics import auc
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import HashEmbedding, TwoTower, TwoTowerConfig
 from trainers.optim import make_optimizer
+from trainers.two_threads import draws_global_rng
 
 BATCH_KEYS = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "pair_dense", "labels")
 
@@ -93,6 +94,12 @@ class OnlineLearner:
         self.rank, self.world = 0, 1
         self._ddp: dict[str, torch.nn.Module] = {}
         self._sparse: dict[str, list[torch.nn.Parameter]] = {}
+
+    @property
+    def draws_global_rng(self) -> bool:
+        """Whether a tick draws from torch's global generator: the base models never do (every draw from a
+        generator seeded by tick), a strategy task as it says (:func:`trainers.two_threads.draws_global_rng`)."""
+        return any(draws_global_rng(task) for task in self.extra_tasks)
 
     def shard(self, rank: int, world: int) -> None:
         """Train the base models data-parallel as worker ``rank`` of ``world`` (a ``torch.distributed`` process

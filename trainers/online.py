@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 from simulator.core.config import ArmSpec, TrainConfig
 from trainers.arm_context import ArmContext, TaskFactory, arm_context, arm_seed, base_model_seed, model_configs
 from trainers.learner import BATCH_KEYS, OnlineLearner, concat_batches
+from trainers.two_threads import Job, TwoThreads
 from trainers.weights import WeightsRef
 
 
@@ -47,6 +48,17 @@ def make_learner(arm: ArmSpec, ctx: ArmContext, train: TrainConfig, arm_index: i
 
 def tick_seed(learner_seed: int, tick_id: int) -> int:
     return int(np.random.SeedSequence([learner_seed, tick_id, 0x7EA]).generate_state(1)[0])
+
+
+def _learner_tick(learner: OnlineLearner, batch: dict, tick_id: int) -> tuple[int, dict, dict]:
+    """An arm's learner's tick: (the version it gave, its stats, its weights)."""
+    stats = learner.train_tick(batch, tick_seed(learner.seed, tick_id))
+    return learner.version, stats, learner.weights()
+
+
+def _base_tick(base: OnlineLearner, batch: dict, tick_id: int) -> tuple[dict, dict]:
+    """The shared base learner's tick: (its stats, its weights)."""
+    return base.train_tick(batch, tick_seed(base.seed, tick_id)), base.weights()
 
 
 SHARED_BASE = "__base__"
@@ -86,7 +98,7 @@ class ArmLearners:
                          for i, a in enumerate(arms) if mine(i)}
         self.base: OnlineLearner | None = None
         self.base_thread = train.base_thread
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads = TwoThreads()
         self.base_part = self.by_learner and rank == 0  # this worker's part of every arm's result is the base models
         if not per_arm and (self.base_part or not self.by_learner):
             tt, rk = model_configs(ctx.model, ctx.n_item_dense)
@@ -106,37 +118,22 @@ class ArmLearners:
         """Train on one tick's batches ({arm: batch}); returns {arm: (version, weights, stats)} where the
         weights hold the base models the arm is to serve and its strategy models.
 
-        With ``base_thread`` the shared base learner trains in a thread of its own (torch's kernels run without the
-        GIL) while this one trains the strategy learners in order: the same numbers (docs/architecture.md, "The
-        base learner's thread": no shared tensor, no draw from torch's global generator in the base learner)."""
-        base = None
+        With ``base_thread`` the learners train on two threads (:mod:`trainers.two_threads`: the shared base learner
+        first, and the learners that draw from torch's global generator in this one, in order): the same numbers
+        (docs/architecture.md, "Two training threads")."""
+        jobs = []
         if self.base is not None:
-            base = self._train_base(self._base_batch(batches), tick_seed(self.base.seed, tick_id))
-        out = {}
+            jobs.append(Job(SHARED_BASE, partial(_base_tick, self.base, self._base_batch(batches), tick_id), pinned=False))
         for arm, batch in batches.items():
             if self.base_part or arm not in self.learners:  # base_part: filled in below; else another worker's arm
                 continue
-            lr = self.learners[arm]
-            stats = lr.train_tick(batch, tick_seed(lr.seed, tick_id))
-            out[arm] = (lr.version, stats, lr.weights())  # the version the tick gave
-        base_stats, base_w = base() if base is not None else ({}, {})
+            jobs.append(Job(arm, partial(_learner_tick, self.learners[arm], batch, tick_id),
+                            pinned=self.learners[arm].draws_global_rng))
+        done = self._threads.run(jobs) if self.base_thread else {job.key: job.call() for job in jobs}
+        base_stats, base_w = done.pop(SHARED_BASE, ({}, {}))
         if self.base_part:  # every arm's base part; the worker of its strategy learner adds the version
             return {arm: (None, base_w, base_stats) for arm in batches}
-        return {arm: (version, base_w | weights, base_stats | stats) for arm, (version, stats, weights) in out.items()}
-
-    def _train_base(self, batch: dict, seed: int) -> Callable[[], tuple[dict, dict]]:
-        """Start the shared base learner's tick; the returned call waits for its (stats, weights). In a thread of
-        its own when ``base_thread`` is on and this worker has strategy learners to train meanwhile, else now."""
-        def tick() -> tuple[dict, dict]:
-            return self.base.train_tick(batch, seed), self.base.weights()
-
-        if not (self.base_thread and self.learners):
-            done = tick()
-            return lambda: done
-        if self._pool is None:  # torch 2.13 gives a new thread the process's count; set it anyway, for other builds
-            self._pool = ThreadPoolExecutor(1, "coldsim-base-learner", torch.set_num_threads,
-                                            (torch.get_num_threads(),))
-        return self._pool.submit(tick).result
+        return {arm: (version, base_w | weights, base_stats | stats) for arm, (version, stats, weights) in done.items()}
 
     def state(self) -> dict[str, bytes]:
         """This worker's learners' states (the shared one under :data:`SHARED_BASE`, from worker 0: every worker

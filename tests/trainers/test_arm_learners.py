@@ -210,9 +210,9 @@ def _with_global_draws(arm, actx, lr, batch_size):
 
 
 def test_the_base_learners_thread_gives_exactly_one_threads_results():
-    """train.base_thread: the shared base learner trains in a thread of its own while the strategy learners (one
-    drawing from torch's global generator) train one after another in the caller's: every weight and statistic
-    the same bit for bit as with it off, tick after tick."""
+    """train.base_thread: the shared base learner trains in a second thread while the strategy learner that draws
+    from torch's global generator (pinned) trains in the caller's: every weight and statistic the same bit for bit
+    as with it off, tick after tick."""
     on = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=True), control="base",
                      tasks=_with_global_draws)
     off = ArmLearners(ARMS, _ctx(True), TrainConfig(batch_size=32, base_thread=False), control="base",
@@ -233,7 +233,7 @@ def test_the_base_learners_thread_gives_exactly_one_threads_results():
             assert got[arm][0] == expected[arm][0] == tick + 1  # the version this tick gave
             assert _equal(got[arm][1], expected[arm][1]), arm
             assert _equal(got[arm][2], expected[arm][2]), arm
-    assert base_threads == ["coldsim-base-learner_0"] * 3  # it did train beside the strategy learners
+    assert base_threads == ["coldsim-learner_0"] * 3  # it did train beside the strategy learners
     main = threading.current_thread().name
     assert all(t.threads == [main] * 3 for lr in on.learners.values() for t in lr.extra_tasks
                if isinstance(t, _GlobalDraws))

@@ -14,6 +14,10 @@ class Task(Protocol):
     The learner calls, on every tick, ``train`` and then ``weights``; at checkpoints ``state`` and, on
     resume, ``load_state``. The serving channel of the same ``name`` loads ``weights()`` in its
     ``on_weights`` hook (:class:`serving.channels.base.Channel`).
+
+    A task may say ``draws_global_rng = False`` when its ``train`` neither draws from nor seeds torch's global
+    generator: it may then train in a second thread beside other learners (:mod:`trainers.two_threads`). A task
+    that does not say so is taken to draw, and keeps to the caller's thread.
     """
 
     name: str

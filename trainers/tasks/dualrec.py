@@ -55,6 +55,7 @@ class DualRecTask(Task):
     """Owns the creator-side two-tower, the ranker (and, for the AUC table, its SA/EF siblings) and their optimisers."""
 
     name = "dualrec"
+    draws_global_rng = False  # every draw from the tick's generator
     NOT_SAVED = ("main", "sa", "batch_size", "negatives", "temperature", "max_samples")
 
     def __init__(self, tt_cfg: TwoTowerConfig, rk_cfg: CreatorRankerConfig, sa_ef: bool, lr: float, batch_size: int,

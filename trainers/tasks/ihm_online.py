@@ -79,6 +79,7 @@ class IHMTask(Task):
     """Owns the IHM item tower, the SASRec user tower (sharing E_S) and their optimiser."""
 
     name = "ihm"
+    draws_global_rng = True  # dropout and history dropout (the global generator, forked and seeded by tick)
     NOT_SAVED = ("tau", "batch_size", "max_samples", "train_days", "periodic_retrain", "epochs", "replay_size",
                  "early_stop_ticks", "holdout_share", "holdout_size", "_scratch")
 

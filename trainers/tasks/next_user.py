@@ -59,6 +59,12 @@ class NextUserTask(Task):
         self.batch_size = batch_size
         self.max_samples = max_samples
 
+    @property
+    def draws_global_rng(self) -> bool:
+        """Only the transformer layers' dropout draws from torch's global generator (every other draw comes from
+        the tick's generator); it is 0 unless configured."""
+        return self.model.cfg.dropout > 0
+
     @staticmethod
     def select(batch: dict[str, np.ndarray], max_samples: int, g: torch.Generator) -> np.ndarray:
         """Rows to train on: every interacted cold-item exposure, then non-interacted ones up to ``max_samples``."""

@@ -60,10 +60,11 @@ class TrainConfig(FrozenConfig):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray Train worker reserves; below 1 lets "
                                    "several workers share a small machine's cores (Ray Data's reads need some left)")
     temperature: float = Field(0.1, gt=0)
-    base_thread: bool = Field(True, description="a Train worker (or the local runtime) holding the shared base "
-                              "learner and strategy learners trains the base learner in a thread of its own beside "
-                              "them (torch's kernels run without the GIL): the same numbers as one after another, in "
-                              "less wall (docs/architecture.md, 'The base learner's thread')")
+    base_thread: bool = Field(True, description="a Train worker (or the local runtime) trains a tick's learners on "
+                              "two threads (torch's kernels run without the GIL), the shared base learner first and "
+                              "the learners that draw from torch's global generator (IHM) in the worker's own: the "
+                              "same numbers as one after another, in less wall (docs/architecture.md, 'Two training "
+                              "threads')")
     base_models: Literal["shared", "control", "per_arm"] = Field(
         "shared", description="the user-side base models (two-tower, multi-task ranker). 'shared': one learner "
         "trained on the pooled traffic of all arms serves the same weights to every arm, and arms differ only by "

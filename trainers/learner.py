@@ -22,7 +22,6 @@ from trainers.metrics import auc
 from trainers.models.ranker import Ranker, RankerConfig
 from trainers.models.two_tower import HashEmbedding, TwoTower, TwoTowerConfig
 from trainers.optim import make_optimizer
-from trainers.two_threads import draws_global_rng
 
 BATCH_KEYS = ("user_id", "item_id", "creator_id", "category", "user_dense", "item_dense", "pair_dense", "labels")
 
@@ -43,6 +42,13 @@ def concat_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
     if not batches:
         return {}
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def draws_global_rng(task: Any) -> bool:
+    """Whether a strategy task draws from (or seeds) torch's global generator while it trains: its
+    ``draws_global_rng`` attribute, True where it has none (a task that does not say so is pinned to the caller's
+    thread, :mod:`trainers.two_threads`)."""
+    return bool(getattr(task, "draws_global_rng", True))
 
 
 @dataclass
@@ -98,7 +104,7 @@ class OnlineLearner:
     @property
     def draws_global_rng(self) -> bool:
         """Whether a tick draws from torch's global generator: the base models never do (every draw from a
-        generator seeded by tick), a strategy task as it says (:func:`trainers.two_threads.draws_global_rng`)."""
+        generator seeded by tick), a strategy task as it says (:func:`draws_global_rng`)."""
         return any(draws_global_rng(task) for task in self.extra_tasks)
 
     def shard(self, rank: int, world: int) -> None:

@@ -123,7 +123,8 @@ class ArmLearners:
         (docs/architecture.md, "Two training threads")."""
         jobs = []
         if self.base is not None:
-            jobs.append(Job(SHARED_BASE, partial(_base_tick, self.base, self._base_batch(batches), tick_id), pinned=False))
+            base_tick = partial(_base_tick, self.base, self._base_batch(batches), tick_id)
+            jobs.append(Job(SHARED_BASE, base_tick, pinned=False))
         for arm, batch in batches.items():
             if self.base_part or arm not in self.learners:  # base_part: filled in below; else another worker's arm
                 continue

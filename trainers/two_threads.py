@@ -30,12 +30,6 @@ class Job:
     pinned: bool
 
 
-def draws_global_rng(task: Any) -> bool:
-    """Whether a strategy task draws from (or seeds) torch's global generator while it trains: its
-    ``draws_global_rng`` attribute, True where it has none (a task that does not say is pinned)."""
-    return bool(getattr(task, "draws_global_rng", True))
-
-
 class TwoThreads:
     """Runs a tick's jobs on the caller's thread and one helper thread (started on first use, torch on as many
     threads as the caller's, one in a Ray Train worker)."""

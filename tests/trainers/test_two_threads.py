@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 import torch
 
-from trainers.two_threads import Job, TwoThreads, draws_global_rng
+from trainers.learner import draws_global_rng
+from trainers.two_threads import Job, TwoThreads
 
 
 def _job(key: str, pinned: bool, seconds: float, seen: list):

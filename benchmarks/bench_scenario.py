@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -88,7 +89,10 @@ def parse_args(argv=None):
     p.add_argument("--reference-tick", type=Path,
                    default=Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "reference_tick.py",
                    help="the reference tick (a request's core work with no framework: the throughput ceiling), run "
-                   "after the scenario and compared; skipped when the file is missing")
+                   "before and after the scenario and compared; skipped when the file is missing")
+    p.add_argument("--reference-runs", type=int, default=3,
+                   help="runs of the reference tick: one before the scenario, the rest after it; the run is compared "
+                   "with their median (a single run of it moved 1.5x between runs minutes apart)")
     return p.parse_args(argv)
 
 
@@ -108,6 +112,17 @@ def reference_tick(path: Path) -> dict | None:
     return {"exposures_per_s": float(match.group(1).replace(",", "")), "line": done.stdout.strip()}
 
 
+def reference_figures(before: list[dict], after: list[dict], exposures_per_s: float) -> dict | None:
+    """The reference tick's runs before and after the scenario, their median and the run's share of it."""
+    runs = [r["exposures_per_s"] for r in before + after]
+    if not runs:
+        return None
+    median = float(statistics.median(runs))
+    return {"before": [r["exposures_per_s"] for r in before], "after": [r["exposures_per_s"] for r in after],
+            "median": median, "exposures_per_s": median, "share_of_median": exposures_per_s / median,
+            "line": (before + after)[-1]["line"]}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -122,6 +137,8 @@ def main(argv=None) -> dict:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} {args.settings or ''} "
           f"(run dir and MLflow DB under {tmp})", flush=True)
+    runs = max(args.reference_runs, 0)
+    before = [r for r in [reference_tick(args.reference_tick)] if r is not None] if runs else []
     t0 = time.perf_counter()
     sampler = MemorySampler(args.interval, with_pss=not args.no_pss, pss_interval=args.pss_interval)
     with ForeignLoad() as load, sampler as mem, DirSizeSampler(tmp / "runs") as disk:
@@ -176,13 +193,17 @@ def main(argv=None) -> dict:
             f"{k}: {v[0] / 1e9:.2f} / {v[1] / 1e9:.2f} x{v[2]}" for k, v in top[:12]))
     for arm, a in ats.items():
         print(f"ATS (action -> served model reflects it), arm {arm}: p50 {a['p50_min']:.1f} min, p95 {a['p95_min']:.1f} min")
-    ref = reference_tick(args.reference_tick)
+    after = [r for r in (reference_tick(args.reference_tick) for _ in range(runs - 1)) if r is not None]
+    ref = reference_figures(before, after, figures["exposures_per_s"])
     if ref is not None:
         figures["reference_tick"] = ref
-        figures["share_of_reference"] = figures["exposures_per_s"] / ref["exposures_per_s"]
-        print(f"reference tick (same machine, right after): {ref['line']}\n"
-              f"this run: {figures['exposures_per_s']:,.0f} exposures/s = {100 * figures['share_of_reference']:.1f} % "
-              f"of the reference's {ref['exposures_per_s']:,.0f}")
+        figures["share_of_reference"] = ref["share_of_median"]
+        print(f"reference tick (same machine; its last run): {ref['line']}\n"
+              f"reference tick exposures/s: before the run {', '.join(f'{x:,.0f}' for x in ref['before']) or '-'}; "
+              f"after it {', '.join(f'{x:,.0f}' for x in ref['after']) or '-'}; median {ref['median']:,.0f}\n"
+              f"this run: {figures['exposures_per_s']:,.0f} exposures/s = {100 * ref['share_of_median']:.1f} % "
+              f"of the reference's median ({100 * figures['exposures_per_s'] / max(ref['before'] + ref['after']):.1f}"
+              f"-{100 * figures['exposures_per_s'] / min(ref['before'] + ref['after']):.1f} % of its runs)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

@@ -7,7 +7,7 @@ it, as IHM's dropout does, forked and seeded by tick) must see the same draws as
 is *pinned*: every pinned learner trains in the caller's thread, in order, and nothing on the other thread draws
 from the global generator. The other learners are taken in order by whichever thread is free first, so the threads
 balance themselves whatever each learner costs. Which thread trained a learner changes none of its numbers
-(tests/trainers/test_arm_learners.py: bit for bit against one thread).
+(tests/trainers/test_two_threads.py: a whole run bit for bit against one thread).
 """
 
 from __future__ import annotations

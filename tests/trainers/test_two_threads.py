@@ -24,16 +24,17 @@ def _job(key: str, pinned: bool, seconds: float, seen: list):
 def test_pinned_jobs_keep_the_callers_thread_and_order_and_the_free_ones_balance():
     seen: list = []
     threads = TwoThreads("helper")
-    jobs = [_job("base", False, 0.05, seen), _job("p1", True, 0.03, seen), _job("f1", False, 0.01, seen),
-            _job("p2", True, 0.03, seen), _job("f2", False, 0.01, seen)]
+    jobs = [_job("base", False, 0.05, seen), _job("p1", True, 0.2, seen), _job("f1", False, 0.01, seen),
+            _job("p2", True, 0.2, seen), _job("f2", False, 0.01, seen)]
     assert list(threads.run(jobs)) == ["base", "p1", "f1", "p2", "f2"]  # the jobs' order, not the finishing order
-    assert threads.run(jobs) == {"base": "BASE", "p1": "P1", "f1": "F1", "p2": "P2", "f2": "F2"}
     main = threading.current_thread().name
-    assert [k for k, t in seen if t == main and k.startswith("p")] == ["p1", "p2", "p1", "p2"]
-    assert all(t == main for k, t in seen if k.startswith("p"))
-    # the helper took the base learner's job first, then what was left while the caller ran the pinned ones
-    assert [k for k, t in seen if t.startswith("helper")][:1] == ["base"]
-    assert {k for k, t in seen if t.startswith("helper")} >= {"base", "f1"}
+    assert [k for k, t in seen if t == main] == ["p1", "p2"]  # the pinned ones, in order
+    # the helper took the free jobs in order while the caller ran the pinned ones
+    assert [k for k, t in seen if t.startswith("helper")] == ["base", "f1", "f2"]
+    seen.clear()
+    quick = [_job("base", False, 0.3, seen), _job("p1", True, 0.05, seen), _job("f1", False, 0.01, seen)]
+    assert threads.run(quick) == {"base": "BASE", "p1": "P1", "f1": "F1"}
+    assert [k for k, t in seen if t == main] == ["p1", "f1"]  # done with its own, the caller takes what is left
 
 
 def test_one_thread_when_there_is_nothing_to_share():
@@ -69,7 +70,7 @@ def test_a_task_that_does_not_say_is_taken_to_draw():
     assert draws_global_rng(Quiet()) and not draws_global_rng(Free())
 
 
-def _tiny_run(tmp_path, two_threads: bool, ran: list):
+def _tiny_run(tmp_path, two_threads: bool):
     from scenarios import get_scenario
     from simulator.run.loop import Simulation
     from simulator.run.runtime import LocalRuntime
@@ -91,24 +92,31 @@ def test_a_run_on_two_threads_is_the_same_and_only_the_declared_learners_leave_t
 
     tick = OnlineLearner.train_tick
     ran: list = []
+    helper_took = threading.Event()  # the helper thread has taken a strategy learner
+    hold_ihm = threading.Event()  # on two threads IHM (pinned) waits for that, not to leave the schedule to luck
 
     def recorded(self, batch, seed):
         name = "+".join(t.name for t in self.extra_tasks) or "base"
+        if name != "base" and threading.current_thread().name.startswith("coldsim-learner"):
+            helper_took.set()
+        if name == "ihm" and hold_ihm.is_set():
+            helper_took.wait(10)
         before = torch.get_rng_state()
         out = tick(self, batch, seed)
         ran.append((name, threading.current_thread().name, torch.equal(before, torch.get_rng_state())))
         return out
 
     monkeypatch.setattr(OnlineLearner, "train_tick", recorded)
-    one_sim, one = _tiny_run(tmp_path, False, ran)
+    one_sim, one = _tiny_run(tmp_path, False)
     assert {n for n, _, _ in ran} == {"base", "next_user", "dualrec", "ihm"}
     assert all(same for name, _, same in ran if name != "ihm")  # the declarations hold (one thread: no interleaving)
     ran.clear()
-    two_sim, two = _tiny_run(tmp_path, True, ran)
+    hold_ihm.set()
+    two_sim, two = _tiny_run(tmp_path, True)
     main = threading.current_thread().name
     assert {t for n, t, _ in ran if n == "ihm"} == {main}
     assert {n for n, t, _ in ran if t.startswith("coldsim-learner")} >= {"base"}
-    assert {n for n, t, _ in ran if t.startswith("coldsim-learner") and n != "base"}  # a strategy learner too
+    assert helper_took.is_set()  # a strategy learner trained beside IHM
     for name, diag in one.diagnostics.items():
         trained = [c for c in diag.columns if c.startswith("train.")]
         assert trained and diag.select(trained).equals(two.diagnostics[name].select(trained)), name

@@ -97,19 +97,21 @@ def parse_args(argv=None):
 
 
 def reference_tick(path: Path) -> dict | None:
-    """Run the reference tick script and parse its ``exposures/s`` (None when it is missing or fails)."""
+    """Run the reference tick script and parse its ``exposures/s`` (None when it fails)."""
     import re
     import subprocess
 
-    if not path.exists():
-        print(f"reference tick: {path} not found, skipped")
-        return None
     done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600)
     match = re.search(r"exposures/s=([\d,]+)", done.stdout)
     if done.returncode != 0 or not match:
         print(f"reference tick failed: {done.stdout[-300:]} {done.stderr[-300:]}")
         return None
     return {"exposures_per_s": float(match.group(1).replace(",", "")), "line": done.stdout.strip()}
+
+
+def reference_runs(path: Path, n: int) -> list[dict]:
+    """``n`` runs of the reference tick, those that gave a figure."""
+    return [r for r in (reference_tick(path) for _ in range(n)) if r is not None]
 
 
 def reference_figures(before: list[dict], after: list[dict], exposures_per_s: float) -> dict | None:
@@ -138,7 +140,10 @@ def main(argv=None) -> dict:
     print(f"bench_scenario: {sc.name} scale={args.scale or 'default'} runtime={args.runtime} {args.settings or ''} "
           f"(run dir and MLflow DB under {tmp})", flush=True)
     runs = max(args.reference_runs, 0)
-    before = [r for r in [reference_tick(args.reference_tick)] if r is not None] if runs else []
+    if runs and not args.reference_tick.exists():
+        print(f"reference tick: {args.reference_tick} not found, skipped")
+        runs = 0
+    before = reference_runs(args.reference_tick, min(runs, 1))
     t0 = time.perf_counter()
     sampler = MemorySampler(args.interval, with_pss=not args.no_pss, pss_interval=args.pss_interval)
     with ForeignLoad() as load, sampler as mem, DirSizeSampler(tmp / "runs") as disk:
@@ -193,7 +198,7 @@ def main(argv=None) -> dict:
             f"{k}: {v[0] / 1e9:.2f} / {v[1] / 1e9:.2f} x{v[2]}" for k, v in top[:12]))
     for arm, a in ats.items():
         print(f"ATS (action -> served model reflects it), arm {arm}: p50 {a['p50_min']:.1f} min, p95 {a['p95_min']:.1f} min")
-    after = [r for r in (reference_tick(args.reference_tick) for _ in range(runs - 1)) if r is not None]
+    after = reference_runs(args.reference_tick, runs - 1)
     ref = reference_figures(before, after, figures["exposures_per_s"])
     if ref is not None:
         figures["reference_tick"] = ref

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -62,15 +63,16 @@ def record(args) -> tuple[tuple, list]:
         return tick(self, tick_id, batches)
 
     online.ArmLearners.__init__, online.ArmLearners.train_tick = recording_init, recording_tick
+    tmp = Path(tempfile.mkdtemp(prefix="coldsim-bench-threads-"))
     try:
         sc = get_scenario(args.scenario)
-        tmp = Path(tempfile.mkdtemp(prefix="coldsim-bench-threads-"))
         opts = RunOptions(scenario=sc.name, scale=args.scale, days=args.days, seed=0, runtime="local",
                           run_root=str(tmp / "runs"), experiment="bench",
                           overrides=parse_settings(["train.base_thread=false"]))
         run_scenario(sc, opts, tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     finally:
         online.ArmLearners.__init__, online.ArmLearners.train_tick = init, tick
+        shutil.rmtree(tmp, ignore_errors=True)  # the run's directory and MLflow DB: the ticks are in memory
     return seen["init"], seen["ticks"]
 
 

@@ -51,14 +51,9 @@ def tick_seed(learner_seed: int, tick_id: int) -> int:
 
 
 def _learner_tick(learner: OnlineLearner, batch: dict, tick_id: int) -> tuple[int, dict, dict]:
-    """An arm's learner's tick: (the version it gave, its stats, its weights)."""
+    """A learner's tick (an arm's, or the shared base learner's): (the version it gave, its stats, its weights)."""
     stats = learner.train_tick(batch, tick_seed(learner.seed, tick_id))
     return learner.version, stats, learner.weights()
-
-
-def _base_tick(base: OnlineLearner, batch: dict, tick_id: int) -> tuple[dict, dict]:
-    """The shared base learner's tick: (its stats, its weights)."""
-    return base.train_tick(batch, tick_seed(base.seed, tick_id)), base.weights()
 
 
 SHARED_BASE = "__base__"
@@ -123,15 +118,15 @@ class ArmLearners:
         (docs/architecture.md, "Two training threads")."""
         jobs = []
         if self.base is not None:
-            base_tick = partial(_base_tick, self.base, self._base_batch(batches), tick_id)
+            base_tick = partial(_learner_tick, self.base, self._base_batch(batches), tick_id)
             jobs.append(Job(SHARED_BASE, base_tick, pinned=False))
         for arm, batch in batches.items():
             if self.base_part or arm not in self.learners:  # base_part: filled in below; else another worker's arm
                 continue
             jobs.append(Job(arm, partial(_learner_tick, self.learners[arm], batch, tick_id),
                             pinned=self.learners[arm].draws_global_rng))
-        done = self._threads.run(jobs) if self.base_thread else {job.key: job.call() for job in jobs}
-        base_stats, base_w = done.pop(SHARED_BASE, ({}, {}))
+        done = self._threads.run(jobs, share=self.base_thread)
+        _, base_stats, base_w = done.pop(SHARED_BASE, (None, {}, {}))
         if self.base_part:  # every arm's base part; the worker of its strategy learner adds the version
             return {arm: (None, base_w, base_stats) for arm in batches}
         return {arm: (version, base_w | weights, base_stats | stats) for arm, (version, stats, weights) in done.items()}

@@ -38,12 +38,12 @@ class TwoThreads:
         self.name = name
         self._pool: ThreadPoolExecutor | None = None
 
-    def run(self, jobs: list[Job]) -> dict[str, Any]:
+    def run(self, jobs: list[Job], share: bool = True) -> dict[str, Any]:
         """{key: result} of every job, in the jobs' order: the pinned ones run in the caller's thread in order,
         first; the others are taken in order by the first free thread. A failure in either thread is raised here
-        once both threads are done."""
+        once both threads are done. ``share=False``: every job in the caller's thread, in order."""
         free = deque(job for job in jobs if not job.pinned)
-        if not free or len(jobs) < 2:
+        if not share or not free or len(jobs) < 2:
             return {job.key: job.call() for job in jobs}
         if self._pool is None:  # torch 2.13 gives a new thread the process's count; set it anyway, for other builds
             self._pool = ThreadPoolExecutor(1, self.name, torch.set_num_threads, (torch.get_num_threads(),))

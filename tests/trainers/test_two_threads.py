@@ -42,6 +42,7 @@ def test_one_thread_when_there_is_nothing_to_share():
     threads = TwoThreads("helper")
     assert threads.run([_job("p", True, 0, seen), _job("q", True, 0, seen)]) == {"p": "P", "q": "Q"}
     assert threads.run([_job("only", False, 0, seen)]) == {"only": "ONLY"}
+    assert threads.run([_job("a", False, 0, seen), _job("b", False, 0, seen)], share=False) == {"a": "A", "b": "B"}
     assert {t for _, t in seen} == {threading.current_thread().name}
     assert threads._pool is None  # no thread was started
 

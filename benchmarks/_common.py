@@ -120,6 +120,26 @@ _RAY_MARKERS = ("ray::", "raylet", "gcs_server")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (``[1]`` ppid, ``[11:15]`` CPU ticks, ``[19]``
+    start time); None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    rest = stat[stat.rfind(")") + 2:].split()
+    return rest if len(rest) > 19 else None
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
 def _proc_table() -> dict[int, tuple[int, float, str]]:
     """pid -> (ppid, start time in clock ticks, cmdline) for every readable process (Linux /proc)."""
     out = {}
@@ -127,16 +147,10 @@ def _proc_table() -> dict[int, tuple[int, float, str]]:
         if not d.isdigit():
             continue
         pid = int(d)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-            rest = stat[stat.rfind(")") + 2:].split()
-            ppid, start = int(rest[1]), float(rest[19])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
+        rest, cmd = _stat_fields(pid), _cmdline(pid)
+        if rest is None or cmd is None:
             continue
-        out[pid] = (ppid, start, cmd)
+        out[pid] = (int(rest[1]), float(rest[19]), cmd)
     return out
 
 
@@ -184,6 +198,59 @@ def tree_pids(root: int, include_ray: bool = True) -> set[int]:
             if pid not in pids and start >= t_root and ppid in (0, 1) and any(m in cmd for m in _RAY_MARKERS):
                 pids.add(pid)
     return pids
+
+
+class ProcessTree:
+    """The processes :func:`tree_pids` finds, kept up to date at a fraction of its cost: a sampler asks for them
+    twice a second through a whole run, and :func:`tree_pids` reads the stat and command line of every process on
+    the machine each time (in a 4-day default run on Ray the benchmark's two samplers took ~12 CPU-s of the
+    driver's, ~4 % of the 2-core machine: the benchmark measuring itself). Each call here lists /proc and reads
+    only the processes it has not seen before; a process is placed in or out of the tree when first seen (a child
+    of a process in the tree is in it), and one seen outside it is looked at again only while it could still be an
+    orphaned Ray process of this run (parent init, started after ``root``, its command line not yet ``ray::``).
+    A process in the tree stays in it when its parent exits."""
+
+    def __init__(self, root: int, include_ray: bool = True):
+        self.root, self.include_ray = root, include_ray
+        fields = _stat_fields(root)
+        self._t_root = float(fields[19]) if fields else 0.0
+        self._member: dict[int, bool] = {}
+        self._orphan_candidates: set[int] = set()  # outside the tree, could still turn out an orphaned Ray process
+
+    def _orphaned_ray(self, ppid: int, start: float, cmd: str) -> bool:
+        return self.include_ray and ppid in (0, 1) and start >= self._t_root and any(m in cmd for m in _RAY_MARKERS)
+
+    def pids(self) -> set[int]:
+        live = {int(d) for d in os.listdir("/proc") if d.isdigit()}
+        for gone in self._member.keys() - live:
+            del self._member[gone]
+        self._orphan_candidates &= live
+        pending: dict[int, tuple[int, float, str]] = {}
+        for pid in live - self._member.keys():
+            rest, cmd = _stat_fields(pid), _cmdline(pid)
+            if rest is not None and cmd is not None:
+                pending[pid] = (int(rest[1]), float(rest[19]), cmd)
+        while pending:  # parents before children: a new child of a new process waits for its parent's place
+            placed = False
+            for pid, (ppid, start, cmd) in list(pending.items()):
+                if ppid in pending and pid != self.root:
+                    continue
+                member = pid == self.root or self._member.get(ppid, False) or self._orphaned_ray(ppid, start, cmd)
+                self._member[pid] = member
+                if not member and self.include_ray and ppid in (0, 1) and start >= self._t_root:
+                    self._orphan_candidates.add(pid)
+                del pending[pid]
+                placed = True
+            if not placed:  # not reachable (parent links form a tree); never loop forever
+                for pid in pending:
+                    self._member[pid] = False
+                break
+        for pid in list(self._orphan_candidates):
+            cmd = _cmdline(pid)
+            if cmd is not None and any(m in cmd for m in _RAY_MARKERS):
+                self._member[pid] = True
+                self._orphan_candidates.discard(pid)
+        return {pid for pid, member in self._member.items() if member}
 
 
 def _short_name(pid: int) -> str:
@@ -243,21 +310,20 @@ def _process_name(pid: int, root: int) -> str:
     return "driver" if pid == root else _short_name(pid)
 
 
-def _tree_cpu_ticks(root: int, names: dict | None = None) -> dict[tuple[int, str], int]:
-    """(pid, start time) -> CPU clock ticks (user + system, own + reaped children) for this tree and Ray's processes;
-    ``names`` gets each key's latest process name other than ``ray::IDLE``."""
+def _tree_cpu_ticks(tree: ProcessTree, names: dict | None = None,
+                    refresh: bool = True) -> dict[tuple[int, str], int]:
+    """(pid, start time) -> CPU clock ticks (user + system, own + reaped children) of the tree's processes.
+    ``names`` gets the name of each key it lacks and, with ``refresh``, each key's latest name other than
+    ``ray::IDLE`` (a Ray worker takes its actor's name once it runs one)."""
     out = {}
-    for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-        except OSError:
+    for pid in tree.pids():
+        rest = _stat_fields(pid)
+        if rest is None:
             continue
-        rest = stat[stat.rfind(")") + 2:].split()
         key = (pid, rest[19])
         out[key] = sum(int(x) for x in rest[11:15])
-        if names is not None:  # refreshed every time: a Ray worker takes its actor's name once it runs one
-            name = _process_name(pid, root)
+        if names is not None and (refresh or key not in names):
+            name = _process_name(pid, tree.root)
             if name != "ray::IDLE" or key not in names:
                 names[key] = name
     return out
@@ -269,19 +335,27 @@ class ForeignLoad:
     A daemon thread samples, every ``interval`` s, the CPU counters of this tree and Ray's processes (so the
     CPU of processes that exit before the end, such as Ray's workers at shutdown, is still counted up to their
     last sample) and the machine's busy CPU time from /proc/stat. ``foreign_s`` = machine busy CPU-seconds
-    minus ours: an estimate, slightly high (up to ``interval`` of CPU per exiting process is missed)."""
+    minus ours: an estimate, slightly high (up to ``interval`` of CPU per exiting process is missed). The
+    processes' names are read again every ``name_interval`` s and at the end (a process that takes an actor's name
+    and exits within that interval keeps the one it had)."""
 
-    def __init__(self, interval: float = 0.5):
-        self.interval = interval
+    def __init__(self, interval: float = 0.5, name_interval: float = 5.0):
+        self.interval, self.name_interval = interval, name_interval
         self.root = os.getpid()
+        self._tree = ProcessTree(self.root)
         self._first: dict[tuple[int, str], int] = {}
         self._last: dict[tuple[int, str], int] = {}
         self._names: dict[tuple[int, str], str] = {}
+        self._named_at = -float("inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
 
-    def _sample(self) -> None:
-        for key, ticks in _tree_cpu_ticks(self.root, self._names).items():
+    def _sample(self, refresh_names: bool = False) -> None:
+        if time.monotonic() - self._named_at >= self.name_interval:
+            refresh_names = True
+        if refresh_names:
+            self._named_at = time.monotonic()
+        for key, ticks in _tree_cpu_ticks(self._tree, self._names, refresh_names).items():
             self._first.setdefault(key, 0)  # born after __enter__: all its CPU is in the window
             self._last[key] = ticks
 
@@ -299,7 +373,7 @@ class ForeignLoad:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample()
+        self._sample(refresh_names=True)
         self.wall = time.perf_counter() - self.t0
         self.busy = busy_cpu_seconds() - self.b0
         tick = os.sysconf("SC_CLK_TCK")
@@ -343,6 +417,7 @@ class MemorySampler:
         self.interval = interval
         self.pss_interval, self.pss_rise = pss_interval, pss_rise
         self.root = root or os.getpid()
+        self._tree = ProcessTree(self.root)
         self.with_pss = with_pss and os.path.exists(f"/proc/{self.root}/smaps_rollup")
         self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
         self.peak_procs = 0
@@ -377,28 +452,27 @@ class MemorySampler:
         if self.base_used is None:
             self.base_used = used
         self.peak_used = max(self.peak_used, used)
-        pids = tree_pids(self.root)
+        pids = self._tree.pids()
         rss_by_pid = {p: _rss(p) for p in pids}
         rss = sum(rss_by_pid.values())
+        self.peak_driver_rss = max(self.peak_driver_rss, rss_by_pid.get(self.root, 0))
         with_pss = self._pss_due(rss, force_pss)
-        pss = 0
-        by_name: dict[str, list[int]] = {}
-        for p, r in rss_by_pid.items():
-            s = _pss(p) if with_pss else 0
-            pss += s
-            if p == self.root:
-                self.peak_driver_rss = max(self.peak_driver_rss, r)
-            name = "driver" if p == self.root else _short_name(p)
-            acc = by_name.setdefault(name, [0, 0, 0])
-            acc[0] += r
-            acc[1] += s
-            acc[2] += 1
+        pss_by_pid = {p: _pss(p) for p in pids} if with_pss else {}
         if with_pss:
+            pss = sum(pss_by_pid.values())
             self._last_pss_t, self._high_pss_rss = time.monotonic(), max(self._high_pss_rss, rss)
             self.pss_samples += 1
             self.peak_pss = max(self.peak_pss, pss)
         if (with_pss or not self.with_pss) and rss > self._breakdown_rss:
-            self.peak_breakdown = by_name  # name -> [rss, pss, processes] at the highest RSS-sum read with PSS
+            # name -> [rss, pss, processes] at the highest RSS-sum read with PSS (names read only here: a command
+            # line per process at every sample was most of a sample's cost)
+            by_name: dict[str, list[int]] = {}
+            for p, r in rss_by_pid.items():
+                acc = by_name.setdefault(_process_name(p, self.root), [0, 0, 0])
+                acc[0] += r
+                acc[1] += pss_by_pid.get(p, 0)
+                acc[2] += 1
+            self.peak_breakdown = by_name
             self._breakdown_rss = rss
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_procs = max(self.peak_procs, len(pids))

@@ -42,12 +42,16 @@ class DirSizeSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def size(self) -> int:
+        """The files' bytes now. The run writes and deletes under the walk (a checkpoint's temporary file renamed,
+        old checkpoints' directories removed): what vanished meanwhile counts as gone, never as an error that would
+        stop the sampling (``os.walk`` skips a directory it can no longer list; ``Path.rglob`` raised)."""
         total = 0
-        for file in self.path.rglob("*") if self.path.exists() else []:
-            try:
-                total += file.stat().st_size if file.is_file() else 0
-            except FileNotFoundError:  # a checkpoint's temporary file renamed under us
-                pass
+        for folder, _, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    pass
         return total
 
     def _loop(self) -> None:

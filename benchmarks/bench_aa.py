@@ -1,7 +1,7 @@
 """A/A calibration: the share of (arm, metric) cells whose CI excludes 0 in the ``aa`` scenario, over seeds.
 
     python benchmarks/bench_aa.py --scale small --seeds 6 --base-models shared per_arm [--one-way] \
-        [--optimizer lazy_adam]
+        [--optimizer lazy_adam] [--processes 2]
 
 Runs the ``aa`` scenario (three identical base arms) in-process for each seed and base-model mode
 (:mod:`simulator.run.calibration`) and prints the false-positive rate over all defined cells, per metric
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--base-models", nargs="+", default=["shared", "per_arm"])
     ap.add_argument("--one-way", action="store_true",
                     help="also read the same runs out with each metric bootstrapped over its own unit only")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="seeds played at a time, each in a process of its own (the same rates; less wall on more cores)")
     ap.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                     help="the base models' optimiser (TrainConfig.optimizer; default: the scenario's)")
     args = ap.parse_args()
@@ -38,7 +40,7 @@ def main() -> None:
     for mode in args.base_models:
         t = time.perf_counter()
         overrides = {"base_models": mode} | ({"optimizer": args.optimizer} if args.optimizer else {})
-        runs = aa_comparisons(sc, list(range(args.seeds)), read_outs=read_outs, **overrides)
+        runs = aa_comparisons(sc, list(range(args.seeds)), read_outs=read_outs, processes=args.processes, **overrides)
         seconds = time.perf_counter() - t
         optimizer = args.optimizer or sc.train.optimizer
         for read_out in ["scenario", *read_outs]:

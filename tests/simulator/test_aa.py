@@ -29,12 +29,26 @@ def aa():
 def runs(aa):
     """Each seed played once, read out twice: the scenario's two-way bootstrap and a one-way one."""
     one_way = aa.metrics.model_copy(update={"bootstrap_two_way": False})
-    return aa_comparisons(aa, SEEDS, base_models="shared", read_outs={"one_way": one_way})
+    return aa_comparisons(aa, SEEDS, base_models="shared", read_outs={"one_way": one_way}, processes=2)
 
 
 @pytest.fixture(scope="module")
 def shared(runs):
     return runs.filter(pl.col("read_out") == "scenario")
+
+
+def test_seeds_played_in_other_processes_are_the_seeds_played_here(aa, runs):
+    """The fixture's seeds ran two processes at a time; two of them played again in this process give the same
+    rows, bit for bit, in the same order."""
+    one_way = aa.metrics.model_copy(update={"bootstrap_two_way": False})
+    here = aa_comparisons(aa, [3, 0], base_models="shared", read_outs={"one_way": one_way})
+    there = pl.concat([runs.filter(pl.col("seed") == seed) for seed in (3, 0)])
+    assert here.height > 0 and here.equals(there)
+
+
+def test_processes_must_be_positive(aa):
+    with pytest.raises(ValueError, match="processes must be at least 1"):
+        aa_comparisons(aa, [0], processes=0)
 
 
 def test_aa_false_positive_rate_is_nominal_with_shared_base_models(shared):
@@ -78,7 +92,7 @@ def test_an_injected_effect_is_detected(aa):
     and "<= 2 of 10" with 0.99; one that cannot see the effect (5%) passes the first with 0.0001."""
     arms = [a.model_copy(update={"injected_upload_factor": 1.5}) if a.name == "a3" else a for a in aa.arms]
     injected = aa._revalidated({"arms": arms})
-    comp = aa_comparisons(injected, SEEDS[:10], base_models="shared", allow_injected=True)
+    comp = aa_comparisons(injected, SEEDS[:10], base_models="shared", allow_injected=True, processes=2)
     pubs = comp.filter((comp["metric"] == "publications") & (comp["arm"] == "a3"))
     assert pubs["significant_cuped"].sum() >= 5, pubs
     assert 0.3 < pubs["lift_cuped"].mean() < 0.7, pubs  # +50% injected

@@ -251,6 +251,24 @@ def generate_synthetic(
     return validate_log(Log(name="synthetic", events=events, items=items, users=users, truth=truth, meta=meta))
 
 
+def first_occurrences(*columns: np.ndarray) -> np.ndarray:
+    """The sorted indices of the first occurrence of each distinct row of ``columns`` (integer arrays of one
+    length): what ``np.unique(np.stack(columns, 1), axis=0, return_index=True)`` gives, sorted. When the columns'
+    ranges (each less its minimum) fit in 63 bits together, the rows are packed into one int64 key first: the
+    row-wise unique sorted 24-byte records and took ~40 % of the synthetic world's generation."""
+    shifted = [col.astype(np.int64) - col.min() for col in columns] if len(columns[0]) else []
+    bits = [int(col.max()).bit_length() for col in shifted]
+    if shifted and sum(bits) <= 63:
+        key = np.zeros(len(columns[0]), np.int64)
+        for col, width in zip(shifted, bits):
+            key = (key << width) | col
+        _, first = np.unique(key, return_index=True)
+    else:
+        _, first = np.unique(np.stack(columns, 1), axis=0, return_index=True)
+    first.sort()
+    return first
+
+
 def _logged_events(cfg, rng, user_ids, visit_p, item_ids, upload_ts, truth) -> pa.Table:
     """History exposed by a popularity/recency logging policy on days -pre_days..days-1, responses drawn from ``truth``.
 
@@ -287,9 +305,7 @@ def _logged_events(cfg, rng, user_ids, visit_p, item_ids, upload_ts, truth) -> p
         e_user = np.repeat(req_user, S)
         e_ts = np.repeat(req_ts, S)
         e_item = s_items[picks.ravel()]
-        key = np.stack([e_ts, e_user, e_item], 1)
-        _, first = np.unique(key, axis=0, return_index=True)
-        first.sort()
+        first = first_occurrences(e_ts, e_user, e_item)
         e_user, e_ts, e_item = e_user[first], e_ts[first], e_item[first]
         resp = truth.sample(e_user, e_item, rng)  # (n, E)
         cols["ts"].append(e_ts)

@@ -568,3 +568,17 @@ def test_synthetic_is_seeded_and_has_content_columns() -> None:
     assert SyntheticConfig(latent_dim=8, content_dim=12).n_content == 12
     with pytest.raises(ValidationError, match="content_dim"):
         SyntheticConfig(latent_dim=8, content_dim=4)
+
+
+@pytest.mark.parametrize("high", [3, 1_000, 1 << 40])  # packed into one key, and (2^40 x 3 > 63 bits) row-wise
+def test_first_occurrences_are_numpys_row_wise_unique(high):
+    from simulator.sources.synthetic import first_occurrences
+
+    rng = np.random.default_rng(high)
+    columns = [rng.integers(-5, high, 20_000) for _ in range(3)]
+    expected = np.sort(np.unique(np.stack(columns, 1), axis=0, return_index=True)[1])
+    got = first_occurrences(*columns)
+    assert np.array_equal(got, expected)
+    if high == 3:
+        assert len(got) < 20_000  # there were duplicates to drop
+    assert len(first_occurrences(*(np.empty(0, np.int64),) * 3)) == 0

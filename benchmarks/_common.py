@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Ray's auto-connect off, as `simulate` turns it off (simulator/run/cli.py): a benchmark that runs a scenario and then
+# the reference tick saw Serve's handle thread, left behind by the run's ray.shutdown(), start a fresh local Ray in
+# this process (once in seven default runs on 2026-12-03): an idle Ray instance beside the reference tick's runs after
+# the scenario. Every benchmark starts Ray explicitly (init_ray), and Ray reads this when it is imported: every
+# script imports this module first. A setting in the environment wins.
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
 # ---------------------------------------------------------------------------- timing helpers
 
 

@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("--one-way", action="store_true",
                     help="also read the same runs out with each metric bootstrapped over its own unit only")
     ap.add_argument("--processes", type=int, default=1,
-                    help="seeds played at a time, each in a process of its own (the same rates; less wall on more cores)")
+                    help="seeds played at a time, each in a process of its own (the same rates; less wall on more "
+                    "cores)")
     ap.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                     help="the base models' optimiser (TrainConfig.optimizer; default: the scenario's)")
     args = ap.parse_args()

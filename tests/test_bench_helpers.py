@@ -89,3 +89,16 @@ def test_the_run_directory_sampler_survives_directories_deleted_under_it(tmp_pat
         assert disk._thread.is_alive()  # still sampling
         assert _wait_until(lambda: disk.peak >= 5000)
     assert disk.end == 5000
+
+
+@pytest.mark.parametrize("given, expected", [(None, "0"), ("1", "1")])
+def test_benchmarks_turn_rays_auto_connect_off_unless_told(given, expected):
+    """As `simulate` does: a library thread outliving a run's ray.shutdown() must not start a fresh Ray in the
+    benchmark's process (it would idle beside the reference tick's runs); a setting in the environment wins."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_AUTO_CONNECT"}
+    if given is not None:
+        env["RAY_ENABLE_AUTO_CONNECT"] = given
+    code = (f"import sys; sys.path.insert(0, {str(BENCH)!r}); import os, _common; "
+            "print(os.environ['RAY_ENABLE_AUTO_CONNECT'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == expected, out.stderr

@@ -147,20 +147,6 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
-def _proc_table() -> dict[int, tuple[int, float, str]]:
-    """pid -> (ppid, start time in clock ticks, cmdline) for every readable process (Linux /proc)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        pid = int(d)
-        rest, cmd = _stat_fields(pid), _cmdline(pid)
-        if rest is None or cmd is None:
-            continue
-        out[pid] = (int(rest[1]), float(rest[19]), cmd)
-    return out
-
-
 def _rss(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (``/proc/PID/statm``: cheap); 0 if it is gone."""
     try:
@@ -185,37 +171,20 @@ def _pss(pid: int) -> int:
 
 def tree_pids(root: int, include_ray: bool = True) -> set[int]:
     """``root``, all its descendants, and (optionally) orphaned Ray processes (``ray::``, raylet, gcs_server)
-    started after ``root``."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    pids, stack = set(), [root]
-    while stack:
-        p = stack.pop()
-        if p in pids:
-            continue
-        pids.add(p)
-        stack.extend(children.get(p, []))
-    if include_ray and root in table:
-        # Ray processes that left the tree (re-parented to init after their parent exited) and were started
-        # after ``root``; a Ray process whose parent is alive outside the tree belongs to another Ray session
-        t_root = table[root][1]
-        for pid, (ppid, start, cmd) in table.items():
-            if pid not in pids and start >= t_root and ppid in (0, 1) and any(m in cmd for m in _RAY_MARKERS):
-                pids.add(pid)
-    return pids
+    started after ``root``: one scan of every process on the machine (a fresh :class:`ProcessTree`)."""
+    return ProcessTree(root, include_ray).pids()
 
 
 class ProcessTree:
-    """The processes :func:`tree_pids` finds, kept up to date at a fraction of its cost: a sampler asks for them
-    twice a second through a whole run, and :func:`tree_pids` reads the stat and command line of every process on
-    the machine each time (in a 4-day default run on Ray the benchmark's two samplers took ~12 CPU-s of the
-    driver's, ~4 % of the 2-core machine: the benchmark measuring itself). Each call here lists /proc and reads
-    only the processes it has not seen before; a process is placed in or out of the tree when first seen (a child
-    of a process in the tree is in it), and one seen outside it is looked at again only while it could still be an
-    orphaned Ray process of this run (parent init, started after ``root``, its command line not yet ``ray::``).
-    A process in the tree stays in it when its parent exits."""
+    """``root``, its descendants and (with ``include_ray``) the Ray processes of this run orphaned to init, kept up
+    to date between calls. The first call reads the stat and command line of every process on the machine; a
+    sampler asks twice a second through a whole run, and reading them all every time took the benchmark's two
+    samplers ~12 CPU-s of the driver's in a 4-day default run on Ray, ~4 % of the 2-core machine (the benchmark
+    measuring itself). So each later call lists /proc and reads only the processes it has not seen before; a
+    process is placed in or out of the tree when first seen (a child of a process in the tree is in it), and one
+    seen outside it is looked at again only while it could still be an orphaned Ray process of this run (parent
+    init, started after ``root``, its command line not yet ``ray::``). A process in the tree stays in it when its
+    parent exits."""
 
     def __init__(self, root: int, include_ray: bool = True):
         self.root, self.include_ray = root, include_ray
@@ -224,8 +193,9 @@ class ProcessTree:
         self._member: dict[int, bool] = {}
         self._orphan_candidates: set[int] = set()  # outside the tree, could still turn out an orphaned Ray process
 
-    def _orphaned_ray(self, ppid: int, start: float, cmd: str) -> bool:
-        return self.include_ray and ppid in (0, 1) and start >= self._t_root and any(m in cmd for m in _RAY_MARKERS)
+    def _may_be_orphan(self, ppid: int, start: float) -> bool:
+        """Re-parented to init and started after ``root``: a Ray process of this run if its command line says so."""
+        return self.include_ray and ppid in (0, 1) and start >= self._t_root
 
     def pids(self) -> set[int]:
         live = {int(d) for d in os.listdir("/proc") if d.isdigit()}
@@ -242,9 +212,11 @@ class ProcessTree:
             for pid, (ppid, start, cmd) in list(pending.items()):
                 if ppid in pending and pid != self.root:
                     continue
-                member = pid == self.root or self._member.get(ppid, False) or self._orphaned_ray(ppid, start, cmd)
+                orphan = self._may_be_orphan(ppid, start)
+                member = (pid == self.root or self._member.get(ppid, False)
+                          or (orphan and any(m in cmd for m in _RAY_MARKERS)))
                 self._member[pid] = member
-                if not member and self.include_ray and ppid in (0, 1) and start >= self._t_root:
+                if orphan and not member:
                     self._orphan_candidates.add(pid)
                 del pending[pid]
                 placed = True
@@ -261,11 +233,10 @@ class ProcessTree:
 
 
 def _short_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+    cmd = _cmdline(pid)
+    if cmd is None:
         return str(pid)
+    cmd = cmd.strip()
     if cmd.startswith("ray::"):
         return cmd.split()[0]
     parts = cmd.split()
@@ -285,14 +256,10 @@ def cpu_seconds_by_process(root: int | None = None) -> dict[str, float]:
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
+        rest, cmd = _stat_fields(pid), _cmdline(pid)
+        if rest is None or cmd is None:
             continue
-        rest = stat[stat.rfind(")") + 2:].split()
+        cmd = cmd.strip()
         secs = (int(rest[11]) + int(rest[12])) / tick
         if pid == root:
             name = "driver"

@@ -35,6 +35,10 @@ APP_NAME = "coldsim"
 # 6x fewer requests/s than one sequential client (benchmarks/bench_serve_overhead.py, docs/performance.md).
 ARM_MAX_ONGOING = 64
 GATEWAY_MAX_ONGOING = 1024
+# a replica Serve stops sleeps this long before it first counts its ongoing requests (Serve's default 2 s): every
+# run's end waited that for its idle arms; a replica with requests in flight still waits for them all
+# (docs/performance.md, "A run's end")
+SHUTDOWN_POLL_S = 0.1
 
 
 def deployment_name(arm: str, shard: int = 0) -> str:
@@ -42,7 +46,8 @@ def deployment_name(arm: str, shard: int = 0) -> str:
     return f"arm_{arm}" if shard == 0 else f"arm_{arm}_shard{shard}"
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=ARM_MAX_ONGOING)
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=ARM_MAX_ONGOING,
+                  graceful_shutdown_wait_loop_s=SHUTDOWN_POLL_S)
 class ArmDeployment:
     """One arm's serving side: the plain policy, batching for HTTP traffic, and the rules for HTTP clients.
 
@@ -210,7 +215,8 @@ class _HandleBackend:
         return await self._call(arm, "end_day_http", ts)
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=GATEWAY_MAX_ONGOING)
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=GATEWAY_MAX_ONGOING,
+                  graceful_shutdown_wait_loop_s=SHUTDOWN_POLL_S)
 @serve.ingress()
 class Gateway:
     """HTTP ingress (bound to 127.0.0.1 by default): :func:`serving.http.build_api` over the arm deployments."""

@@ -56,29 +56,61 @@ LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False}
 SERVE_CONTROLLER_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
 
 
+# the GCS address of the Ray that init_ray started in this process, whose processes inherited RAY_ENV and
+# SERVE_CONTROLLER_ENV from the environment its raylet started with
+_STARTED_HERE: list[str] = []
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """``values`` in this process's environment for the block (a value already there wins), then as before."""
+    saved = {k: os.environ.get(k) for k in values}
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
+def _settings(values: dict[str, str]) -> dict[str, str]:
+    return {k: os.environ.get(k, v) for k, v in values.items()}
+
+
 def init_ray(address: str | None = None) -> bool:
     """Start (or join, with ``address``) Ray as coldsim runs use it, unless this process is already connected
-    (a driver that started it, or a Ray task running a simulation); returns whether it started it."""
+    (a driver that started it, or a Ray task running a simulation); returns whether it started it.
+
+    A joined cluster's workers get coldsim's environment (:data:`RAY_ENV`) through the job's ``runtime_env``. A Ray
+    started here does not need one: its raylet starts with that environment and every worker inherits it, and a
+    job ``runtime_env`` would start each worker through Ray's ``setup_worker.py``, a second Python start and
+    ``import ray`` per worker (~0.7 CPU-s each on 2 cores; docs/performance.md, "A run's start")."""
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault(FOOTER_ACTORS, RAY_ENV[FOOTER_ACTORS])  # where Ray Data plans a read: this process too
     kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                  configure_logging=True, logging_level="ERROR",
-                  runtime_env={"env_vars": RAY_ENV})
+                  configure_logging=True, logging_level="ERROR")
+    _STARTED_HERE.clear()
     if address:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, runtime_env={"env_vars": _settings(RAY_ENV)}, **kwargs)
     else:
         system_config = {k: v for k, v in LOCAL_SYSTEM_CONFIG.items() if f"RAY_{k}" not in os.environ}
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), _system_config=system_config, **kwargs)
+        with _environment(RAY_ENV | SERVE_CONTROLLER_ENV):
+            ray.init(num_cpus=max(2, os.cpu_count() or 2), _system_config=system_config, **kwargs)
+        _STARTED_HERE.append(ray.get_runtime_context().gcs_address)
     return True
 
 
 def start_serve(http_options: dict) -> None:
     """``serve.start`` with coldsim's Serve controller settings (:data:`SERVE_CONTROLLER_ENV`); they apply when this
-    call creates the controller, not to one already running on the cluster."""
-    env = {k: os.environ.get(k, v) for k, v in SERVE_CONTROLLER_ENV.items()}
-    serve.start(http_options=http_options, controller_options={"runtime_env": {"env_vars": env}})
+    call creates the controller, not to one already running on the cluster. On a Ray that :func:`init_ray` started
+    the controller inherits them from the raylet's environment; elsewhere they travel in its ``runtime_env``."""
+    inherited = ray.is_initialized() and _STARTED_HERE[:1] == [ray.get_runtime_context().gcs_address]
+    options = {} if inherited else {"runtime_env": {"env_vars": _settings(SERVE_CONTROLLER_ENV)}}
+    serve.start(http_options=http_options, controller_options=options)
 
 
 _LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -290,6 +322,8 @@ class RayRuntime:
             if self._owns_ray:  # no serve.shutdown() first: killing the controller mid-call only adds noise
                 steps.callback(ray.shutdown)
             steps.callback(self._delete_apps, wait=True)
+            # waited for even when Ray ends next: the online loop's thread, blocked in its wait for Ray Train's
+            # controller, does not return when Ray shuts down under it (docs/performance.md, "A run's start")
             steps.callback(self.trainer.stop)
             self._delete_apps(wait=False)  # the replicas' graceful stops run while the trainer stops
 
